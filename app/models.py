@@ -1,0 +1,215 @@
+"""Every table Paperboy stores, as typed SQLAlchemy 2 models: papers, subscribers, their frozen
+daily digests and digest items, and the record of each ingest run. The unique keys here are the
+idempotency guarantees the pipeline relies on (a paper once per arXiv id or normalised title, a
+digest once per subscriber and day, a paper once per digest)."""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from datetime import UTC, date, datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Date,
+    DateTime,
+    Enum,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    SmallInteger,
+    String,
+    Text,
+    UniqueConstraint,
+    Uuid,
+    func,
+)
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from app.db import Base, BigIntId, JsonValue
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class SubscriberStatus(enum.StrEnum):
+    PENDING = "pending"
+    ACTIVE = "active"
+    PAUSED = "paused"
+    UNSUBSCRIBED = "unsubscribed"
+    BOUNCED = "bounced"
+
+
+class DigestStatus(enum.StrEnum):
+    QUEUED = "queued"
+    SENDING = "sending"
+    RETRY = "retry"
+    SENT = "sent"
+    FAILED = "failed"
+    BOUNCED = "bounced"
+    SKIPPED = "skipped"
+
+
+class IngestStatus(enum.StrEnum):
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+def _str_enum(enum_class: type[enum.StrEnum], name: str) -> Enum:
+    # Stored as short strings with a CHECK, not a native Postgres ENUM: adding a state later is a
+    # one-line migration on both dialects.
+    return Enum(
+        enum_class,
+        name=name,
+        native_enum=False,
+        create_constraint=True,
+        length=16,
+        values_callable=lambda members: [member.value for member in members],
+    )
+
+
+class Paper(Base):
+    __tablename__ = "paper"
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True)
+    arxiv_id: Mapped[str | None] = mapped_column(String(32), unique=True)
+    title: Mapped[str] = mapped_column(Text)
+    title_key: Mapped[str] = mapped_column(Text, unique=True)
+    abstract: Mapped[str] = mapped_column(Text)
+    authors: Mapped[list[str] | None] = mapped_column(JsonValue)
+    categories: Mapped[list[str] | None] = mapped_column(JsonValue)
+    keywords: Mapped[list[str] | None] = mapped_column(JsonValue)
+    ai_summary: Mapped[str | None] = mapped_column(Text)
+    url: Mapped[str | None] = mapped_column(Text)
+    pdf_url: Mapped[str | None] = mapped_column(Text)
+    doi: Mapped[str | None] = mapped_column(String(255))
+    github_repo: Mapped[str | None] = mapped_column(Text)
+    published_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    source: Mapped[str] = mapped_column(String(16))
+    upvotes: Mapped[int | None] = mapped_column(Integer)
+    comments: Mapped[int | None] = mapped_column(Integer)
+    first_seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, onupdate=utcnow
+    )
+
+    __table_args__ = (Index(None, "first_seen_at"),)
+
+
+class Subscriber(Base):
+    __tablename__ = "subscriber"
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True)
+    public_id: Mapped[uuid.UUID] = mapped_column(Uuid, unique=True, default=uuid.uuid4)
+    email: Mapped[str] = mapped_column(String(320))
+    status: Mapped[SubscriberStatus] = mapped_column(
+        _str_enum(SubscriberStatus, "subscriber_status"), default=SubscriberStatus.PENDING
+    )
+    topics: Mapped[list[str]] = mapped_column(JsonValue, default=list)
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC")
+    send_hour: Mapped[int] = mapped_column(SmallInteger, default=7)
+    digest_size: Mapped[int] = mapped_column(SmallInteger, default=10)
+    trending_weight: Mapped[float] = mapped_column(Float, default=0.3)
+    token_version: Mapped[int] = mapped_column(Integer, default=1)
+    bounce_count: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, onupdate=utcnow
+    )
+    confirmed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    unsubscribed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    digests: Mapped[list[Digest]] = relationship(
+        back_populates="subscriber", cascade="all, delete-orphan", passive_deletes=True
+    )
+
+    __table_args__ = (
+        # One subscription per mailbox, whatever the case the address was typed in.
+        Index("uq_subscriber_email_lower", func.lower(email), unique=True),
+        Index(None, "status"),
+        CheckConstraint("send_hour BETWEEN 0 AND 23", name="send_hour_range"),
+        CheckConstraint("digest_size BETWEEN 1 AND 50", name="digest_size_range"),
+        CheckConstraint("trending_weight BETWEEN 0 AND 1", name="trending_weight_range"),
+    )
+
+
+class Digest(Base):
+    __tablename__ = "digest"
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True)
+    subscriber_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("subscriber.id", ondelete="CASCADE")
+    )
+    digest_date: Mapped[date] = mapped_column(Date)
+    status: Mapped[DigestStatus] = mapped_column(
+        _str_enum(DigestStatus, "digest_status"), default=DigestStatus.QUEUED
+    )
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    message_id: Mapped[str | None] = mapped_column(String(255))
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    subscriber: Mapped[Subscriber] = relationship(back_populates="digests")
+    items: Mapped[list[DigestItem]] = relationship(
+        back_populates="digest",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+        order_by="DigestItem.rank",
+    )
+
+    __table_args__ = (
+        # The idempotency key of compose: one digest per subscriber per local day.
+        UniqueConstraint("subscriber_id", "digest_date"),
+        Index(None, "status", "next_attempt_at"),
+        Index(None, "digest_date"),
+    )
+
+
+class DigestItem(Base):
+    __tablename__ = "digest_item"
+
+    digest_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("digest.id", ondelete="CASCADE"), primary_key=True
+    )
+    paper_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("paper.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    rank: Mapped[int] = mapped_column(SmallInteger)
+    score: Mapped[float] = mapped_column(Float)
+    relevance: Mapped[float] = mapped_column(Float)
+    trend: Mapped[float] = mapped_column(Float)
+    matched_topic: Mapped[str | None] = mapped_column(Text)
+    matched_terms: Mapped[list[str]] = mapped_column(JsonValue, default=list)
+
+    digest: Mapped[Digest] = relationship(back_populates="items")
+    paper: Mapped[Paper] = relationship()
+
+
+class IngestRun(Base):
+    __tablename__ = "ingest_run"
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True)
+    source: Mapped[str] = mapped_column(Text)
+    format: Mapped[str | None] = mapped_column(String(16))
+    status: Mapped[IngestStatus] = mapped_column(
+        _str_enum(IngestStatus, "ingest_status"), default=IngestStatus.RUNNING
+    )
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    records: Mapped[int] = mapped_column(Integer, default=0)
+    inserted: Mapped[int] = mapped_column(Integer, default=0)
+    updated: Mapped[int] = mapped_column(Integer, default=0)
+    unchanged: Mapped[int] = mapped_column(Integer, default=0)
+    rejected: Mapped[int] = mapped_column(Integer, default=0)
+    rejections: Mapped[list[dict[str, Any]]] = mapped_column(JsonValue, default=list)
+    error: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (Index(None, "started_at"),)
