@@ -1,1 +1,1 @@
-"""Paperboy: emails each subscriber, once a day, the trending research papers that match their topics."""
+"""Paperboy: emails each subscriber, once a day, the trending research papers on their topics."""

@@ -27,7 +27,7 @@ class Settings(BaseSettings):
         default=30.0, gt=0, description="Seconds before an HTTP source fetch gives up."
     )
     http_retries: int = Field(
-        default=3, ge=0, le=10, description="Retries of an HTTP source on 5xx, 429 or network errors."
+        default=3, ge=0, le=10, description="Retries of an HTTP fetch on 5xx, 429, network errors."
     )
     http_max_retry_after: float = Field(
         default=60.0, ge=0, description="Longest Retry-After (seconds) a fetch will honour."

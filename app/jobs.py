@@ -1,0 +1,132 @@
+"""The pipeline's jobs, each owning its database session and its commits: the CLI, the scheduler
+and the admin API all call these same functions. `ingest_job` reads one source into `paper` rows in
+batches that are committed whole (or not at all), and records the run in `ingest_run`."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from contextlib import AsyncExitStack
+from datetime import UTC, datetime
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.config import Settings
+from app.ingest import IngestReport, PaperRow, merge_duplicates, normalise, upsert_papers
+from app.models import IngestRun, IngestStatus
+from app.sources import PaperRecord, RecordError, SourceError, detect_format, parse_source
+from app.sources.fetch import OpenedSource, open_source
+
+ProgressCallback = Callable[[int, int | None], None]
+
+
+async def _record_run(
+    session: AsyncSession, run_id: int, report: IngestReport, status: IngestStatus
+) -> None:
+    run = await session.get_one(IngestRun, run_id)
+    run.format = report.format
+    run.status = status
+    run.records = report.records
+    run.inserted = report.inserted
+    run.updated = report.updated
+    run.unchanged = report.unchanged
+    run.rejected = report.rejected
+    run.rejections = list(report.rejections)
+    run.error = report.error
+    if status is not IngestStatus.RUNNING:
+        run.finished_at = datetime.now(UTC)
+
+
+async def ingest_job(
+    location: str,
+    *,
+    session_factory: async_sessionmaker[AsyncSession],
+    settings: Settings,
+    source_format: str = "auto",
+    on_progress: ProgressCallback | None = None,
+) -> IngestReport:
+    """Ingest one source. A source that cannot be read at all ends as a failed run with the
+    reason in `report.error` and no papers written; bad records are rejected one by one."""
+    report = IngestReport(source=location)
+    started = time.perf_counter()
+    async with session_factory() as session:
+        run = IngestRun(source=location[:2000], format=None)
+        session.add(run)
+        await session.commit()
+        run_id = run.id
+        try:
+            async with AsyncExitStack() as exit_stack:
+                source = await open_source(
+                    location,
+                    read_timeout=settings.http_timeout,
+                    retries=settings.http_retries,
+                    max_retry_after=settings.http_max_retry_after,
+                    exit_stack=exit_stack,
+                )
+                report.format = (
+                    detect_format(source.head()) if source_format == "auto" else source_format
+                )
+                await _ingest_stream(
+                    source,
+                    report,
+                    session=session,
+                    run_id=run_id,
+                    batch_size=settings.ingest_batch_size,
+                    on_progress=on_progress,
+                )
+        except SourceError as error:
+            await session.rollback()
+            report.error = str(error)
+        except (OSError, EOFError) as error:
+            # A stream that breaks mid-way (truncated gzip, vanished file): the batches committed
+            # so far stay, whole; the run is failed and says how far it got.
+            await session.rollback()
+            report.error = f"reading {location} failed after {report.records} records: {error}"
+        except Exception as error:
+            await session.rollback()
+            report.error = f"{type(error).__name__}: {error}"
+            report.seconds = time.perf_counter() - started
+            await _record_run(session, run_id, report, IngestStatus.FAILED)
+            await session.commit()
+            raise
+        report.seconds = time.perf_counter() - started
+        status = IngestStatus.SUCCEEDED if report.ok else IngestStatus.FAILED
+        await _record_run(session, run_id, report, status)
+        await session.commit()
+    return report
+
+
+async def _ingest_stream(
+    source: OpenedSource,
+    report: IngestReport,
+    *,
+    session: AsyncSession,
+    run_id: int,
+    batch_size: int,
+    on_progress: ProgressCallback | None,
+) -> None:
+    assert report.format is not None
+    batch: list[PaperRow] = []
+
+    async def flush() -> None:
+        if batch:
+            report.add_counts(await upsert_papers(merge_duplicates(batch), session=session))
+            batch.clear()
+        await _record_run(session, run_id, report, IngestStatus.RUNNING)
+        await session.commit()
+        if on_progress is not None:
+            on_progress(source.position(), source.size)
+
+    for result in parse_source(source.stream, report.format):
+        report.records += 1
+        if not isinstance(result, PaperRecord):
+            report.add_rejection(result.position, result.reason)
+            continue
+        try:
+            batch.append(normalise(result, source=report.format))
+        except RecordError as error:
+            report.add_rejection(result.position, str(error))
+            continue
+        if len(batch) >= batch_size:
+            await flush()
+    await flush()

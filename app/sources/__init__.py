@@ -1,0 +1,94 @@
+"""The paper sources Paperboy reads and what they all parse into. Each format has its own module
+that turns bytes into `PaperRecord`s (or `Rejection`s for records it cannot read), with no database
+access; `detect_format` picks the module from the first bytes of the input, and `parse_source`
+dispatches. Normalising and writing is `app.ingest`'s job."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import BinaryIO, Final
+
+
+class SourceError(Exception):
+    """The source as a whole cannot be read: nothing from it is written."""
+
+
+class RecordError(ValueError):
+    """One record is unusable; the parser turns it into a `Rejection` and carries on."""
+
+
+@dataclass(slots=True)
+class PaperRecord:
+    position: int
+    title: str
+    abstract: str
+    arxiv_id: str | None = None
+    authors: list[str] = field(default_factory=list)
+    categories: list[str] = field(default_factory=list)
+    keywords: list[str] = field(default_factory=list)
+    ai_summary: str | None = None
+    url: str | None = None
+    pdf_url: str | None = None
+    doi: str | None = None
+    github_repo: str | None = None
+    published_at: datetime | None = None
+    upvotes: int | None = None
+    comments: int | None = None
+
+
+@dataclass(slots=True, frozen=True)
+class Rejection:
+    position: int
+    reason: str
+
+
+ParseResult = PaperRecord | Rejection
+Parser = Callable[[BinaryIO], Iterator[ParseResult]]
+
+PAGE: Final = "page"
+ARXIV_ATOM: Final = "arxiv-atom"
+HF_DAILY: Final = "hf-daily"
+ARXIV_JSONL: Final = "arxiv-jsonl"
+FORMATS: Final = (PAGE, ARXIV_ATOM, HF_DAILY, ARXIV_JSONL)
+
+ATOM_NAMESPACE = b"http://www.w3.org/2005/Atom"
+
+
+def detect_format(head: bytes) -> str:
+    """Name the format of a source from its first bytes (a few kB are plenty)."""
+    start = head.removeprefix(b"\xef\xbb\xbf").lstrip()
+    if not start:
+        raise SourceError("the source is empty")
+    if start.startswith(b"<"):
+        if ATOM_NAMESPACE in head:
+            return ARXIV_ATOM
+        raise SourceError("the source is XML but not an Atom feed (expected an arXiv API response)")
+    if start.startswith(b"["):
+        return HF_DAILY
+    if start.startswith(b"{"):
+        return ARXIV_JSONL
+    if b"\x00" in head:
+        raise SourceError("the source is binary, not one of: " + ", ".join(FORMATS))
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as error:
+        # A multi-byte character cut at the end of the sample is fine; anything earlier is not.
+        if error.start < len(head) - 4:
+            raise SourceError("the source is neither UTF-8 text nor a known format") from error
+    return PAGE
+
+
+def parse_source(stream: BinaryIO, source_format: str) -> Iterator[ParseResult]:
+    from app.sources import arxiv_atom, arxiv_jsonl, hf_daily, page
+
+    parsers: dict[str, Parser] = {
+        PAGE: page.parse,
+        ARXIV_ATOM: arxiv_atom.parse,
+        HF_DAILY: hf_daily.parse,
+        ARXIV_JSONL: arxiv_jsonl.parse,
+    }
+    if source_format not in parsers:
+        raise SourceError(f"unknown format {source_format!r}; expected one of {', '.join(FORMATS)}")
+    return parsers[source_format](stream)

@@ -1,0 +1,89 @@
+"""The arXiv metadata snapshot (the Kaggle `arxiv-metadata-oai-snapshot.json`): JSON Lines, one
+paper per line, millions of lines. It is read line by line so memory stays flat whatever the size;
+a line that is not a JSON object is rejected on its own, while a first line that is not JSON at all
+means the input is not this format."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any, BinaryIO
+
+import orjson
+
+from app.sources import PaperRecord, ParseResult, RecordError, Rejection, SourceError, fields
+
+AUTHOR_SEPARATOR = re.compile(r",\s*|\s+and\s+")
+GITHUB_URL = re.compile(r"https?://github\.com/[\w.-]+/[\w.-]+")
+
+
+def _authors(obj: dict[str, Any]) -> list[str]:
+    parsed = obj.get("authors_parsed")
+    if isinstance(parsed, list) and parsed:
+        names = []
+        for parts in parsed:
+            if not isinstance(parts, list) or not all(isinstance(p, str) for p in parts):
+                raise RecordError("authors_parsed must be a list of [last, first, suffix] lists")
+            last, first, suffix = [*parts, "", "", ""][:3]
+            names.append(" ".join(p for p in (first, last, suffix) if p))
+        return names
+    authors = fields.text(obj, "authors") or ""
+    return [name for name in AUTHOR_SEPARATOR.split(authors) if name.strip()]
+
+
+def _published_at(obj: dict[str, Any]) -> datetime | None:
+    versions = obj.get("versions")
+    if isinstance(versions, list) and versions and isinstance(versions[0], dict):
+        created = versions[0].get("created")
+        if isinstance(created, str):
+            try:
+                return parsedate_to_datetime(created)
+            except (TypeError, ValueError) as error:
+                raise RecordError(f"versions[0].created is not a date: {created[:40]!r}") from error
+    update_date = fields.text(obj, "update_date")
+    if update_date:
+        try:
+            return datetime.fromisoformat(update_date).replace(tzinfo=UTC)
+        except ValueError as error:
+            raise RecordError(f"update_date is not a date: {update_date[:40]!r}") from error
+    return None
+
+
+def _record(position: int, obj: dict[str, Any]) -> PaperRecord:
+    comments = fields.text(obj, "comments") or ""
+    github = GITHUB_URL.search(comments)
+    return PaperRecord(
+        position=position,
+        arxiv_id=fields.text(obj, "id", required=True),
+        title=fields.text(obj, "title") or "",
+        abstract=fields.text(obj, "abstract") or "",
+        authors=_authors(obj),
+        categories=(fields.text(obj, "categories") or "").split(),
+        doi=fields.text(obj, "doi"),
+        github_repo=github.group(0) if github else None,
+        published_at=_published_at(obj),
+    )
+
+
+def parse(stream: BinaryIO) -> Iterator[ParseResult]:
+    seen_json = False
+    for position, line in enumerate(stream, start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = orjson.loads(line)
+        except orjson.JSONDecodeError as error:
+            if not seen_json:
+                raise SourceError(f"line {position} is not JSON: this is not JSON Lines") from error
+            yield Rejection(position, "line is not valid JSON")
+            continue
+        seen_json = True
+        if not isinstance(obj, dict):
+            yield Rejection(position, f"line is a JSON {type(obj).__name__}, not an object")
+            continue
+        try:
+            yield _record(position, obj)
+        except RecordError as error:
+            yield Rejection(position, str(error))
