@@ -28,8 +28,9 @@ NAMING_CONVENTION = {
 
 # SQLite only auto-increments a column declared exactly INTEGER PRIMARY KEY.
 BigIntId = BigInteger().with_variant(Integer(), "sqlite")
-# Binary JSON on Postgres (indexable, compact); JSON text on SQLite.
-JsonValue = JSON().with_variant(JSONB(), "postgresql")
+# Binary JSON on Postgres (indexable, compact); JSON text on SQLite. Python None is SQL NULL (not
+# the JSON text 'null') so that COALESCE can fill missing lists.
+JsonValue = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
 
 
 class Base(DeclarativeBase):

@@ -1,0 +1,128 @@
+"""Shared fixtures: one real database per test session (SQLite by default, Postgres when
+PAPERBOY_TEST_DATABASE_URL names one), migrated with the project's own migrations and emptied after
+every test that touched it; the recorded source payloads under tests/data."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from app.config import Settings
+from app.db import Base, create_engine, create_session_factory, migrate
+
+DATA = Path(__file__).parent / "data"
+SAMPLE_PAGE = Path(__file__).parent.parent / "app" / "sample" / "trending-papers-page.txt"
+TEST_DATABASE_URL = os.environ.get("PAPERBOY_TEST_DATABASE_URL", "")
+ON_POSTGRES = TEST_DATABASE_URL.startswith("postgresql")
+
+requires_postgres = pytest.mark.skipif(
+    not ON_POSTGRES,
+    reason="Postgres-only: set PAPERBOY_TEST_DATABASE_URL=postgresql+asyncpg://user@host/db",
+)
+
+
+async def create_postgres_database(server_url: str) -> str:
+    """Create an empty database next to `server_url`'s and return its URL."""
+    url = make_url(server_url)
+    name = f"paperboy_test_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(
+        host=url.host,
+        port=url.port or 5432,
+        user=url.username,
+        password=url.password,
+        database="postgres",
+    )
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    return url.set(database=name).render_as_string(hide_password=False)
+
+
+async def drop_postgres_database(database_url: str) -> None:
+    url = make_url(database_url)
+    admin = await asyncpg.connect(
+        host=url.host,
+        port=url.port or 5432,
+        user=url.username,
+        password=url.password,
+        database="postgres",
+    )
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+async def fresh_database_url(tmp_path: Path) -> str:
+    if ON_POSTGRES:
+        return await create_postgres_database(TEST_DATABASE_URL)
+    return f"sqlite+aiosqlite:///{tmp_path / 'paperboy.db'}"
+
+
+@pytest.fixture(scope="session")
+async def database_url(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
+    url = await fresh_database_url(tmp_path_factory.mktemp("db"))
+    yield url
+    if ON_POSTGRES:
+        await drop_postgres_database(url)
+
+
+@pytest.fixture(scope="session")
+async def migrated_engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(database_url)
+    await migrate(engine)
+    yield engine
+    await engine.dispose()
+
+
+async def empty_all_tables(engine: AsyncEngine) -> None:
+    tables = [table.name for table in reversed(Base.metadata.sorted_tables)]
+    async with engine.begin() as connection:
+        if engine.dialect.name == "postgresql":
+            await connection.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
+        else:
+            for table in tables:
+                await connection.execute(text(f"DELETE FROM {table}"))
+
+
+@pytest.fixture
+async def engine(migrated_engine: AsyncEngine) -> AsyncIterator[AsyncEngine]:
+    yield migrated_engine
+    await empty_all_tables(migrated_engine)
+
+
+@pytest.fixture
+def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return create_session_factory(engine)
+
+
+@pytest.fixture
+async def session(
+    session_factory: async_sessionmaker[AsyncSession],
+) -> AsyncIterator[AsyncSession]:
+    async with session_factory() as session:
+        yield session
+
+
+@pytest.fixture
+def settings(database_url: str) -> Settings:
+    return Settings(database_url=database_url, ingest_batch_size=100, http_retries=2)
+
+
+@pytest.fixture
+def data() -> Path:
+    return DATA
+
+
+@pytest.fixture
+def sample_page() -> Iterator[Path]:
+    yield SAMPLE_PAGE

@@ -1,0 +1,209 @@
+"""The ingest job against a real database: the sample page loads exactly once, sources merge into
+one row per paper under the upsert rules, bad records are rejected while good ones load, unreadable
+sources write nothing, and every run is recorded."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.config import Settings
+from app.jobs import ingest_job
+from app.models import IngestRun, IngestStatus, Paper
+
+Sessions = async_sessionmaker[AsyncSession]
+
+
+async def ingest(path: Path | str, sessions: Sessions, settings: Settings, **options: str):  # type: ignore[no-untyped-def]
+    return await ingest_job(str(path), session_factory=sessions, settings=settings, **options)
+
+
+async def paper_count(sessions: Sessions) -> int:
+    async with sessions() as session:
+        return (await session.execute(select(func.count()).select_from(Paper))).scalar_one()
+
+
+async def paper_by_arxiv_id(sessions: Sessions, arxiv_id: str) -> Paper:
+    async with sessions() as session:
+        return (await session.execute(select(Paper).where(Paper.arxiv_id == arxiv_id))).scalar_one()
+
+
+async def test_sample_page_loads_185_papers_once(
+    session_factory: Sessions, settings: Settings, sample_page: Path
+) -> None:
+    first = await ingest(sample_page, session_factory, settings)
+    assert (first.format, first.records, first.inserted, first.rejected) == ("page", 185, 185, 0)
+    assert first.ok
+    assert await paper_count(session_factory) == 185
+    again = await ingest(sample_page, session_factory, settings)
+    assert (again.inserted, again.updated, again.unchanged) == (0, 0, 185)
+    assert await paper_count(session_factory) == 185
+
+
+async def test_every_run_is_recorded(
+    session_factory: Sessions, settings: Settings, sample_page: Path, data: Path
+) -> None:
+    await ingest(sample_page, session_factory, settings)
+    await ingest(data / "arxiv-snapshot-bad.jsonl", session_factory, settings)
+    async with session_factory() as session:
+        runs = (await session.execute(select(IngestRun).order_by(IngestRun.id))).scalars().all()
+    assert [(r.format, r.status, r.inserted + r.updated, r.rejected) for r in runs] == [
+        ("page", IngestStatus.SUCCEEDED, 185, 0),
+        ("arxiv-jsonl", IngestStatus.SUCCEEDED, 6, 8),
+    ]
+    assert runs[1].source.endswith("arxiv-snapshot-bad.jsonl")
+    assert runs[1].finished_at is not None and runs[1].finished_at >= runs[1].started_at
+    assert {"position": 10, "reason": "abstract contains control characters"} in runs[1].rejections
+
+
+async def test_bad_records_are_rejected_and_good_ones_load(
+    session_factory: Sessions, settings: Settings, data: Path
+) -> None:
+    report = await ingest(data / "arxiv-snapshot-bad.jsonl", session_factory, settings)
+    assert report.ok
+    assert (report.records, report.inserted, report.rejected) == (14, 6, 8)
+    assert {r["position"]: r["reason"] for r in report.rejections} == {
+        2: "line is not valid JSON",
+        4: "line is a JSON list, not an object",
+        5: "no title",
+        7: "no abstract",
+        8: "title must be a string, not int",
+        10: "abstract contains control characters",
+        12: "title is too long (2000 characters, limit 500)",
+        13: "invalid arXiv id 'not-an-id'",
+    }
+
+
+async def test_sources_merge_into_one_row_per_paper(
+    session_factory: Sessions, settings: Settings, sample_page: Path, data: Path
+) -> None:
+    await ingest(sample_page, session_factory, settings)
+    async with session_factory() as session:
+        page_mamba = (
+            await session.execute(select(Paper).where(Paper.title.like("Mamba: Linear-Time%")))
+        ).scalar_one()
+    assert page_mamba.arxiv_id is None and page_mamba.authors is None
+
+    atom = await ingest(data / "arxiv-atom.xml", session_factory, settings)
+    assert atom.inserted + atom.updated == 5
+    mamba = await paper_by_arxiv_id(session_factory, "2312.00752")
+    assert mamba.id == page_mamba.id  # matched by title, then given its arXiv id
+    assert mamba.first_seen_at == page_mamba.first_seen_at
+    assert mamba.authors and mamba.authors[0] == "Albert Gu"
+    assert mamba.url == "https://arxiv.org/abs/2312.00752v2"
+    assert mamba.source == "page"
+    assert mamba.upvotes is None
+
+    hf = await ingest(data / "hf-daily.json", session_factory, settings)
+    assert hf.ok and hf.rejected == 0
+    mamba = await paper_by_arxiv_id(session_factory, "2312.00752")
+    assert mamba.upvotes is not None and mamba.comments is not None
+    assert mamba.ai_summary and mamba.keywords
+    assert mamba.url == "https://arxiv.org/abs/2312.00752v2"  # filled once, never replaced
+    upvotes = mamba.upvotes
+
+    snapshot = await ingest(data / "arxiv-snapshot.jsonl", session_factory, settings)
+    assert snapshot.ok
+    mamba = await paper_by_arxiv_id(session_factory, "2312.00752")
+    assert mamba.upvotes == upvotes  # a source without engagement never blanks it
+    assert mamba.ai_summary and mamba.authors and mamba.authors[0] == "Albert Gu"
+    assert (
+        await paper_count(session_factory) == 185 + 1 + hf.inserted + snapshot.inserted - 1 + 1 - 1
+    )
+
+
+async def test_reingest_refreshes_engagement_and_fills_but_never_blanks(
+    session_factory: Sessions, settings: Settings, tmp_path: Path
+) -> None:
+    def item(upvotes: int | None, summary: str | None) -> str:
+        fields = [
+            '"id": "2401.00001"',
+            '"title": "A Paper"',
+            '"summary": "Its abstract."',
+        ]
+        if upvotes is not None:
+            fields.append(f'"upvotes": {upvotes}')
+        if summary is not None:
+            fields.append(f'"ai_summary": "{summary}"')
+        return '[{"paper": {' + ", ".join(fields) + '}, "numComments": 2}]'
+
+    source = tmp_path / "daily.json"
+    source.write_text(item(10, None))
+    await ingest(source, session_factory, settings)
+    before = await paper_by_arxiv_id(session_factory, "2401.00001")
+
+    source.write_text(item(25, "Short summary."))
+    report = await ingest(source, session_factory, settings)
+    assert (report.inserted, report.updated) == (0, 1)
+    after = await paper_by_arxiv_id(session_factory, "2401.00001")
+    assert (after.upvotes, after.ai_summary) == (25, "Short summary.")
+    assert after.first_seen_at == before.first_seen_at
+    assert after.updated_at > before.updated_at
+
+    source.write_text(item(None, "A different summary."))
+    report = await ingest(source, session_factory, settings)
+    assert (report.updated, report.unchanged) == (0, 1)
+    after = await paper_by_arxiv_id(session_factory, "2401.00001")
+    assert (after.upvotes, after.ai_summary) == (25, "Short summary.")
+
+
+async def test_unreadable_source_fails_and_writes_nothing(
+    session_factory: Sessions, settings: Settings, data: Path, tmp_path: Path
+) -> None:
+    truncated = tmp_path / "truncated.xml"
+    truncated.write_bytes((data / "arxiv-atom.xml").read_bytes()[:5000])
+    for path, message in [
+        (data / "arxiv-atom-error.xml", "incorrect id format"),
+        (data / "arxiv-atom-empty.xml", "no entries"),
+        (truncated, "not well-formed"),
+        (tmp_path / "missing.txt", "no such file"),
+        (tmp_path, "not a regular file"),
+    ]:
+        report = await ingest(path, session_factory, settings)
+        assert not report.ok and message in (report.error or "")
+        assert report.inserted == 0
+    assert await paper_count(session_factory) == 0
+    async with session_factory() as session:
+        runs = (await session.execute(select(IngestRun))).scalars().all()
+    assert len(runs) == 5 and all(run.status == IngestStatus.FAILED for run in runs)
+    assert all(run.error for run in runs)
+
+
+async def test_forced_format_wins_over_detection(
+    session_factory: Sessions, settings: Settings, sample_page: Path
+) -> None:
+    report = await ingest(sample_page, session_factory, settings, source_format="arxiv-jsonl")
+    assert not report.ok and "not JSON Lines" in (report.error or "")
+    assert await paper_count(session_factory) == 0
+
+
+async def test_batches_are_whole_when_a_stream_breaks_midway(
+    session_factory: Sessions, settings: Settings, sample_page: Path, tmp_path: Path
+) -> None:
+    compressed = gzip.compress(sample_page.read_bytes())
+    broken = tmp_path / "page.txt.gz"
+    broken.write_bytes(compressed[: len(compressed) * 3 // 4])
+    whole = tmp_path / "whole.txt.gz"
+    whole.write_bytes(compressed)
+
+    report = await ingest(broken, session_factory, settings)
+    assert not report.ok and "reading" in (report.error or "")
+    assert await paper_count(session_factory) == 0  # the page is read whole before writing
+
+    lines = b"".join(
+        b'{"id": "2401.%05d", "title": "Paper %d", "abstract": "Abstract %d."}\n' % (i, i, i)
+        for i in range(1, 351)
+    )
+    jsonl = gzip.compress(lines)
+    cut = tmp_path / "cut.jsonl.gz"
+    cut.write_bytes(jsonl[: len(jsonl) - 40])
+    report = await ingest(cut, session_factory, settings)
+    assert not report.ok
+    stored = await paper_count(session_factory)
+    assert stored % settings.ingest_batch_size == 0 and stored == report.inserted > 0
+
+    report = await ingest(whole, session_factory, settings)
+    assert report.ok and report.inserted == 185
