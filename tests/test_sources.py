@@ -82,9 +82,9 @@ def test_page_yields_all_185_papers_without_chrome(sample_page: Path) -> None:
 
 def test_page_with_button_on_its_own_line_and_a_dangling_title() -> None:
     page = (
-        "Get trending papers in your email inbox!\r\nSubscribe\r\n\r\n"
-        "First Title\r\nFirst abstract.\r\nOrphan Title\r\n"
-    ).encode()
+        b"Get trending papers in your email inbox!\r\nSubscribe\r\n\r\n"
+        b"First Title\r\nFirst abstract.\r\nOrphan Title\r\n"
+    )
     results = parse_bytes(page, PAGE)
     assert results[0] == PaperRecord(position=4, title="First Title", abstract="First abstract.")
     assert results[1] == Rejection(6, "title line without an abstract line after it")

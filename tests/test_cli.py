@@ -1,0 +1,89 @@
+"""The `paperboy` command as an operator runs it, in a subprocess against a fresh database:
+migrate, ingest files, stdin and bad input, with the exit codes scripts rely on."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ON_POSTGRES, drop_postgres_database, fresh_database_url
+
+PAPERBOY = str(Path(sys.executable).parent / "paperboy")
+
+
+@pytest.fixture
+async def cli_database(tmp_path: Path) -> AsyncIterator[str]:
+    url = await fresh_database_url(tmp_path)
+    yield url
+    if ON_POSTGRES:
+        await drop_postgres_database(url)
+
+
+def paperboy(
+    database_url: str, *args: str, stdin: bytes | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = os.environ | {"PAPERBOY_DATABASE_URL": database_url, "COLUMNS": "200"}
+    return subprocess.run(
+        [PAPERBOY, *args],
+        input=stdin.decode() if stdin else None,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_help_explains_each_command() -> None:
+    result = subprocess.run([PAPERBOY, "--help"], capture_output=True, text=True, check=True)
+    assert "migrate" in result.stdout and "ingest" in result.stdout
+    ingest_help = subprocess.run(
+        [PAPERBOY, "ingest", "--help"], capture_output=True, text=True, check=True
+    )
+    assert "--format" in ingest_help.stdout and "arxiv-jsonl" in ingest_help.stdout
+
+
+def test_migrate_then_ingest_the_sample_twice(cli_database: str, sample_page: Path) -> None:
+    migrated = paperboy(cli_database, "migrate")
+    assert migrated.returncode == 0, migrated.stderr
+    assert "2026_11_26_initial" in migrated.stdout
+    first = paperboy(cli_database, "ingest", str(sample_page))
+    assert first.returncode == 0, first.stderr
+    assert "│ inserted     │ 185" in first.stdout
+    second = paperboy(cli_database, "ingest", str(sample_page))
+    assert second.returncode == 0
+    assert "│ inserted     │ 0 " in second.stdout and "│ unchanged    │ 185" in second.stdout
+
+
+def test_stdin_and_several_sources_and_failures(cli_database: str, data: Path) -> None:
+    assert paperboy(cli_database, "migrate").returncode == 0
+    from_stdin = paperboy(cli_database, "ingest", "-", stdin=(data / "hf-daily.json").read_bytes())
+    assert from_stdin.returncode == 0, from_stdin.stderr
+    assert "hf-daily" in from_stdin.stdout and "│ inserted     │ 4" in from_stdin.stdout
+
+    mixed = paperboy(
+        cli_database,
+        "ingest",
+        str(data / "arxiv-snapshot-bad.jsonl"),
+        str(data / "arxiv-atom-error.xml"),
+    )
+    assert mixed.returncode == 1
+    assert "rejected at 13: invalid arXiv id 'not-an-id'" in mixed.stdout
+    assert "error: the arXiv API answered with an error" in " ".join(mixed.stderr.split())
+
+
+def test_bad_format_option_is_a_usage_error(cli_database: str, sample_page: Path) -> None:
+    result = paperboy(cli_database, "ingest", "--format", "csv", str(sample_page))
+    assert result.returncode == 2
+    assert "'csv' is not one of auto, page" in " ".join(result.stderr.split())
+
+
+def test_unsupported_database_url_fails_clearly(sample_page: Path) -> None:
+    result = paperboy("mysql://root@localhost/x", "ingest", str(sample_page))
+    assert result.returncode != 0
+    assert "PAPERBOY_DATABASE_URL must start with" in result.stderr
