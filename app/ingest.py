@@ -10,7 +10,7 @@ import re
 import unicodedata
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 import orjson
@@ -326,7 +326,7 @@ async def upsert_papers(rows: list[PaperRow], *, session: AsyncSession) -> Upser
     field ever blanked, first_seen_at untouched). `rows` must be free of duplicates."""
     if not rows:
         return UpsertCounts()
-    paper = Paper.__table__
+    paper = cast(Table, Paper.__table__)
     staged = paper_staging.c
     now = datetime.now(UTC)
     await session.execute(CreateTable(paper_staging, if_not_exists=True))

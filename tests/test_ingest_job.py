@@ -11,14 +11,19 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.config import Settings
+from app.ingest import IngestReport
 from app.jobs import ingest_job
 from app.models import IngestRun, IngestStatus, Paper
 
 Sessions = async_sessionmaker[AsyncSession]
 
 
-async def ingest(path: Path | str, sessions: Sessions, settings: Settings, **options: str):  # type: ignore[no-untyped-def]
-    return await ingest_job(str(path), session_factory=sessions, settings=settings, **options)
+async def ingest(
+    path: Path | str, sessions: Sessions, settings: Settings, source_format: str = "auto"
+) -> IngestReport:
+    return await ingest_job(
+        str(path), session_factory=sessions, settings=settings, source_format=source_format
+    )
 
 
 async def paper_count(sessions: Sessions) -> int:
