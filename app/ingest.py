@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -15,7 +16,6 @@ from urllib.parse import urlsplit
 
 import orjson
 from sqlalchemy import (
-    BigInteger,
     Column,
     DateTime,
     Integer,
@@ -23,7 +23,9 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    and_,
     delete,
+    exists,
     func,
     insert,
     literal,
@@ -37,7 +39,7 @@ from sqlalchemy.schema import CreateTable
 
 from app.db import JsonValue, is_postgres
 from app.models import Paper
-from app.sources import PaperRecord, RecordError
+from app.sources import PaperRecord, RecordError, Rejection
 
 MAX_TITLE_CHARS = 500
 MAX_ABSTRACT_CHARS = 10_000
@@ -108,6 +110,12 @@ class IngestReport:
         if len(self.rejections) < MAX_REJECTIONS_KEPT:
             self.rejections.append({"position": position, "reason": reason})
 
+    def add_batch(self, batch: PreparedBatch, counts: UpsertCounts) -> None:
+        self.records += batch.records
+        for position, reason in batch.rejections:
+            self.add_rejection(position, reason)
+        self.add_counts(counts)
+
     def add_counts(self, counts: UpsertCounts) -> None:
         self.inserted += counts.inserted
         self.updated += counts.updated
@@ -136,9 +144,12 @@ def clean_text(value: str | None, name: str, limit: int, *, required: bool = Fal
         if required:
             raise RecordError(f"no {name}")
         return None
-    if CONTROL_CHARACTERS.search(value):
-        raise RecordError(f"{name} contains control characters")
     collapsed = " ".join(value.split())
+    # isprintable() is a fast C scan; only text it flags (controls, but also harmless format
+    # characters such as soft hyphens) needs the precise check. Tab, newline, carriage return and
+    # the other whitespace controls were already collapsed into spaces by split().
+    if not collapsed.isprintable() and CONTROL_CHARACTERS.search(collapsed):
+        raise RecordError(f"{name} contains control characters")
     if len(collapsed) > limit:
         raise RecordError(f"{name} is too long ({len(collapsed)} characters, limit {limit})")
     return collapsed
@@ -167,11 +178,16 @@ def clean_github_repo(value: str | None) -> str | None:
 
 
 def clean_names(values: list[str], name: str, limit: int, most: int) -> list[str] | None:
-    names = [
-        cleaned
-        for value in values[:most]
-        if (cleaned := clean_text(value, name, limit)) is not None
-    ]
+    if not values:
+        return None
+    values = values[:most]
+    # One scan over all names instead of one per name: this runs for every author of millions
+    # of snapshot lines.
+    if CONTROL_CHARACTERS.search("\n".join(values)):
+        raise RecordError(f"{name} contains control characters")
+    names = [collapsed for value in values if (collapsed := " ".join(value.split()))]
+    if names and max(map(len, names)) > limit:
+        raise RecordError(f"{name} is too long (limit {limit} characters)")
     return list(dict.fromkeys(names)) or None
 
 
@@ -259,6 +275,39 @@ def merge_duplicates(rows: list[PaperRow]) -> list[PaperRow]:
     return [row for row in merged if row is not None]
 
 
+@dataclass(slots=True)
+class PreparedBatch:
+    """One batch ready to write: its rows (duplicates merged) and what was read to get them."""
+
+    rows: list[PaperRow]
+    records: int
+    rejections: list[tuple[int, str]]
+
+
+def prepare_batches(
+    results: Iterable[PaperRecord | Rejection], *, source: str, batch_size: int
+) -> Iterator[PreparedBatch]:
+    """Normalise parsed records into batches of at most `batch_size` rows."""
+    batch = PreparedBatch([], 0, [])
+    for result in results:
+        batch.records += 1
+        if isinstance(result, Rejection):
+            batch.rejections.append((result.position, result.reason))
+            continue
+        try:
+            batch.rows.append(normalise(result, source=source))
+        except RecordError as error:
+            batch.rejections.append((result.position, str(error)))
+            continue
+        if len(batch.rows) >= batch_size:
+            batch.rows = merge_duplicates(batch.rows)
+            yield batch
+            batch = PreparedBatch([], 0, [])
+    if batch.records:
+        batch.rows = merge_duplicates(batch.rows)
+        yield batch
+
+
 _staging_metadata = MetaData()
 paper_staging = Table(
     "paper_staging",
@@ -279,10 +328,10 @@ paper_staging = Table(
     Column("published_at", DateTime(timezone=True)),
     Column("upvotes", Integer),
     Column("comments", Integer),
-    Column("paper_id", BigInteger),
     prefixes=["TEMPORARY"],
+    postgresql_on_commit="DELETE ROWS",
 )
-ROW_COLUMNS = [column.name for column in paper_staging.columns if column.name != "paper_id"]
+ROW_COLUMNS = [column.name for column in paper_staging.columns]
 ENGAGEMENT = ("upvotes", "comments")
 FILL_ONLY = (
     "arxiv_id",
@@ -303,17 +352,33 @@ def _json_or_none(value: list[str] | None) -> str | None:
     return orjson.dumps(value).decode() if value is not None else None
 
 
+def _copy_record(row: PaperRow) -> tuple[Any, ...]:
+    # Spelled out (in ROW_COLUMNS order) because a getattr loop costs more than the COPY itself.
+    return (
+        row.arxiv_id,
+        row.title,
+        row.title_key,
+        row.abstract,
+        row.source,
+        _json_or_none(row.authors),
+        _json_or_none(row.categories),
+        _json_or_none(row.keywords),
+        row.ai_summary,
+        row.url,
+        row.pdf_url,
+        row.doi,
+        row.github_repo,
+        row.published_at,
+        row.upvotes,
+        row.comments,
+    )
+
+
 async def _load_staging(rows: list[PaperRow], *, session: AsyncSession) -> None:
     if is_postgres(session):
         connection = await session.connection()
         raw = await connection.get_raw_connection()
-        records = [
-            tuple(
-                _json_or_none(getattr(row, name)) if name in JSON_COLUMNS else getattr(row, name)
-                for name in ROW_COLUMNS
-            )
-            for row in rows
-        ]
+        records = [_copy_record(row) for row in rows]
         await raw.driver_connection.copy_records_to_table(  # type: ignore[union-attr]
             paper_staging.name, records=records, columns=ROW_COLUMNS
         )
@@ -330,31 +395,28 @@ async def upsert_papers(rows: list[PaperRow], *, session: AsyncSession) -> Upser
     staged = paper_staging.c
     now = datetime.now(UTC)
     await session.execute(CreateTable(paper_staging, if_not_exists=True))
-    await session.execute(delete(paper_staging))
+    if not is_postgres(session):
+        await session.execute(delete(paper_staging))  # Postgres empties it at each commit
     await _load_staging(rows, session=session)
 
-    await session.execute(
-        update(paper_staging).where(staged.arxiv_id == paper.c.arxiv_id).values(paper_id=paper.c.id)
-    )
-    await session.execute(
-        update(paper_staging)
-        .where(staged.paper_id.is_(None), staged.title_key == paper.c.title_key)
-        .values(paper_id=paper.c.id)
-    )
-    matched = (
-        await session.execute(select(func.count()).where(staged.paper_id.is_not(None)))
-    ).scalar_one()
-
+    known = paper.alias("known")
+    known_by_id = exists().where(known.c.arxiv_id == staged.arxiv_id)
+    known_by_title = exists().where(known.c.title_key == staged.title_key)
     changes: dict[str, Any] = {
         name: func.coalesce(staged[name], paper.c[name]) for name in ENGAGEMENT
     }
     changes |= {name: func.coalesce(paper.c[name], staged[name]) for name in FILL_ONLY}
-    updated = await session.execute(
-        update(paper)
-        .where(paper.c.id == staged.paper_id)
-        .where(or_(*(paper.c[name].is_distinct_from(value) for name, value in changes.items())))
-        .values(**changes, updated_at=now)
-    )
+    changed = or_(*(paper.c[name].is_distinct_from(value) for name, value in changes.items()))
+    refresh = update(paper).where(changed).values(**changes, updated_at=now)
+    updated_count = 0
+    # Same arXiv id first; then same title, for staged papers whose id (if any) is not stored yet.
+    for match in (
+        paper.c.arxiv_id == staged.arxiv_id,
+        and_(paper.c.title_key == staged.title_key, ~known_by_id),
+    ):
+        result = await session.execute(refresh.where(match))
+        updated_count += max(result.rowcount, 0)  # type: ignore[attr-defined]
+
     dialect_insert = postgresql.insert if is_postgres(session) else sqlite.insert
     inserted = await session.execute(
         dialect_insert(paper)
@@ -364,13 +426,15 @@ async def upsert_papers(rows: list[PaperRow], *, session: AsyncSession) -> Upser
                 *(staged[name] for name in ROW_COLUMNS),
                 literal(now, DateTime(timezone=True)),
                 literal(now, DateTime(timezone=True)),
-            ).where(staged.paper_id.is_(None)),
+            ).where(~known_by_id, ~known_by_title),
         )
         .on_conflict_do_nothing()
     )
-    updated_count = max(updated.rowcount, 0)  # type: ignore[attr-defined]
+    inserted_count = max(inserted.rowcount, 0)  # type: ignore[attr-defined]
+    # Rows neither inserted nor updated matched an unchanged paper (or lost an insert race to a
+    # concurrent ingest of the same paper, which then exists just the same).
     return UpsertCounts(
-        inserted=max(inserted.rowcount, 0),  # type: ignore[attr-defined]
+        inserted=inserted_count,
         updated=updated_count,
-        unchanged=matched - updated_count,
+        unchanged=len(rows) - inserted_count - updated_count,
     )

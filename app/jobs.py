@@ -4,6 +4,7 @@ batches that are committed whole (or not at all), and records the run in `ingest
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from contextlib import AsyncExitStack
@@ -12,9 +13,14 @@ from datetime import UTC, datetime
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.config import Settings
-from app.ingest import IngestReport, PaperRow, merge_duplicates, normalise, upsert_papers
+from app.ingest import (
+    IngestReport,
+    PreparedBatch,
+    prepare_batches,
+    upsert_papers,
+)
 from app.models import IngestRun, IngestStatus
-from app.sources import PaperRecord, RecordError, SourceError, detect_format, parse_source
+from app.sources import SourceError, detect_format, parse_source
 from app.sources.fetch import OpenedSource, open_source
 
 ProgressCallback = Callable[[int, int | None], None]
@@ -105,28 +111,33 @@ async def _ingest_stream(
     batch_size: int,
     on_progress: ProgressCallback | None,
 ) -> None:
+    """Write batches of `batch_size` rows, each committed whole (with the run's counters), while
+    the next batch is parsed and normalised in a thread."""
     assert report.format is not None
-    batch: list[PaperRow] = []
+    batches = prepare_batches(
+        parse_source(source.stream, report.format), source=report.format, batch_size=batch_size
+    )
 
-    async def flush() -> None:
-        if batch:
-            report.add_counts(await upsert_papers(merge_duplicates(batch), session=session))
-            batch.clear()
+    async def write(batch: PreparedBatch) -> None:
+        counts = await upsert_papers(batch.rows, session=session)
+        report.add_batch(batch, counts)
         await _record_run(session, run_id, report, IngestStatus.RUNNING)
         await session.commit()
         if on_progress is not None:
             on_progress(source.position(), source.size)
 
-    for result in parse_source(source.stream, report.format):
-        report.records += 1
-        if not isinstance(result, PaperRecord):
-            report.add_rejection(result.position, result.reason)
-            continue
-        try:
-            batch.append(normalise(result, source=report.format))
-        except RecordError as error:
-            report.add_rejection(result.position, str(error))
-            continue
-        if len(batch) >= batch_size:
-            await flush()
-    await flush()
+    writing: asyncio.Task[None] | None = None
+    try:
+        while True:
+            # The next batch is parsed in a thread while the previous one is being written.
+            batch = await asyncio.to_thread(next, batches, None)
+            if writing is not None:
+                await writing
+                writing = None
+            if batch is None:
+                break
+            writing = asyncio.create_task(write(batch))
+    finally:
+        if writing is not None:
+            # Let the batch in flight land whole before the error is reported.
+            await writing

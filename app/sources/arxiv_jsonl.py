@@ -22,15 +22,48 @@ GITHUB_URL = re.compile(r"https?://github\.com/[\w.-]+/[\w.-]+")
 def _authors(obj: dict[str, Any]) -> list[str]:
     parsed = obj.get("authors_parsed")
     if isinstance(parsed, list) and parsed:
-        names = []
-        for parts in parsed:
-            if not isinstance(parts, list) or not all(isinstance(p, str) for p in parts):
-                raise RecordError("authors_parsed must be a list of [last, first, suffix] lists")
-            last, first, suffix = [*parts, "", "", ""][:3]
-            names.append(" ".join(p for p in (first, last, suffix) if p))
-        return names
+        try:
+            # [last, first, suffix] -> "first last suffix"; millions of lines, so no per-part loop.
+            return [
+                f"{parts[1]} {parts[0]} {parts[2]}"
+                if len(parts) > 2 and parts[2]
+                else f"{parts[1]} {parts[0]}"
+                if len(parts) > 1 and parts[1]
+                else parts[0] + ""
+                for parts in parsed
+            ]
+        except (TypeError, IndexError, KeyError) as error:
+            raise RecordError(
+                "authors_parsed must be a list of [last, first, suffix] lists"
+            ) from error
     authors = fields.text(obj, "authors") or ""
     return [name for name in AUTHOR_SEPARATOR.split(authors) if name.strip()]
+
+
+MONTHS = {
+    m: i
+    for i, m in enumerate(
+        ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"], 1
+    )
+}
+
+
+def _rfc2822_date(value: str) -> datetime:
+    # The snapshot always writes "Mon, 2 Apr 2007 19:18:42 GMT"; the general RFC 2822 parser is
+    # ten times slower, so it is only the fallback.
+    parts = value.split()
+    if len(parts) == 6 and parts[5] == "GMT" and parts[2] in MONTHS:
+        hour, minute, second = parts[4].split(":")
+        return datetime(
+            int(parts[3]),
+            MONTHS[parts[2]],
+            int(parts[1]),
+            int(hour),
+            int(minute),
+            int(second),
+            tzinfo=UTC,
+        )
+    return parsedate_to_datetime(value)
 
 
 def _published_at(obj: dict[str, Any]) -> datetime | None:
@@ -39,7 +72,7 @@ def _published_at(obj: dict[str, Any]) -> datetime | None:
         created = versions[0].get("created")
         if isinstance(created, str):
             try:
-                return parsedate_to_datetime(created)
+                return _rfc2822_date(created)
             except (TypeError, ValueError) as error:
                 raise RecordError(f"versions[0].created is not a date: {created[:40]!r}") from error
     update_date = fields.text(obj, "update_date")
