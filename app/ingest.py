@@ -408,15 +408,6 @@ async def upsert_papers(rows: list[PaperRow], *, session: AsyncSession) -> Upser
     changes |= {name: func.coalesce(paper.c[name], staged[name]) for name in FILL_ONLY}
     changed = or_(*(paper.c[name].is_distinct_from(value) for name, value in changes.items()))
     refresh = update(paper).where(changed).values(**changes, updated_at=now)
-    updated_count = 0
-    # Same arXiv id first; then same title, for staged papers whose id (if any) is not stored yet.
-    for match in (
-        paper.c.arxiv_id == staged.arxiv_id,
-        and_(paper.c.title_key == staged.title_key, ~known_by_id),
-    ):
-        result = await session.execute(refresh.where(match))
-        updated_count += max(result.rowcount, 0)  # type: ignore[attr-defined]
-
     dialect_insert = postgresql.insert if is_postgres(session) else sqlite.insert
     inserted = await session.execute(
         dialect_insert(paper)
@@ -431,6 +422,17 @@ async def upsert_papers(rows: list[PaperRow], *, session: AsyncSession) -> Upser
         .on_conflict_do_nothing()
     )
     inserted_count = max(inserted.rowcount, 0)  # type: ignore[attr-defined]
+    updated_count = 0
+    if inserted_count < len(rows):
+        # Same arXiv id first; then same title, for staged papers whose id (if any) is not stored
+        # yet. Papers inserted just now match as well but change nothing; on a batch of only new
+        # papers (a first load) the updates are skipped altogether.
+        for match in (
+            paper.c.arxiv_id == staged.arxiv_id,
+            and_(paper.c.title_key == staged.title_key, ~known_by_id),
+        ):
+            result = await session.execute(refresh.where(match))
+            updated_count += max(result.rowcount, 0)  # type: ignore[attr-defined]
     # Rows neither inserted nor updated matched an unchanged paper (or lost an insert race to a
     # concurrent ingest of the same paper, which then exists just the same).
     return UpsertCounts(

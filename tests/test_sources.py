@@ -226,3 +226,14 @@ def test_arxiv_jsonl_bad_lines_are_rejected_with_reasons(data: Path) -> None:
 def test_arxiv_jsonl_that_is_not_json_lines_is_an_error(sample_page: Path) -> None:
     with pytest.raises(SourceError, match="not JSON Lines"):
         parse_file(sample_page, ARXIV_JSONL)
+
+
+@pytest.mark.parametrize(
+    "authors_parsed", ['["Gu, Albert"]', '[["Gu", 5, ""]]', "[[]]", '["x"]', "[null]"]
+)
+def test_arxiv_jsonl_malformed_parsed_authors_are_rejected(authors_parsed: str) -> None:
+    line = b'{"id": "2401.00001", "title": "T", "abstract": "A.", "authors_parsed": '
+    line += authors_parsed.encode() + b"}"
+    assert parse_bytes(line, ARXIV_JSONL) == [
+        Rejection(1, "authors_parsed must be a list of [last, first, suffix] lists")
+    ]

@@ -22,20 +22,13 @@ GITHUB_URL = re.compile(r"https?://github\.com/[\w.-]+/[\w.-]+")
 def _authors(obj: dict[str, Any]) -> list[str]:
     parsed = obj.get("authors_parsed")
     if isinstance(parsed, list) and parsed:
-        try:
-            # [last, first, suffix] -> "first last suffix"; millions of lines, so no per-part loop.
-            return [
-                f"{parts[1]} {parts[0]} {parts[2]}"
-                if len(parts) > 2 and parts[2]
-                else f"{parts[1]} {parts[0]}"
-                if len(parts) > 1 and parts[1]
-                else parts[0] + ""
-                for parts in parsed
-            ]
-        except (TypeError, IndexError, KeyError) as error:
-            raise RecordError(
-                "authors_parsed must be a list of [last, first, suffix] lists"
-            ) from error
+        names = []
+        for parts in parsed:
+            # [last, first, suffix] -> "first last suffix"
+            if type(parts) is not list or not parts or any(type(p) is not str for p in parts):
+                raise RecordError("authors_parsed must be a list of [last, first, suffix] lists")
+            names.append(" ".join(p for p in (*parts[1:2], parts[0], *parts[2:3]) if p))
+        return names
     authors = fields.text(obj, "authors") or ""
     return [name for name in AUTHOR_SEPARATOR.split(authors) if name.strip()]
 
