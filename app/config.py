@@ -33,6 +33,16 @@ class Settings(BaseSettings):
         default=60.0, ge=0, description="Longest Retry-After (seconds) a fetch will honour."
     )
 
+    compose_window_days: int = Field(
+        default=7, ge=1, le=60, description="Longest look-back for a digest's new papers."
+    )
+    compose_max_candidates: int = Field(
+        default=5000, ge=10, le=100_000, description="Most papers one compose ranks."
+    )
+    relevance_threshold: float = Field(
+        default=0.2, ge=0, le=1, description="Least topic relevance (0-1) a paper needs."
+    )
+
     @field_validator("database_url")
     @classmethod
     def _supported_driver(cls, url: str) -> str:

@@ -4,10 +4,11 @@ Everything that differs between the two dialects at connection level lives here.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Integer, MetaData, event
+from sqlalchemy import JSON, BigInteger, Integer, MetaData, event, func
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import (
@@ -39,6 +40,14 @@ class Base(DeclarativeBase):
 
 def is_postgres(session: AsyncSession) -> bool:
     return session.get_bind().dialect.name == "postgresql"
+
+
+def minus(session: AsyncSession, moment: Any, delta: timedelta) -> Any:
+    """`moment - delta` in SQL. SQLite stores datetimes as ISO text, so the arithmetic is its
+    datetime() function there (its output compares correctly with the stored text)."""
+    if is_postgres(session):
+        return moment - delta
+    return func.datetime(moment, f"-{int(delta.total_seconds())} seconds")
 
 
 def _prepare_sqlite_file(url: str) -> None:

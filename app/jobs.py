@@ -1,6 +1,7 @@
 """The pipeline's jobs, each owning its database session and its commits: the CLI, the scheduler
 and the admin API all call these same functions. `ingest_job` reads one source into `paper` rows in
-batches that are committed whole (or not at all), and records the run in `ingest_run`."""
+batches that are committed whole (or not at all), and records the run in `ingest_run`;
+`compose_job` freezes the digests of every subscriber who is due."""
 
 from __future__ import annotations
 
@@ -8,11 +9,12 @@ import asyncio
 import time
 from collections.abc import Callable
 from contextlib import AsyncExitStack
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.config import Settings
+from app.digests import ComposeReport, freeze_digests, plan_digests
 from app.ingest import (
     IngestReport,
     PreparedBatch,
@@ -141,3 +143,33 @@ async def _ingest_stream(
         if writing is not None:
             # Let the batch in flight land whole before the error is reported.
             await writing
+
+
+async def compose_job(
+    *,
+    session_factory: async_sessionmaker[AsyncSession],
+    settings: Settings,
+    now: datetime | None = None,
+    on_date: date | None = None,
+    dry_run: bool = False,
+) -> ComposeReport:
+    """Compose and freeze the digests of every subscriber who is due. Safe to run at any time
+    and in several processes at once: each digest is created once."""
+    moment = now or datetime.now(UTC)
+    async with session_factory() as session:
+        report = await plan_digests(
+            session=session,
+            now=moment,
+            on_date=on_date,
+            window=timedelta(days=settings.compose_window_days),
+            max_candidates=settings.compose_max_candidates,
+            threshold=settings.relevance_threshold,
+        )
+        if dry_run:
+            return report
+        report.queued, report.skipped, report.items = await freeze_digests(
+            report.plans, session=session, now=moment
+        )
+        report.already_composed += len(report.plans) - report.queued - report.skipped
+        await session.commit()
+    return report

@@ -1,0 +1,368 @@
+"""Composing each subscriber's day: find who is due (their local date and send hour, in their own
+IANA timezone), pick their papers with `app.ranking` over the papers first seen since their
+previous digest, and freeze the result as one `digest` row (queued, or skipped when nothing
+qualified) with its `digest_item` rows. UNIQUE(subscriber_id, digest_date) makes composing
+idempotent: a second run, or a concurrent one, creates nothing twice."""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import numpy as np
+from sqlalchemy import func, insert, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.db import is_postgres, minus
+from app.models import Digest, DigestItem, DigestStatus, Paper, Subscriber, SubscriberStatus
+from app.ranking import (
+    DEFAULT_THRESHOLD,
+    PaperText,
+    Reader,
+    RelevanceIndex,
+    trend_scores,
+)
+from app.ranking import (
+    select as select_papers,
+)
+
+# Papers committed by an ingest that started before the previous compose but finished after it
+# carry a first_seen_at slightly older than that compose: look back this far, and rely on the
+# already-sent exclusion to keep them from repeating.
+FIRST_SEEN_SLACK = timedelta(minutes=30)
+
+
+@dataclass(slots=True)
+class Candidate:
+    paper_id: int
+    title: str
+    abstract: str
+    title_key: str
+    arxiv_id: str | None
+    upvotes: int | None
+    comments: int | None
+    seen_at: datetime
+    first_seen_at: datetime
+
+
+@dataclass(slots=True)
+class PlannedItem:
+    paper_id: int
+    rank: int
+    score: float
+    relevance: float
+    trend: float
+    matched_topic: str | None
+    matched_terms: list[str]
+    title: str
+
+
+@dataclass(slots=True)
+class PlannedDigest:
+    subscriber_id: int
+    email: str
+    digest_date: date
+    items: list[PlannedItem] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class ComposeReport:
+    due: int = 0
+    queued: int = 0
+    skipped: int = 0
+    items: int = 0
+    already_composed: int = 0
+    candidates: int = 0
+    plans: list[PlannedDigest] = field(default_factory=list)
+
+
+def _zone(name: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return ZoneInfo("UTC")
+
+
+def local_digest_date(now: datetime, timezone: str, send_hour: int) -> date | None:
+    """The subscriber's local date if their send hour has come today, else None (DST-correct:
+    the wall clock in their zone decides)."""
+    local = now.astimezone(_zone(timezone))
+    return local.date() if local.hour >= send_hour else None
+
+
+def _aware(moment: datetime) -> datetime:
+    # SQLite hands back naive datetimes; everything Paperboy stores is UTC.
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+async def load_candidates(*, session: AsyncSession, since: datetime, limit: int) -> list[Candidate]:
+    """Papers first seen since `since`, the most engaged and newest first, at most `limit`."""
+    engagement = func.coalesce(Paper.upvotes, 0) + 3 * func.coalesce(Paper.comments, 0)
+    rows = await session.execute(
+        select(
+            Paper.id,
+            Paper.title,
+            Paper.abstract,
+            Paper.title_key,
+            Paper.arxiv_id,
+            Paper.upvotes,
+            Paper.comments,
+            Paper.published_at,
+            Paper.first_seen_at,
+        )
+        .where(Paper.first_seen_at > since)
+        .order_by(engagement.desc(), Paper.first_seen_at.desc(), Paper.id)
+        .limit(limit)
+    )
+    return [
+        Candidate(
+            paper_id=row.id,
+            title=row.title,
+            abstract=row.abstract,
+            title_key=row.title_key,
+            arxiv_id=row.arxiv_id,
+            upvotes=row.upvotes,
+            comments=row.comments,
+            seen_at=_aware(row.published_at or row.first_seen_at),
+            first_seen_at=_aware(row.first_seen_at),
+        )
+        for row in rows
+    ]
+
+
+async def plan_digests(
+    *,
+    session: AsyncSession,
+    now: datetime,
+    on_date: date | None = None,
+    window: timedelta = timedelta(days=7),
+    max_candidates: int = 5000,
+    threshold: float = DEFAULT_THRESHOLD,
+    only_subscriber: int | None = None,
+) -> ComposeReport:
+    """Decide every due subscriber's digest without writing anything. With `on_date`, every
+    active subscriber without a digest for that date is due, whatever the hour."""
+    report = ComposeReport()
+    query = select(
+        Subscriber.id,
+        Subscriber.email,
+        Subscriber.topics,
+        Subscriber.timezone,
+        Subscriber.send_hour,
+        Subscriber.digest_size,
+        Subscriber.trending_weight,
+    ).where(Subscriber.status == SubscriberStatus.ACTIVE)
+    if only_subscriber is not None:
+        query = query.where(Subscriber.id == only_subscriber)
+    subscribers = (await session.execute(query)).all()
+
+    dates: dict[int, date] = {}
+    for row in subscribers:
+        digest_date = on_date or local_digest_date(now, row.timezone, row.send_hour)
+        if digest_date is not None:
+            dates[row.id] = digest_date
+    if not dates:
+        return report
+    existing = await session.execute(
+        select(Digest.subscriber_id, Digest.digest_date).where(
+            Digest.digest_date.in_(set(dates.values()))
+        )
+    )
+    for subscriber_id, digest_date in existing:
+        if dates.get(subscriber_id) == digest_date:
+            del dates[subscriber_id]
+            report.already_composed += 1
+    due = [row for row in subscribers if row.id in dates]
+    report.due = len(due)
+    if not due:
+        return report
+
+    window_start = now - window
+    candidates = await load_candidates(session=session, since=window_start, limit=max_candidates)
+    report.candidates = len(candidates)
+    previous = dict(
+        (
+            await session.execute(
+                select(Digest.subscriber_id, func.max(Digest.created_at)).group_by(
+                    Digest.subscriber_id
+                )
+            )
+        ).all()
+    )
+    column_of = {c.paper_id: i for i, c in enumerate(candidates)}
+    already_sent = await _already_sent(
+        session=session, paper_ids=list(column_of), since=window_start
+    )
+
+    index = RelevanceIndex([PaperText(c.title, c.abstract) for c in candidates])
+    topics = list(dict.fromkeys(t for row in due for t in (row.topics or [])))
+    topic_row = {t: i for i, t in enumerate(topics)}
+    scores = index.score(topics)
+    trend = trend_scores(
+        [c.upvotes for c in candidates],
+        [c.comments for c in candidates],
+        [c.seen_at for c in candidates],
+        now=now,
+    )
+    first_seen = np.asarray([c.first_seen_at.timestamp() for c in candidates], np.float64)
+    readers = []
+    for row in due:
+        last = previous.get(row.id)
+        seen_after = max(
+            window_start.timestamp(),
+            (_aware(last) - FIRST_SEEN_SLACK).timestamp() if last else -math.inf,
+        )
+        readers.append(
+            Reader(
+                topics=[topic_row[t] for t in dict.fromkeys(row.topics or [])],
+                size=row.digest_size,
+                trending_weight=row.trending_weight,
+                seen_after=seen_after,
+                excluded=frozenset(
+                    column_of[p] for p in already_sent.get(row.id, ()) if p in column_of
+                ),
+            )
+        )
+    select_papers(
+        readers,
+        scores,
+        trend,
+        first_seen=first_seen,
+        threshold=threshold,
+        dedupe_keys=[c.arxiv_id or c.title_key for c in candidates],
+    )
+    terms_cache: dict[tuple[int, int], list[str]] = {}
+    for row, reader in zip(due, readers, strict=True):
+        plan = PlannedDigest(subscriber_id=row.id, email=row.email, digest_date=dates[row.id])
+        for rank, pick in enumerate(reader.picks, start=1):
+            topic = topics[pick.topic] if pick.topic is not None else None
+            terms: list[str] = []
+            if pick.topic is not None and topic is not None:
+                key = (pick.topic, pick.paper)
+                if key not in terms_cache:
+                    terms_cache[key] = index.matched_terms(topic, pick.paper)
+                terms = terms_cache[key]
+            candidate = candidates[pick.paper]
+            plan.items.append(
+                PlannedItem(
+                    paper_id=candidate.paper_id,
+                    rank=rank,
+                    score=round(pick.score, 6),
+                    relevance=round(pick.relevance, 6),
+                    trend=round(pick.trend, 6),
+                    matched_topic=topic,
+                    matched_terms=terms,
+                    title=candidate.title,
+                )
+            )
+        report.plans.append(plan)
+    return report
+
+
+async def _already_sent(
+    *, session: AsyncSession, paper_ids: list[int], since: datetime
+) -> dict[int, set[int]]:
+    """(subscriber -> paper ids) of candidates already in one of their digests. Only papers first
+    seen near that digest's own composition can be candidates again, so the search is narrow."""
+    if not paper_ids:
+        return {}
+    rows = await session.execute(
+        select(Digest.subscriber_id, DigestItem.paper_id)
+        .join(DigestItem, DigestItem.digest_id == Digest.id)
+        .join(Paper, Paper.id == DigestItem.paper_id)
+        .where(
+            Digest.created_at > since - FIRST_SEEN_SLACK,
+            Paper.first_seen_at > since,
+            Paper.first_seen_at > minus(session, Digest.created_at, FIRST_SEEN_SLACK),
+        )
+    )
+    sent: dict[int, set[int]] = defaultdict(set)
+    for subscriber_id, paper_id in rows:
+        sent[subscriber_id].add(paper_id)
+    return sent
+
+
+async def freeze_digests(
+    plans: list[PlannedDigest], *, session: AsyncSession, now: datetime
+) -> tuple[int, int, int]:
+    """Store the plans: (queued, skipped, items) actually created. A digest that another compose
+    created first is left as it is, with its items."""
+    if not plans:
+        return 0, 0, 0
+    dialect_insert = postgresql.insert if is_postgres(session) else sqlite.insert
+    created: dict[int, int] = {}
+    batch = 5000
+    for start in range(0, len(plans), batch):
+        chunk = plans[start : start + batch]
+        result = await session.execute(
+            dialect_insert(Digest)
+            .on_conflict_do_nothing(index_elements=["subscriber_id", "digest_date"])
+            .returning(Digest.id, Digest.subscriber_id),
+            [
+                {
+                    "subscriber_id": plan.subscriber_id,
+                    "digest_date": plan.digest_date,
+                    "status": DigestStatus.QUEUED if plan.items else DigestStatus.SKIPPED,
+                    "attempts": 0,
+                    "created_at": now,
+                }
+                for plan in chunk
+            ],
+        )
+        created.update({subscriber_id: digest_id for digest_id, subscriber_id in result})
+    items: list[tuple[Any, ...]] = [
+        (
+            created[plan.subscriber_id],
+            item.paper_id,
+            item.rank,
+            item.score,
+            item.relevance,
+            item.trend,
+            item.matched_topic,
+            item.matched_terms,
+        )
+        for plan in plans
+        if plan.subscriber_id in created
+        for item in plan.items
+    ]
+    await _insert_items(items, session=session)
+    queued = sum(1 for p in plans if p.subscriber_id in created and p.items)
+    skipped = sum(1 for p in plans if p.subscriber_id in created and not p.items)
+    return queued, skipped, len(items)
+
+
+ITEM_COLUMNS = [
+    "digest_id",
+    "paper_id",
+    "rank",
+    "score",
+    "relevance",
+    "trend",
+    "matched_topic",
+    "matched_terms",
+]
+
+
+async def _insert_items(items: list[tuple[Any, ...]], *, session: AsyncSession) -> None:
+    if not items:
+        return
+    if is_postgres(session):
+        import orjson
+
+        connection = await session.connection()
+        raw = await connection.get_raw_connection()
+        await raw.driver_connection.copy_records_to_table(  # type: ignore[union-attr]
+            DigestItem.__tablename__,
+            records=[(*item[:7], orjson.dumps(item[7]).decode()) for item in items],
+            columns=ITEM_COLUMNS,
+        )
+    else:
+        await session.execute(
+            insert(DigestItem),
+            [dict(zip(ITEM_COLUMNS, item, strict=True)) for item in items],
+        )

@@ -1,0 +1,247 @@
+"""Ranking and compose benchmark: 1,000 candidate papers and 100,000 active subscribers with 1-5
+topics each, drawn from about 20,000 distinct topics (word n-grams of the bundled sample page, so
+they read like what people type). Measures, in one run: ranking alone (index, topic x paper scores,
+selection for every subscriber), compose end to end into a fresh Postgres database (digests and
+items written) in a child process with its peak RSS, and the naive baseline that scores each
+subscriber's topics separately, timed on a sample and extrapolated."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import resource
+import sys
+import time
+import uuid
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import asyncpg
+import orjson
+from rich.console import Console
+from rich.table import Table
+
+from app.config import Settings
+from app.db import create_engine, create_session_factory, migrate
+from app.ingest import title_key
+from app.jobs import compose_job
+from app.ranking import PaperText, Reader, RelevanceIndex, select, trend_scores
+from app.sources import PAGE, PaperRecord, parse_source
+
+SAMPLE = Path(__file__).resolve().parent.parent / "app" / "sample" / "trending-papers-page.txt"
+NOW = datetime.now(UTC)
+
+
+def sample_records() -> list[PaperRecord]:
+    with SAMPLE.open("rb") as stream:
+        return [r for r in parse_source(stream, PAGE) if isinstance(r, PaperRecord)]
+
+
+def make_papers(count: int, rng: random.Random) -> list[tuple[str, str]]:
+    """The sample's 185 papers, then recombinations of their sentences and title words."""
+    records = sample_records()
+    papers = [(r.title, r.abstract) for r in records]
+    sentences = [s.strip() + "." for r in records for s in r.abstract.split(". ") if s.strip()]
+    title_words = [w for r in records for w in r.title.split()]
+    while len(papers) < count:
+        title = " ".join(rng.sample(title_words, rng.randint(5, 11))) + f" ({len(papers)})"
+        papers.append((title, " ".join(rng.sample(sentences, rng.randint(5, 9)))))
+    return papers[:count]
+
+
+def make_topics(count: int, rng: random.Random) -> list[str]:
+    words = [
+        w.strip(":,.()").lower()
+        for r in sample_records()
+        for w in r.title.split()
+        if len(w.strip(":,.()")) > 2
+    ]
+    topics: dict[str, None] = {}
+    while len(topics) < count:
+        start = rng.randrange(len(words) - 3)
+        topics[" ".join(words[start : start + rng.choice((1, 2, 2, 3))])] = None
+    return list(topics)
+
+
+def make_subscribers(count: int, topics: list[str], rng: random.Random) -> list[list[str]]:
+    return [rng.sample(topics, rng.randint(1, 5)) for _ in range(count)]
+
+
+def rank_in_memory(
+    papers: list[tuple[str, str]], subscribers: list[list[str]]
+) -> tuple[float, int]:
+    started = time.perf_counter()
+    index = RelevanceIndex([PaperText(t, a) for t, a in papers])
+    distinct = list(dict.fromkeys(t for topics in subscribers for t in topics))
+    row = {t: i for i, t in enumerate(distinct)}
+    scores = index.score(distinct)
+    trend = trend_scores([None] * len(papers), [None] * len(papers), [NOW] * len(papers), now=NOW)
+    readers = [Reader([row[t] for t in topics], 10, 0.3) for topics in subscribers]
+    select(readers, scores, trend)
+    return time.perf_counter() - started, sum(len(r.picks) for r in readers)
+
+
+def naive_per_subscriber(
+    papers: list[tuple[str, str]], subscribers: list[list[str]], sample: int
+) -> float:
+    """Seconds per subscriber when each one's topics are scored on their own."""
+    index = RelevanceIndex([PaperText(t, a) for t, a in papers])
+    trend = trend_scores([None] * len(papers), [None] * len(papers), [NOW] * len(papers), now=NOW)
+    started = time.perf_counter()
+    for topics in subscribers[:sample]:
+        scores = index.score(topics)
+        reader = Reader(list(range(len(topics))), 10, 0.3)
+        select([reader], scores, trend)
+    return (time.perf_counter() - started) / sample
+
+
+async def load_database(
+    url: str, papers: list[tuple[str, str]], subscribers: list[list[str]]
+) -> None:
+    engine = create_engine(url)
+    await migrate(engine)
+    await engine.dispose()
+    connection = await asyncpg.connect(url.replace("postgresql+asyncpg", "postgresql"))
+    try:
+        await connection.copy_records_to_table(
+            "paper",
+            records=[
+                (t, title_key(t), a, "bench", NOW - timedelta(hours=1), NOW - timedelta(hours=1))
+                for t, a in papers
+            ],
+            columns=["title", "title_key", "abstract", "source", "first_seen_at", "updated_at"],
+        )
+        await connection.copy_records_to_table(
+            "subscriber",
+            records=[
+                (
+                    uuid.uuid4(),
+                    f"reader{i}@example.org",
+                    "active",
+                    orjson.dumps(topics).decode(),
+                    "UTC",
+                    7,
+                    10,
+                    0.3,
+                    1,
+                    0,
+                    NOW,
+                    NOW,
+                )
+                for i, topics in enumerate(subscribers)
+            ],
+            columns=[
+                "public_id",
+                "email",
+                "status",
+                "topics",
+                "timezone",
+                "send_hour",
+                "digest_size",
+                "trending_weight",
+                "token_version",
+                "bounce_count",
+                "created_at",
+                "updated_at",
+            ],
+        )
+    finally:
+        await connection.close()
+
+
+async def compose_child(url: str) -> None:
+    engine = create_engine(url)
+    started = time.perf_counter()
+    report = await compose_job(
+        session_factory=create_session_factory(engine),
+        settings=Settings(database_url=url),
+        on_date=date(2026, 11, 26),
+    )
+    seconds = time.perf_counter() - started
+    await engine.dispose()
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(
+        orjson.dumps(
+            {"seconds": seconds, "queued": report.queued, "items": report.items, "peak_mb": peak_mb}
+        ).decode()
+    )
+
+
+async def main(args: argparse.Namespace) -> None:
+    console = Console()
+    rng = random.Random(args.seed)
+    papers = make_papers(args.papers, rng)
+    topics = make_topics(args.topics, rng)
+    subscribers = make_subscribers(args.subscribers, topics, rng)
+    distinct = len(set(t for s in subscribers for t in s))
+    console.print(
+        f"{len(papers):,} papers, {len(subscribers):,} subscribers, {distinct:,} distinct topics"
+    )
+
+    ranking_seconds, picks = rank_in_memory(papers, subscribers)
+    naive = naive_per_subscriber(papers, subscribers, args.naive_sample) * len(subscribers)
+
+    name = f"paperboy_rank_bench_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(
+        args.server.replace("postgresql+asyncpg", "postgresql") + "/postgres"
+    )
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        url = f"{args.server}/{name}"
+        await load_database(url, papers, subscribers)
+        child = await asyncio.create_subprocess_exec(
+            sys.executable, __file__, "--child-compose", url, stdout=asyncio.subprocess.PIPE
+        )
+        stdout, _ = await child.communicate()
+        if child.returncode != 0:
+            raise SystemExit(f"compose child failed with exit code {child.returncode}")
+        composed = orjson.loads(stdout.decode().strip().splitlines()[-1])
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+    table = Table(title="Ranking and compose, 100k subscribers")
+    for column in ("run", "seconds", "subscribers/s", "vs naive", "peak RSS MB"):
+        table.add_column(column, justify="right" if column != "run" else "left")
+    n = len(subscribers)
+    table.add_row("naive loop (extrapolated)", f"{naive:.1f}", f"{n / naive:,.0f}", "1.0x", "")
+    table.add_row(
+        "ranking alone (in memory)",
+        f"{ranking_seconds:.1f}",
+        f"{n / ranking_seconds:,.0f}",
+        f"{naive / ranking_seconds:.0f}x",
+        "",
+    )
+    table.add_row(
+        "compose into Postgres",
+        f"{composed['seconds']:.1f}",
+        f"{n / composed['seconds']:,.0f}",
+        f"{naive / composed['seconds']:.0f}x",
+        f"{composed['peak_mb']:.0f}",
+    )
+    console.print(table)
+    console.print(
+        f"{composed['queued']:,} digests and {composed['items']:,} items written; "
+        f"{picks:,} picks in memory. Targets: compose <= 10 s, peak RSS <= 500 MB."
+    )
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--papers", type=int, default=1000)
+    parser.add_argument("--subscribers", type=int, default=100_000)
+    parser.add_argument("--topics", type=int, default=20_000)
+    parser.add_argument("--naive-sample", type=int, default=500)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--server", default="postgresql+asyncpg://postgres@127.0.0.1:5432")
+    parser.add_argument("--child-compose", metavar="URL", help=argparse.SUPPRESS)
+    return parser.parse_args()
+
+
+if __name__ == "__main__":
+    arguments = parse_args()
+    if arguments.child_compose:
+        asyncio.run(compose_child(arguments.child_compose))
+    else:
+        asyncio.run(main(arguments))

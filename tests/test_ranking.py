@@ -1,0 +1,139 @@
+"""Pure ranking on the sample page: relevance puts the papers about a topic first and explains
+why, trending orders by engagement and age, thresholds and sizes hold, duplicates never pair."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from app.ranking import (
+    PaperText,
+    Reader,
+    RelevanceIndex,
+    TopicScores,
+    rank_topic,
+    select,
+    terms,
+    trend_scores,
+)
+from app.sources import PAGE, PaperRecord, parse_source
+
+NOW = datetime(2026, 11, 26, 12, tzinfo=UTC)
+
+
+@pytest.fixture(scope="module")
+def sample() -> tuple[list[PaperRecord], RelevanceIndex]:
+    path = Path(__file__).parent.parent / "app" / "sample" / "trending-papers-page.txt"
+    with path.open("rb") as stream:
+        papers = [r for r in parse_source(stream, PAGE) if isinstance(r, PaperRecord)]
+    return papers, RelevanceIndex([PaperText(p.title, p.abstract) for p in papers])
+
+
+def top_titles(sample: tuple[list[PaperRecord], RelevanceIndex], topic: str, n: int) -> list[str]:
+    papers, index = sample
+    return [papers[i].title for i, _ in rank_topic(index, topic)[:n]]
+
+
+def test_terms_are_stemmed_without_stop_words() -> None:
+    assert terms("Mixture-of-Experts for the LLMs") == ["mixtur", "expert", "llm"]
+    assert terms("GPUs and an LLM on FPGAs") == terms("GPU and the LLMs on FPGA")
+
+
+def test_mixture_of_experts_puts_the_moe_papers_first(sample) -> None:  # type: ignore[no-untyped-def]
+    top = top_titles(sample, "mixture of experts", 8)
+    assert all("mixture" in t.lower() or "moe" in t.lower() for t in top), top
+
+
+@pytest.mark.parametrize(
+    ("topic", "expected_first"),
+    [
+        ("speculative decoding", "Speculative"),
+        ("KV cache", "KV Cache"),
+        ("neural architecture search", "Architecture Search"),
+        ("state space models", "Mamba"),
+    ],
+)
+def test_topic_brings_its_papers_to_the_top(sample, topic: str, expected_first: str) -> None:  # type: ignore[no-untyped-def]
+    top = top_titles(sample, topic, 3)
+    assert any(expected_first.lower() in t.lower() for t in top), top
+
+
+def test_phrase_beats_scattered_words() -> None:
+    index = RelevanceIndex(
+        [
+            PaperText("Serving experts at scale", "A mixture of tricks for routing experts."),
+            PaperText("Mixture of experts at scale", "Routing tokens to experts."),
+            PaperText("Graph colouring", "Nothing about the topic at all."),
+        ]
+    )
+    ranking = rank_topic(index, "mixture of experts")
+    assert [column for column, _ in ranking] == [1, 0]
+    assert 0 < ranking[1][1] < ranking[0][1] <= 1
+
+
+def test_scores_are_normalised_per_topic(sample) -> None:  # type: ignore[no-untyped-def]
+    _, index = sample
+    scores = index.score(["mixture of experts", "FPGA accelerators", "quantum gravity"])
+    assert scores.matrix.shape == (3, 185)
+    assert float(scores.matrix.min()) >= 0.0 and float(scores.matrix.max()) <= 1.0
+    best = scores.matrix.max(axis=1)
+    assert best[0] > 0.6 and best[1] > 0.6  # well-covered topics reach a similar top score
+    assert best[2] < 0.2  # a topic the corpus never mentions stays under any sane threshold
+
+
+def test_matched_terms_use_the_topic_words(sample) -> None:  # type: ignore[no-untyped-def]
+    _, index = sample
+    first = rank_topic(index, "FPGA accelerators")[0][0]
+    assert index.matched_terms("FPGA accelerators", first) == ["fpga", "accelerators"]
+
+
+def test_trend_orders_by_engagement_and_decays_with_age() -> None:
+    trend = trend_scores(
+        [300, 10, None, 300, None],
+        [20, 0, None, 20, 5],
+        [NOW, NOW, NOW, NOW - timedelta(days=6), NOW - timedelta(hours=1)],
+        now=NOW,
+    )
+    assert trend[0] > trend[1] > trend[2] > 0  # unknown engagement still ranks by recency
+    assert trend[0] > trend[3]
+    assert trend[3] < 0.3
+    assert float(trend[0]) == pytest.approx(1.0, abs=0.01)
+
+
+def reader(topics: list[int], size: int = 3, weight: float = 0.3, **extra: object) -> Reader:
+    return Reader(topics=topics, size=size, trending_weight=weight, **extra)  # type: ignore[arg-type]
+
+
+def test_select_mixes_relevance_and_trend_and_respects_threshold_and_size() -> None:
+    scores = TopicScores(
+        ["a", "b"],
+        np.asarray([[0.9, 0.5, 0.1, 0.45], [0.0, 0.0, 0.8, 0.0]], np.float32),
+    )
+    trend = np.asarray([0.0, 1.0, 0.0, 0.2], np.float32)
+    relevance_first = reader([0], weight=0.0)
+    trend_heavy = reader([0], weight=0.9)
+    both_topics = reader([0, 1], size=10)
+    no_topics = reader([], size=2)
+    select([relevance_first, trend_heavy, both_topics, no_topics], scores, trend, threshold=0.3)
+    assert [p.paper for p in relevance_first.picks] == [0, 1, 3]
+    assert trend_heavy.picks[0].paper == 1
+    assert {p.paper for p in both_topics.picks} == {0, 1, 2, 3}
+    assert next(p for p in both_topics.picks if p.paper == 2).topic == 1
+    assert all(p.relevance >= 0.3 for p in both_topics.picks)
+    assert [p.paper for p in no_topics.picks] == [1, 3]
+    assert all(p.topic is None for p in no_topics.picks)
+
+
+def test_select_honours_cutoffs_exclusions_and_duplicates() -> None:
+    scores = TopicScores(["a"], np.asarray([[0.9, 0.8, 0.7, 0.6]], np.float32))
+    trend = np.zeros(4, np.float32)
+    first_seen = np.asarray([100.0, 200.0, 300.0, 400.0])
+    late = reader([0], size=10, seen_after=150.0, excluded=frozenset({2}))
+    deduped = reader([0], size=10)
+    select([late], scores, trend, first_seen=first_seen)
+    select([deduped], scores, trend, dedupe_keys=["k1", "k1", "k2", "k3"])
+    assert [p.paper for p in late.picks] == [1, 3]
+    assert [p.paper for p in deduped.picks] == [0, 2, 3]
