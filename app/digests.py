@@ -78,7 +78,11 @@ class ComposeReport:
     items: int = 0
     already_composed: int = 0
     candidates: int = 0
-    plans: list[PlannedDigest] = field(default_factory=list)
+    composition: Composition | None = None
+
+    @property
+    def plans(self) -> list[PlannedDigest]:
+        return self.composition.plans() if self.composition is not None else []
 
 
 def _zone(name: str) -> ZoneInfo:
@@ -236,32 +240,54 @@ async def plan_digests(
         threshold=threshold,
         dedupe_keys=[c.arxiv_id or c.title_key for c in candidates],
     )
-    terms_cache: dict[tuple[int, int], list[str]] = {}
-    for row, reader in zip(due, readers, strict=True):
-        plan = PlannedDigest(subscriber_id=row.id, email=row.email, digest_date=dates[row.id])
-        for rank, pick in enumerate(reader.picks, start=1):
-            topic = topics[pick.topic] if pick.topic is not None else None
-            terms: list[str] = []
-            if pick.topic is not None and topic is not None:
-                key = (pick.topic, pick.paper)
-                if key not in terms_cache:
-                    terms_cache[key] = index.matched_terms(topic, pick.paper)
-                terms = terms_cache[key]
-            candidate = candidates[pick.paper]
-            plan.items.append(
-                PlannedItem(
-                    paper_id=candidate.paper_id,
-                    rank=rank,
-                    score=round(pick.score, 6),
-                    relevance=round(pick.relevance, 6),
-                    trend=round(pick.trend, 6),
-                    matched_topic=topic,
-                    matched_terms=terms,
-                    title=candidate.title,
-                )
-            )
-        report.plans.append(plan)
+    report.composition = Composition(
+        due=due, readers=readers, dates=dates, candidates=candidates, topics=topics, index=index
+    )
     return report
+
+
+@dataclass(slots=True)
+class Composition:
+    """The picks of one compose run, turned into plans a slice at a time so that a run over
+    many subscribers never holds every digest's items in memory at once."""
+
+    due: list[Any]
+    readers: list[Reader]
+    dates: dict[int, date]
+    candidates: list[Candidate]
+    topics: list[str]
+    index: RelevanceIndex
+    terms_cache: dict[tuple[int, int], list[str]] = field(default_factory=dict)
+
+    def plans(self, start: int = 0, stop: int | None = None) -> list[PlannedDigest]:
+        plans = []
+        for row, reader in zip(self.due[start:stop], self.readers[start:stop], strict=True):
+            plan = PlannedDigest(
+                subscriber_id=row.id, email=row.email, digest_date=self.dates[row.id]
+            )
+            for rank, pick in enumerate(reader.picks, start=1):
+                topic = self.topics[pick.topic] if pick.topic is not None else None
+                terms: list[str] = []
+                if pick.topic is not None and topic is not None:
+                    key = (pick.topic, pick.paper)
+                    if key not in self.terms_cache:
+                        self.terms_cache[key] = self.index.matched_terms(topic, pick.paper)
+                    terms = self.terms_cache[key]
+                candidate = self.candidates[pick.paper]
+                plan.items.append(
+                    PlannedItem(
+                        paper_id=candidate.paper_id,
+                        rank=rank,
+                        score=round(pick.score, 6),
+                        relevance=round(pick.relevance, 6),
+                        trend=round(pick.trend, 6),
+                        matched_topic=topic,
+                        matched_terms=terms,
+                        title=candidate.title,
+                    )
+                )
+            plans.append(plan)
+        return plans
 
 
 async def _already_sent(

@@ -26,6 +26,7 @@ from app.sources import SourceError, detect_format, parse_source
 from app.sources.fetch import OpenedSource, open_source
 
 ProgressCallback = Callable[[int, int | None], None]
+COMPOSE_SLICE = 10_000  # subscribers whose digests are materialised and written at a time
 
 
 async def _record_run(
@@ -165,11 +166,15 @@ async def compose_job(
             max_candidates=settings.compose_max_candidates,
             threshold=settings.relevance_threshold,
         )
-        if dry_run:
+        if dry_run or report.composition is None:
             return report
-        report.queued, report.skipped, report.items = await freeze_digests(
-            report.plans, session=session, now=moment
-        )
-        report.already_composed += len(report.plans) - report.queued - report.skipped
+        due = len(report.composition.due)
+        for start in range(0, due, COMPOSE_SLICE):
+            plans = report.composition.plans(start, start + COMPOSE_SLICE)
+            queued, skipped, items = await freeze_digests(plans, session=session, now=moment)
+            report.queued += queued
+            report.skipped += skipped
+            report.items += items
+            report.already_composed += len(plans) - queued - skipped
         await session.commit()
     return report

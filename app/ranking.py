@@ -15,6 +15,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 import Stemmer
@@ -80,6 +81,7 @@ class RelevanceIndex:
 
     def __init__(self, papers: Sequence[PaperText]) -> None:
         self.size = len(papers)
+        self._words_cache: dict[str, list[tuple[str, int]]] = {}
         self._vectorizer = CountVectorizer(analyzer=features, dtype=np.float32)
         titles = [p.title for p in papers]
         abstracts = [p.abstract for p in papers]
@@ -148,14 +150,20 @@ class RelevanceIndex:
     def matched_terms(self, topic: str, paper: int) -> list[str]:
         """The topic's words found in the paper (as the topic spells them)."""
         present = self._doc_terms[paper]
-        found = []
-        for word in WORD.findall(topic.lower()):
-            if word in STOP_WORDS or len(word) < 2:
-                continue
-            column = self._vocabulary.get(_stem(word))
-            if column is not None and column in present and word not in found:
-                found.append(word)
-        return found
+        return [word for word, column in self._topic_words(topic) if column in present]
+
+    def _topic_words(self, topic: str) -> list[tuple[str, int]]:
+        words = self._words_cache.get(topic)
+        if words is None:
+            words = []
+            for word in dict.fromkeys(WORD.findall(topic.lower())):
+                if word in STOP_WORDS or len(word) < 2:
+                    continue
+                column = self._vocabulary.get(_stem(word))
+                if column is not None:
+                    words.append((word, column))
+            self._words_cache[topic] = words
+        return words
 
 
 def trend_scores(
@@ -211,7 +219,7 @@ def select(
     first_seen: NDArray[np.float64] | None = None,
     threshold: float = DEFAULT_THRESHOLD,
     dedupe_keys: Sequence[str] | None = None,
-    chunk: int = 2048,
+    chunk: int = 1024,
 ) -> None:
     """Fill each reader's `picks`: papers first seen after the reader's `seen_after`, not
     excluded, over the relevance threshold for one of their topics, best `(1 - w) relevance +
@@ -220,54 +228,242 @@ def select(
     papers = trend.shape[0]
     if papers == 0:
         return
-    table = np.vstack([scores.matrix, np.zeros((1, papers), np.float32)])
-    for start in range(0, len(readers), chunk):
-        group = readers[start : start + chunk]
-        most_topics = max((len(r.topics) for r in group), default=0) or 1
-        # Pad topic lists with an all-zero row so every reader is one fixed-width gather.
-        padded = np.full((len(group), most_topics), scores.matrix.shape[0], np.int64)
-        for i, reader in enumerate(group):
-            padded[i, : len(reader.topics)] = reader.topics
-        gathered = table[padded]  # readers x topics x papers
-        best_topic = gathered.argmax(axis=1)
-        relevance = np.take_along_axis(gathered, best_topic[:, None, :], axis=1)[:, 0, :]
-        weight = np.asarray([r.trending_weight for r in group], np.float32)[:, None]
-        has_topics = np.asarray([bool(r.topics) for r in group])[:, None]
-        score = np.where(has_topics, (1 - weight) * relevance + weight * trend, trend)
-        allowed = np.where(has_topics, relevance >= threshold, True)
-        if first_seen is not None:
-            cutoffs = np.asarray([r.seen_after for r in group], np.float64)[:, None]
-            allowed &= first_seen[None, :] > cutoffs
-        for i, reader in enumerate(group):
-            if reader.excluded:
-                allowed[i, list(reader.excluded)] = False
-        score = np.where(allowed, score, -1.0)
-        width = min(papers, max(r.size for r in group) * 2 + 4)
-        top = (
-            np.argpartition(-score, width - 1, axis=1)[:, :width]
-            if width < papers
-            else (np.tile(np.arange(papers), (len(group), 1)))
-        )
-        for i, reader in enumerate(group):
-            order = top[i][np.argsort(-score[i, top[i]], kind="stable")]
-            seen: set[str] = set()
-            for column in order:
-                if score[i, column] < 0 or len(reader.picks) >= reader.size:
-                    break
-                if dedupe_keys is not None:
-                    if dedupe_keys[column] in seen:
-                        continue
-                    seen.add(dedupe_keys[column])
-                topic_row = int(padded[i, best_topic[i, column]]) if reader.topics else None
-                reader.picks.append(
-                    Pick(
-                        paper=int(column),
-                        score=float(score[i, column]),
-                        relevance=float(relevance[i, column]) if reader.topics else 0.0,
-                        trend=float(trend[column]),
-                        topic=topic_row,
-                    )
+    # A reader's best papers are among the best papers of each of their topics (their score is
+    # the max over topics of (1 - w) relevance + w trend), so readers who share a weight and a
+    # "first seen after" cutoff (everyone composed in the same run) are served from one short
+    # per-topic list. Readers with exclusions take the exact full-width path.
+    groups: dict[tuple[float, float], list[Reader]] = {}
+    full_width: list[Reader] = []
+    for reader in readers:
+        if reader.excluded:
+            full_width.append(reader)
+        else:
+            groups.setdefault((reader.seen_after, reader.trending_weight), []).append(reader)
+    for (seen_after, weight), members in groups.items():
+        eligible = first_seen > seen_after if first_seen is not None else np.ones(papers, np.bool_)
+        _select_group(members, scores.matrix, trend, eligible, weight, threshold, dedupe_keys)
+    by_topic_count: dict[int, list[Reader]] = {}
+    for reader in full_width:
+        by_topic_count.setdefault(len(reader.topics), []).append(reader)
+    for same in by_topic_count.values():
+        for start in range(0, len(same), chunk):
+            _select_chunk(
+                same[start : start + chunk],
+                scores.matrix,
+                trend,
+                first_seen=first_seen,
+                threshold=threshold,
+                dedupe_keys=dedupe_keys,
+            )
+
+
+def _select_group(
+    members: Sequence[Reader],
+    matrix: Matrix,
+    trend: Matrix,
+    eligible: NDArray[np.bool_],
+    weight: float,
+    threshold: float,
+    dedupe_keys: Sequence[str] | None,
+) -> None:
+    papers = trend.shape[0]
+    width = min(papers, max(r.size for r in members) * 2 + 4)
+    used = sorted({t for r in members for t in r.topics})
+    local = {topic: i for i, topic in enumerate(used)}
+    # Per topic: its `width` best papers for this weight (paper, score, relevance); one extra
+    # empty row pads readers with fewer topics.
+    relevance = matrix[used] if used else np.zeros((0, papers), np.float32)
+    score = (1 - weight) * relevance + weight * trend[None, :]
+    score[(relevance < threshold) | ~eligible[None, :]] = -1.0
+    if width < papers:
+        top = np.argpartition(-score, width - 1, axis=1)[:, :width]
+    else:
+        top = np.broadcast_to(np.arange(papers), (len(used), papers))
+    trend_of = trend.tolist()
+    trending = np.where(eligible, trend, -1.0)
+    trending_order = np.argsort(-trending, kind="stable")[:width].tolist()
+    trending_of = trending.tolist()
+    top_score = np.take_along_axis(score, top, axis=1)
+    top_topic = np.repeat(np.arange(len(used), dtype=np.int64)[:, None], width, axis=1)
+    by_count: dict[int, list[Reader]] = {}
+    for reader in members:
+        by_count.setdefault(len(reader.topics), []).append(reader)
+    for count, same in by_count.items():
+        if count == 0:
+            ranked = [(c, trending_of[c], 0.0, None) for c in trending_order]
+            for reader in same:
+                _take(reader, ranked, dedupe_keys, trend_of)
+            continue
+        rows = np.asarray([[local[t] for t in r.topics] for r in same], np.int64)
+
+        def gather(
+            table: NDArray[Any], rows: NDArray[np.int64] = rows, shape: int = count * width
+        ) -> NDArray[Any]:
+            return table[rows].reshape(len(rows), shape)
+
+        candidates = gather(top_score)
+        order = np.argsort(-candidates, axis=1, kind="stable")
+        # Only the head of each sorted row becomes Python objects (the conversion is the slow
+        # part); a reader whose head runs dry because of repeats falls back to the whole row.
+        needed = min(count * width, max(r.size for r in same) + 2 * count + 4)
+        slots = len(used) + 1
+        packed = gather(top) * slots + gather(top_topic)  # paper column and topic in one int
+        head = order[:, :needed]
+        packed_of = np.take_along_axis(packed, head, axis=1).tolist()
+        scores_of = np.take_along_axis(candidates, head, axis=1).tolist()
+        for i, reader in enumerate(same):
+            _take_packed(
+                reader,
+                packed_of[i],
+                scores_of[i],
+                slots,
+                used,
+                relevance,
+                weight,
+                trend_of,
+                dedupe_keys,
+            )
+            if len(reader.picks) < reader.size and needed < count * width:
+                reader.picks.clear()
+                _take_packed(
+                    reader,
+                    packed[i, order[i]].tolist(),
+                    candidates[i, order[i]].tolist(),
+                    slots,
+                    used,
+                    relevance,
+                    weight,
+                    trend_of,
+                    dedupe_keys,
                 )
+
+
+def _take_packed(
+    reader: Reader,
+    packed: list[int],
+    scores: list[float],
+    slots: int,
+    used: list[int],
+    relevance: Matrix,
+    weight: float,
+    trend_of: list[float],
+    dedupe_keys: Sequence[str] | None,
+) -> None:
+    taken: set[object] = set()
+    picks = reader.picks
+    for code, score_value in zip(packed, scores, strict=True):
+        if score_value < 0 or len(picks) >= reader.size:
+            break
+        column, local = divmod(code, slots)
+        key = dedupe_keys[column] if dedupe_keys is not None else column
+        if key in taken:
+            continue
+        taken.add(key)
+        trend_value = trend_of[column]
+        relevance_value = (
+            (score_value - weight * trend_value) / (1 - weight)
+            if weight < 1
+            else float(relevance[local, column])
+        )
+        picks.append(Pick(column, score_value, relevance_value, trend_value, used[local]))
+
+
+def _take(
+    reader: Reader,
+    ranked: Iterable[tuple[int, float, float, int | None]],
+    dedupe_keys: Sequence[str] | None,
+    trend_of: list[float],
+) -> None:
+    """Append the first qualifying papers of `ranked` (best first) not taken yet."""
+    taken: set[object] = set()
+    for column, score_value, relevance_value, topic_row in ranked:
+        if score_value < 0 or len(reader.picks) >= reader.size:
+            break
+        key = dedupe_keys[column] if dedupe_keys is not None else column
+        if key in taken:
+            continue
+        taken.add(key)
+        reader.picks.append(
+            Pick(
+                paper=column,
+                score=score_value,
+                relevance=relevance_value,
+                trend=trend_of[column],
+                topic=topic_row,
+            )
+        )
+
+
+def _select_chunk(
+    group: Sequence[Reader],
+    matrix: Matrix,
+    trend: Matrix,
+    *,
+    first_seen: NDArray[np.float64] | None,
+    threshold: float,
+    dedupe_keys: Sequence[str] | None,
+) -> None:
+    count, papers = len(group), trend.shape[0]
+    topic_count = len(group[0].topics)
+    rows = np.asarray([r.topics for r in group], np.int64).reshape(count, topic_count)
+    weight = np.asarray([r.trending_weight for r in group], np.float32)[:, None]
+    if topic_count:
+        score = matrix[rows[:, 0]]
+        for position in range(1, topic_count):
+            np.maximum(score, matrix[rows[:, position]], out=score)
+        qualifies = score >= threshold
+        # relevance -> (1 - w) relevance + w trend, in place
+        score *= 1 - weight
+        score += weight * trend[None, :]
+        score[~qualifies] = -1.0
+    else:
+        score = np.repeat(trend[None, :], count, axis=0)
+    if first_seen is not None:
+        cutoffs = np.asarray([r.seen_after for r in group], np.float64)[:, None]
+        score[first_seen[None, :] <= cutoffs] = -1.0
+    for i, reader in enumerate(group):
+        if reader.excluded:
+            score[i, list(reader.excluded)] = -1.0
+    # Twice the digest size (plus slack for duplicates) is all a reader can use.
+    width = min(papers, max(r.size for r in group) * 2 + 4)
+    if width < papers:
+        top = np.argpartition(-score, width - 1, axis=1)[:, :width]
+    else:
+        top = np.broadcast_to(np.arange(papers), (count, papers))
+    top_scores = np.take_along_axis(score, top, axis=1)
+    order = np.argsort(-top_scores, axis=1, kind="stable")
+    top = np.take_along_axis(top, order, axis=1)
+    top_scores = np.take_along_axis(top_scores, order, axis=1)
+    if topic_count:
+        # Which topic matched, only for the few papers that can be picked.
+        per_topic = matrix[rows[:, :, None], top[:, None, :]]  # readers x topics x width
+        best = per_topic.argmax(axis=1)
+        topic_of = np.take_along_axis(rows, best, axis=1).tolist()
+        relevance_of = per_topic.max(axis=1).tolist()
+    else:
+        topic_of = relevance_of = np.zeros_like(top).tolist()
+    # Whole-chunk conversion to Python lists: per-element numpy indexing costs far more.
+    columns, scores_of, trend_of = top.tolist(), top_scores.tolist(), trend.tolist()
+    for i, reader in enumerate(group):
+        seen: set[str] = set()
+        for column, score_value, relevance_value, topic_row in zip(
+            columns[i], scores_of[i], relevance_of[i], topic_of[i], strict=True
+        ):
+            if score_value < 0 or len(reader.picks) >= reader.size:
+                break
+            if dedupe_keys is not None:
+                if dedupe_keys[column] in seen:
+                    continue
+                seen.add(dedupe_keys[column])
+            reader.picks.append(
+                Pick(
+                    paper=column,
+                    score=score_value,
+                    relevance=relevance_value,
+                    trend=trend_of[column],
+                    topic=topic_row if topic_count else None,
+                )
+            )
 
 
 def rank_topic(index: RelevanceIndex, topic: str) -> list[tuple[int, float]]:
@@ -275,7 +471,3 @@ def rank_topic(index: RelevanceIndex, topic: str) -> list[tuple[int, float]]:
     row = index.score([topic]).matrix[0]
     order = np.argsort(-row, kind="stable")
     return [(int(i), float(row[i])) for i in order if row[i] > 0]
-
-
-def distinct(values: Iterable[str]) -> list[str]:
-    return list(dict.fromkeys(values))

@@ -51,12 +51,11 @@ def make_papers(count: int, rng: random.Random) -> list[tuple[str, str]]:
 
 
 def make_topics(count: int, rng: random.Random) -> list[str]:
-    words = [
-        w.strip(":,.()").lower()
-        for r in sample_records()
-        for w in r.title.split()
-        if len(w.strip(":,.()")) > 2
-    ]
+    """Word n-grams of the sample's titles and abstracts (1-3 words, content words only)."""
+    records = sample_records()
+    texts = [r.title for r in records] + [r.abstract for r in records]
+    words = [w.strip(":,.()").lower() for text in texts for w in text.split()]
+    words = [w for w in words if len(w) > 3 and w.isalpha()]
     topics: dict[str, None] = {}
     while len(topics) < count:
         start = rng.randrange(len(words) - 3)
