@@ -192,7 +192,8 @@ def compose_command(
 
     report = run_with_engine(work)
     if dry_run:
-        for plan in report.plans:
+        plans = report.plans
+        for plan in plans:
             output.print(f"[bold]{plan.email}[/] {plan.digest_date}: {len(plan.items)} papers")
             for item in plan.items:
                 why = (
@@ -206,7 +207,7 @@ def compose_command(
                     highlight=False,
                 )
         output.print(
-            f"dry run: {report.due} due, {sum(1 for p in report.plans if p.items)} with papers, "
+            f"dry run: {report.due} due, {sum(1 for p in plans if p.items)} with papers, "
             f"{report.candidates} candidate papers; nothing written"
         )
         return

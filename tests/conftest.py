@@ -29,25 +29,8 @@ requires_postgres = pytest.mark.skipif(
 )
 
 
-async def create_postgres_database(server_url: str) -> str:
-    """Create an empty database next to `server_url`'s and return its URL."""
-    url = make_url(server_url)
-    name = f"paperboy_test_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(
-        host=url.host,
-        port=url.port or 5432,
-        user=url.username,
-        password=url.password,
-        database="postgres",
-    )
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    return url.set(database=name).render_as_string(hide_password=False)
-
-
-async def drop_postgres_database(database_url: str) -> None:
+async def run_on_server(database_url: str, statement: str) -> None:
+    """Run one statement on the `postgres` database of `database_url`'s server."""
     url = make_url(database_url)
     admin = await asyncpg.connect(
         host=url.host,
@@ -57,9 +40,21 @@ async def drop_postgres_database(database_url: str) -> None:
         database="postgres",
     )
     try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)')
+        await admin.execute(statement)
     finally:
         await admin.close()
+
+
+async def create_postgres_database(server_url: str) -> str:
+    """Create an empty database next to `server_url`'s and return its URL."""
+    name = f"paperboy_test_{uuid.uuid4().hex[:12]}"
+    await run_on_server(server_url, f'CREATE DATABASE "{name}"')
+    return make_url(server_url).set(database=name).render_as_string(hide_password=False)
+
+
+async def drop_postgres_database(database_url: str) -> None:
+    name = make_url(database_url).database
+    await run_on_server(database_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 async def fresh_database_url(tmp_path: Path) -> str:
