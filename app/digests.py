@@ -14,8 +14,9 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
+import orjson
 from sqlalchemy import func, insert, select
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import is_postgres, minus
@@ -258,6 +259,34 @@ class Composition:
     topics: list[str]
     index: RelevanceIndex
     terms_cache: dict[tuple[int, int], list[str]] = field(default_factory=dict)
+    terms_json: dict[tuple[int | None, int], str] = field(default_factory=dict)
+
+    def frozen(self, start: int = 0, stop: int | None = None) -> list[FrozenDigest]:
+        """Rows to store for a slice of the due subscribers (no per-item objects)."""
+        digests = []
+        topics, candidates, cache = self.topics, self.candidates, self.terms_json
+        for row, reader in zip(self.due[start:stop], self.readers[start:stop], strict=True):
+            items = []
+            for rank, pick in enumerate(reader.picks, start=1):
+                topic = None if pick.topic is None else topics[pick.topic]
+                key = (pick.topic, pick.paper)
+                terms = cache.get(key)
+                if terms is None:
+                    words = self.index.matched_terms(topic, pick.paper) if topic else []
+                    terms = cache[key] = orjson.dumps(words).decode()
+                items.append(
+                    (
+                        candidates[pick.paper].paper_id,
+                        rank,
+                        round(pick.score, 6),
+                        round(pick.relevance, 6),
+                        round(pick.trend, 6),
+                        topic,
+                        terms,
+                    )
+                )
+            digests.append(FrozenDigest(row.id, self.dates[row.id], items))
+        return digests
 
     def plans(self, start: int = 0, stop: int | None = None) -> list[PlannedDigest]:
         plans = []
@@ -313,53 +342,69 @@ async def _already_sent(
     return sent
 
 
+@dataclass(slots=True)
+class FrozenDigest:
+    """A digest ready to store: item rows are (paper_id, rank, score, relevance, trend,
+    matched_topic, matched_terms as JSON text)."""
+
+    subscriber_id: int
+    digest_date: date
+    items: list[tuple[Any, ...]]
+
+
 async def freeze_digests(
-    plans: list[PlannedDigest], *, session: AsyncSession, now: datetime
+    digests: list[FrozenDigest], *, session: AsyncSession, now: datetime
 ) -> tuple[int, int, int]:
-    """Store the plans: (queued, skipped, items) actually created. A digest that another compose
+    """Store digests: (queued, skipped, items) actually created. A digest that another compose
     created first is left as it is, with its items."""
-    if not plans:
+    if not digests:
         return 0, 0, 0
-    dialect_insert = postgresql.insert if is_postgres(session) else sqlite.insert
-    created: dict[int, int] = {}
-    batch = 5000
-    for start in range(0, len(plans), batch):
-        chunk = plans[start : start + batch]
-        result = await session.execute(
-            dialect_insert(Digest)
-            .on_conflict_do_nothing(index_elements=["subscriber_id", "digest_date"])
-            .returning(Digest.id, Digest.subscriber_id),
-            [
-                {
-                    "subscriber_id": plan.subscriber_id,
-                    "digest_date": plan.digest_date,
-                    "status": DigestStatus.QUEUED if plan.items else DigestStatus.SKIPPED,
-                    "attempts": 0,
-                    "created_at": now,
-                }
-                for plan in chunk
-            ],
-        )
-        created.update({subscriber_id: digest_id for digest_id, subscriber_id in result})
-    items: list[tuple[Any, ...]] = [
-        (
-            created[plan.subscriber_id],
-            item.paper_id,
-            item.rank,
-            item.score,
-            item.relevance,
-            item.trend,
-            item.matched_topic,
-            item.matched_terms,
-        )
-        for plan in plans
-        if plan.subscriber_id in created
-        for item in plan.items
+    created = await _insert_digests(digests, session=session, now=now)
+    items = [
+        (created[digest.subscriber_id], *item)
+        for digest in digests
+        if digest.subscriber_id in created
+        for item in digest.items
     ]
     await _insert_items(items, session=session)
-    queued = sum(1 for p in plans if p.subscriber_id in created and p.items)
-    skipped = sum(1 for p in plans if p.subscriber_id in created and not p.items)
-    return queued, skipped, len(items)
+    queued = sum(1 for d in digests if d.subscriber_id in created and d.items)
+    return queued, len(created) - queued, len(items)
+
+
+async def _insert_digests(
+    digests: list[FrozenDigest], *, session: AsyncSession, now: datetime
+) -> dict[int, int]:
+    """Insert the digest rows that do not exist yet; subscriber id -> new digest id."""
+    statuses = [(DigestStatus.QUEUED if d.items else DigestStatus.SKIPPED).value for d in digests]
+    if is_postgres(session):
+        connection = await session.connection()
+        raw = await connection.get_raw_connection()
+        rows = await raw.driver_connection.fetch(  # type: ignore[union-attr]
+            "INSERT INTO digest (subscriber_id, digest_date, status, attempts, created_at) "
+            "SELECT s, d, t, 0, $4 FROM unnest($1::bigint[], $2::date[], $3::text[]) AS u(s, d, t) "
+            "ON CONFLICT (subscriber_id, digest_date) DO NOTHING RETURNING id, subscriber_id",
+            [d.subscriber_id for d in digests],
+            [d.digest_date for d in digests],
+            statuses,
+            now,
+        )
+        return {row["subscriber_id"]: row["id"] for row in rows}
+    result = await session.execute(
+        sqlite.insert(Digest)
+        .on_conflict_do_nothing(index_elements=["subscriber_id", "digest_date"])
+        .returning(Digest.id, Digest.subscriber_id),
+        [
+            {
+                "subscriber_id": d.subscriber_id,
+                "digest_date": d.digest_date,
+                "status": status,
+                "attempts": 0,
+                "created_at": now,
+            }
+            for d, status in zip(digests, statuses, strict=True)
+        ],
+    )
+    return {subscriber_id: digest_id for digest_id, subscriber_id in result}
 
 
 ITEM_COLUMNS = [
@@ -378,17 +423,13 @@ async def _insert_items(items: list[tuple[Any, ...]], *, session: AsyncSession) 
     if not items:
         return
     if is_postgres(session):
-        import orjson
-
         connection = await session.connection()
         raw = await connection.get_raw_connection()
         await raw.driver_connection.copy_records_to_table(  # type: ignore[union-attr]
-            DigestItem.__tablename__,
-            records=[(*item[:7], orjson.dumps(item[7]).decode()) for item in items],
-            columns=ITEM_COLUMNS,
+            DigestItem.__tablename__, records=items, columns=ITEM_COLUMNS
         )
     else:
-        await session.execute(
-            insert(DigestItem),
-            [dict(zip(ITEM_COLUMNS, item, strict=True)) for item in items],
-        )
+        rows = [dict(zip(ITEM_COLUMNS, item, strict=True)) for item in items]
+        for row in rows:
+            row["matched_terms"] = orjson.loads(row["matched_terms"])
+        await session.execute(insert(DigestItem), rows)

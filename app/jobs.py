@@ -170,11 +170,11 @@ async def compose_job(
             return report
         due = len(report.composition.due)
         for start in range(0, due, COMPOSE_SLICE):
-            plans = report.composition.plans(start, start + COMPOSE_SLICE)
-            queued, skipped, items = await freeze_digests(plans, session=session, now=moment)
+            digests = report.composition.frozen(start, start + COMPOSE_SLICE)
+            queued, skipped, items = await freeze_digests(digests, session=session, now=moment)
             report.queued += queued
             report.skipped += skipped
             report.items += items
-            report.already_composed += len(plans) - queued - skipped
+            report.already_composed += len(digests) - queued - skipped
         await session.commit()
     return report
