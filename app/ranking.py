@@ -284,38 +284,84 @@ def _select_group(
     trending_order = np.argsort(-trending, kind="stable")[:width].tolist()
     trending_of = trending.tolist()
     top_score = np.take_along_axis(score, top, axis=1)
+    del score  # the per-topic lists are all that is needed from here on
     top_topic = np.repeat(np.arange(len(used), dtype=np.int64)[:, None], width, axis=1)
     by_count: dict[int, list[Reader]] = {}
     for reader in members:
         by_count.setdefault(len(reader.topics), []).append(reader)
-    for count, same in by_count.items():
+    slice_size = 8192  # readers gathered at once: bounds the temporary arrays
+    for count, readers_with_count in by_count.items():
         if count == 0:
             ranked = [(c, trending_of[c], 0.0, None) for c in trending_order]
-            for reader in same:
+            for reader in readers_with_count:
                 _take(reader, ranked, dedupe_keys, trend_of)
             continue
-        rows = np.asarray([[local[t] for t in r.topics] for r in same], np.int64)
+        for begin in range(0, len(readers_with_count), slice_size):
+            _take_slice(
+                readers_with_count[begin : begin + slice_size],
+                count,
+                width,
+                local,
+                used,
+                top,
+                top_score,
+                top_topic,
+                relevance,
+                weight,
+                trend_of,
+                dedupe_keys,
+            )
 
-        def gather(
-            table: NDArray[Any], rows: NDArray[np.int64] = rows, shape: int = count * width
-        ) -> NDArray[Any]:
-            return table[rows].reshape(len(rows), shape)
 
-        candidates = gather(top_score)
-        order = np.argsort(-candidates, axis=1, kind="stable")
-        # Only the head of each sorted row becomes Python objects (the conversion is the slow
-        # part); a reader whose head runs dry because of repeats falls back to the whole row.
-        needed = min(count * width, max(r.size for r in same) + 2 * count + 4)
-        slots = len(used) + 1
-        packed = gather(top) * slots + gather(top_topic)  # paper column and topic in one int
-        head = order[:, :needed]
-        packed_of = np.take_along_axis(packed, head, axis=1).tolist()
-        scores_of = np.take_along_axis(candidates, head, axis=1).tolist()
-        for i, reader in enumerate(same):
+def _take_slice(
+    same: Sequence[Reader],
+    count: int,
+    width: int,
+    local: dict[int, int],
+    used: list[int],
+    top: NDArray[Any],
+    top_score: Matrix,
+    top_topic: NDArray[np.int64],
+    relevance: Matrix,
+    weight: float,
+    trend_of: list[float],
+    dedupe_keys: Sequence[str] | None,
+) -> None:
+    rows = np.asarray([[local[t] for t in r.topics] for r in same], np.int64)
+
+    def gather(
+        table: NDArray[Any], rows: NDArray[np.int64] = rows, shape: int = count * width
+    ) -> NDArray[Any]:
+        return table[rows].reshape(len(rows), shape)
+
+    candidates = gather(top_score)
+    order = np.argsort(-candidates, axis=1, kind="stable")
+    # Only the head of each sorted row becomes Python objects (the conversion is the slow
+    # part); a reader whose head runs dry because of repeats falls back to the whole row.
+    needed = min(count * width, max(r.size for r in same) + 2 * count + 4)
+    slots = len(used) + 1
+    packed = gather(top) * slots + gather(top_topic)  # paper column and topic in one int
+    head = order[:, :needed]
+    packed_of = np.take_along_axis(packed, head, axis=1).tolist()
+    scores_of = np.take_along_axis(candidates, head, axis=1).tolist()
+    for i, reader in enumerate(same):
+        _take_packed(
+            reader,
+            packed_of[i],
+            scores_of[i],
+            slots,
+            used,
+            relevance,
+            weight,
+            trend_of,
+            dedupe_keys,
+        )
+        if len(reader.picks) < reader.size and needed < count * width:
+            reader.picks.clear()
             _take_packed(
                 reader,
-                packed_of[i],
-                scores_of[i],
+                packed[i, order[i]].tolist(),
+                candidates[i, order[i]].tolist(),
                 slots,
                 used,
                 relevance,
@@ -323,19 +369,6 @@ def _select_group(
                 trend_of,
                 dedupe_keys,
             )
-            if len(reader.picks) < reader.size and needed < count * width:
-                reader.picks.clear()
-                _take_packed(
-                    reader,
-                    packed[i, order[i]].tolist(),
-                    candidates[i, order[i]].tolist(),
-                    slots,
-                    used,
-                    relevance,
-                    weight,
-                    trend_of,
-                    dedupe_keys,
-                )
 
 
 def _take_packed(
