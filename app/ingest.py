@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any, cast
 from urllib.parse import urlsplit
 
+import asyncpg
 import orjson
 from sqlalchemy import (
     Column,
@@ -386,14 +387,43 @@ async def _load_staging(rows: list[PaperRow], *, session: AsyncSession) -> None:
         await session.execute(insert(paper_staging), [asdict(row) for row in rows])
 
 
+async def _copy_if_all_new(rows: list[PaperRow], *, session: AsyncSession, now: datetime) -> bool:
+    """On a batch of only unknown papers (a bulk first load), COPY straight into `paper`: half
+    the database work of staging and merging. A paper that appears concurrently makes the COPY
+    fail; it is rolled back to a savepoint and the caller merges through staging instead."""
+    connection = await session.connection()
+    raw = (await connection.get_raw_connection()).driver_connection
+    assert raw is not None
+    known = await raw.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM paper WHERE arxiv_id = ANY($1::text[]) "
+        "OR title_key = ANY($2::text[]))",
+        [row.arxiv_id for row in rows if row.arxiv_id],
+        [row.title_key for row in rows],
+    )
+    if known:
+        return False
+    try:
+        async with session.begin_nested():
+            await raw.copy_records_to_table(
+                Paper.__tablename__,
+                records=[(*_copy_record(row), now, now) for row in rows],
+                columns=[*ROW_COLUMNS, "first_seen_at", "updated_at"],
+            )
+    except asyncpg.UniqueViolationError:
+        return False
+    return True
+
+
 async def upsert_papers(rows: list[PaperRow], *, session: AsyncSession) -> UpsertCounts:
     """Insert new papers and update known ones (engagement refreshed, missing fields filled, no
     field ever blanked, first_seen_at untouched). `rows` must be free of duplicates."""
     if not rows:
         return UpsertCounts()
+    now = datetime.now(UTC)
+    if is_postgres(session) and await _copy_if_all_new(rows, session=session, now=now):
+        return UpsertCounts(inserted=len(rows))
     paper = cast(Table, Paper.__table__)
     staged = paper_staging.c
-    now = datetime.now(UTC)
     await session.execute(CreateTable(paper_staging, if_not_exists=True))
     if not is_postgres(session):
         await session.execute(delete(paper_staging))  # Postgres empties it at each commit

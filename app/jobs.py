@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
 from datetime import UTC, date, datetime, timedelta
+from typing import cast
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -22,10 +23,12 @@ from app.ingest import (
     upsert_papers,
 )
 from app.models import IngestRun, IngestStatus
+from app.parsing_worker import batches_from_worker
 from app.sources import SourceError, detect_format, parse_source
 from app.sources.fetch import OpenedSource, open_source
 
 ProgressCallback = Callable[[int, int | None], None]
+WORKER_MIN_BYTES = 16 * 1024 * 1024  # files this large are parsed in a worker process
 COMPOSE_SLICE = 10_000  # subscribers whose digests are materialised and written at a time
 
 
@@ -117,32 +120,40 @@ async def _ingest_stream(
     """Write batches of `batch_size` rows, each committed whole (with the run's counters), while
     the next batch is parsed and normalised in a thread."""
     assert report.format is not None
-    batches = prepare_batches(
-        parse_source(source.stream, report.format), source=report.format, batch_size=batch_size
-    )
+    source_format = report.format
 
-    async def write(batch: PreparedBatch) -> None:
+    async def write(batch: PreparedBatch, position: int) -> None:
         counts = await upsert_papers(batch.rows, session=session)
         report.add_batch(batch, counts)
         await _record_run(session, run_id, report, IngestStatus.RUNNING)
         await session.commit()
         if on_progress is not None:
-            on_progress(source.position(), source.size)
+            on_progress(position, source.size)
 
+    async def in_thread() -> AsyncIterator[tuple[PreparedBatch, int]]:
+        batches = prepare_batches(
+            parse_source(source.stream, source_format), source=source_format, batch_size=batch_size
+        )
+        while (batch := await asyncio.to_thread(next, batches, None)) is not None:
+            yield batch, source.position()
+
+    large_file = source.local_path is not None and (source.size or 0) >= WORKER_MIN_BYTES
+    producer = (
+        batches_from_worker(cast(str, source.local_path), source_format, batch_size)
+        if large_file
+        else in_thread()
+    )
     writing: asyncio.Task[None] | None = None
     try:
-        while True:
-            # The next batch is parsed in a thread while the previous one is being written.
-            batch = await asyncio.to_thread(next, batches, None)
+        # The next batch is parsed (in a thread, or a worker process for large files) while the
+        # previous one is being written.
+        async for batch, position in producer:
             if writing is not None:
                 await writing
-                writing = None
-            if batch is None:
-                break
-            writing = asyncio.create_task(write(batch))
+            writing = asyncio.create_task(write(batch, position))
     finally:
         if writing is not None:
-            # Let the batch in flight land whole before the error is reported.
+            # Let the batch in flight land whole before any error is reported.
             await writing
 
 

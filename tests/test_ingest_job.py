@@ -4,16 +4,20 @@ sources write nothing, and every run is recorded."""
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 from pathlib import Path
 
+import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.config import Settings
+from app.db import create_engine, create_session_factory
 from app.ingest import IngestReport
 from app.jobs import ingest_job
 from app.models import IngestRun, IngestStatus, Paper
+from tests.conftest import requires_postgres
 
 Sessions = async_sessionmaker[AsyncSession]
 
@@ -212,3 +216,46 @@ async def test_batches_are_whole_when_a_stream_breaks_midway(
 
     report = await ingest(whole, session_factory, settings)
     assert report.ok and report.inserted == 185
+
+
+async def test_large_files_parse_in_a_worker_process_with_the_same_results(
+    session_factory: Sessions,
+    settings: Settings,
+    data: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("app.jobs.WORKER_MIN_BYTES", 1)
+    report = await ingest(data / "arxiv-snapshot-bad.jsonl", session_factory, settings)
+    assert report.ok and (report.records, report.inserted, report.rejected) == (14, 6, 8)
+    assert {"position": 13, "reason": "invalid arXiv id 'not-an-id'"} in report.rejections
+    again = await ingest(data / "arxiv-snapshot-bad.jsonl", session_factory, settings)
+    assert (again.inserted, again.unchanged) == (0, 6)
+
+    compressed = tmp_path / "snapshot.jsonl.gz"
+    compressed.write_bytes(gzip.compress((data / "arxiv-snapshot.jsonl").read_bytes()))
+    assert (await ingest(compressed, session_factory, settings)).inserted == 8
+
+    failed = await ingest(data / "arxiv-atom-empty.xml", session_factory, settings)
+    assert not failed.ok and "no entries" in (failed.error or "")
+    cut = tmp_path / "cut.jsonl.gz"
+    cut.write_bytes(compressed.read_bytes()[:-30])
+    broken = await ingest(cut, session_factory, settings)
+    assert not broken.ok and "reading" in (broken.error or "")
+
+
+@requires_postgres
+async def test_concurrent_ingests_of_the_same_papers_store_each_once(
+    session_factory: Sessions, settings: Settings, sample_page: Path, database_url: str
+) -> None:
+    other = create_engine(database_url)
+    try:
+        reports = await asyncio.gather(
+            ingest(sample_page, session_factory, settings),
+            ingest(sample_page, create_session_factory(other), settings),
+        )
+    finally:
+        await other.dispose()
+    assert all(r.ok for r in reports), [r.error for r in reports]
+    assert sum(r.inserted for r in reports) == 185
+    assert await paper_count(session_factory) == 185

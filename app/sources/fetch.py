@@ -35,6 +35,7 @@ class OpenedSource:
     stream: BinaryIO
     raw: IO[bytes]
     size: int | None
+    local_path: str | None = None  # set for plain files, which another process may re-open
 
     def head(self) -> bytes:
         peek = getattr(self.stream, "peek", None)
@@ -148,6 +149,8 @@ async def open_source(
         raw, size = _open_file(location)
         exit_stack.push(raw)
     source = OpenedSource(location=location, stream=cast(BinaryIO, raw), raw=raw, size=size)
+    if location != "-" and not location.startswith(("http://", "https://")):
+        source.local_path = raw.name if isinstance(raw.name, str) else None
     if source.head().startswith(b"\x1f\x8b"):
         source.stream = cast(BinaryIO, exit_stack.enter_context(gzip.GzipFile(fileobj=raw)))
     return source
