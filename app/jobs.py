@@ -23,12 +23,13 @@ from app.ingest import (
     upsert_papers,
 )
 from app.models import IngestRun, IngestStatus
-from app.parsing_worker import batches_from_worker
+from app.parsing_worker import batches_from_workers
 from app.sources import SourceError, detect_format, parse_source
 from app.sources.fetch import OpenedSource, open_source
 
 ProgressCallback = Callable[[int, int | None], None]
-WORKER_MIN_BYTES = 16 * 1024 * 1024  # files this large are parsed in a worker process
+WORKER_MIN_BYTES = 16 * 1024 * 1024  # files this large are parsed in worker processes
+PARSING_WORKERS = 2  # splittable files (plain JSON Lines) are cut into this many byte ranges
 COMPOSE_SLICE = 10_000  # subscribers whose digests are materialised and written at a time
 
 
@@ -139,7 +140,13 @@ async def _ingest_stream(
 
     large_file = source.local_path is not None and (source.size or 0) >= WORKER_MIN_BYTES
     producer = (
-        batches_from_worker(cast(str, source.local_path), source_format, batch_size)
+        batches_from_workers(
+            cast(str, source.local_path),
+            source_format,
+            batch_size,
+            size=source.size or 0,
+            workers=PARSING_WORKERS,
+        )
         if large_file
         else in_thread()
     )

@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import itertools
 import pickle
 import struct
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import BinaryIO, cast
 
 from app.ingest import PreparedBatch, prepare_batches
-from app.sources import SourceError, parse_source
+from app.sources import ARXIV_JSONL, ParseResult, SourceError, arxiv_jsonl, parse_source
 
 HEADER = struct.Struct("!cQQ")  # kind, payload length, bytes of the file read so far
 BATCH, DONE, SOURCE_ERROR, READ_ERROR = b"B", b"D", b"S", b"R"
@@ -28,15 +29,54 @@ def _send(out: BinaryIO, kind: bytes, payload: bytes, position: int = 0) -> None
     out.flush()
 
 
-def produce(path: str, source_format: str, batch_size: int, out: BinaryIO) -> None:
+def lines_until(raw: BinaryIO, end: int) -> Iterator[bytes]:
+    """The lines that begin before `end` (a line crossing `end` is read whole)."""
+    while raw.tell() < end:
+        line = raw.readline()
+        if not line:
+            return
+        yield line
+
+
+def _line_number_at(raw: BinaryIO, offset: int) -> int:
+    raw.seek(0)
+    newlines, remaining = 0, offset
+    while remaining > 0:
+        chunk = raw.read(min(remaining, 1 << 22))
+        if not chunk:
+            break
+        newlines += chunk.count(b"\n")
+        remaining -= len(chunk)
+    return newlines + 1
+
+
+def produce(
+    path: str,
+    source_format: str,
+    batch_size: int,
+    out: BinaryIO,
+    byte_range: tuple[int, int] | None = None,
+) -> None:
     try:
         with open(path, "rb") as raw:
-            stream: BinaryIO = raw
-            if raw.peek(2)[:2] == b"\x1f\x8b":
-                stream = cast(BinaryIO, gzip.GzipFile(fileobj=raw))
-            for batch in prepare_batches(
-                parse_source(stream, source_format), source=source_format, batch_size=batch_size
-            ):
+            if byte_range is not None:
+                start, end = byte_range
+                if start:
+                    # The line running into `start` belongs to the range before.
+                    raw.seek(start - 1)
+                    raw.readline()
+                begin = raw.tell()
+                first_line = _line_number_at(raw, begin)
+                raw.seek(begin)
+                results: Iterator[ParseResult] = arxiv_jsonl.parse(
+                    lines_until(raw, end), first_line=first_line, starts_file=start == 0
+                )
+            else:
+                stream: BinaryIO = raw
+                if raw.peek(2)[:2] == b"\x1f\x8b":
+                    stream = cast(BinaryIO, gzip.GzipFile(fileobj=raw))
+                results = parse_source(stream, source_format)
+            for batch in prepare_batches(results, source=source_format, batch_size=batch_size):
                 _send(out, BATCH, pickle.dumps(batch, pickle.HIGHEST_PROTOCOL), raw.tell())
     except SourceError as error:
         _send(out, SOURCE_ERROR, str(error).encode())
@@ -47,17 +87,65 @@ def produce(path: str, source_format: str, batch_size: int, out: BinaryIO) -> No
     _send(out, DONE, b"")
 
 
-async def batches_from_worker(
-    path: str, source_format: str, batch_size: int
+def splittable(path: str, source_format: str) -> bool:
+    """Plain (not gzipped) JSON Lines can be cut into byte ranges parsed side by side."""
+    if source_format != ARXIV_JSONL:
+        return False
+    with open(path, "rb") as raw:
+        return raw.read(2) != b"\x1f\x8b"
+
+
+async def batches_from_workers(
+    path: str, source_format: str, batch_size: int, *, size: int, workers: int
 ) -> AsyncIterator[tuple[PreparedBatch, int]]:
-    """Yield (batch, bytes of the file read so far) from a worker process parsing `path`."""
+    """Yield (batch, bytes of the file read so far) from worker processes parsing `path`:
+    one worker per byte range of a splittable file, else a single worker."""
+    if workers < 2 or not splittable(path, source_format):
+        ranges: list[tuple[int, int] | None] = [None]
+    else:
+        cuts = [size * i // workers for i in range(workers + 1)]
+        ranges = list(itertools.pairwise(cuts))
+    queue: asyncio.Queue[tuple[PreparedBatch, int] | BaseException | None] = asyncio.Queue(2)
+    read = [0] * len(ranges)
+
+    async def relay(index: int, byte_range: tuple[int, int] | None) -> None:
+        start = byte_range[0] if byte_range else 0
+        try:
+            async for batch, position in _one_worker(path, source_format, batch_size, byte_range):
+                read[index] = position - start
+                await queue.put((batch, sum(read)))
+            await queue.put(None)
+        except BaseException as error:
+            await queue.put(error)
+
+    relays = [asyncio.create_task(relay(i, r)) for i, r in enumerate(ranges)]
+    try:
+        finished = 0
+        while finished < len(relays):
+            item = await queue.get()
+            if item is None:
+                finished += 1
+            elif isinstance(item, BaseException):
+                raise item
+            else:
+                yield item
+    finally:
+        for task in relays:
+            task.cancel()
+        await asyncio.gather(*relays, return_exceptions=True)
+
+
+async def _one_worker(
+    path: str, source_format: str, batch_size: int, byte_range: tuple[int, int] | None
+) -> AsyncIterator[tuple[PreparedBatch, int]]:
+    arguments = [path, source_format, str(batch_size)]
+    if byte_range is not None:
+        arguments += [str(byte_range[0]), str(byte_range[1])]
     worker = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "app.parsing_worker",
-        path,
-        source_format,
-        str(batch_size),
+        *arguments,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
@@ -86,4 +174,10 @@ async def batches_from_worker(
 
 
 if __name__ == "__main__":
-    produce(sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.stdout.buffer)
+    produce(
+        sys.argv[1],
+        sys.argv[2],
+        int(sys.argv[3]),
+        sys.stdout.buffer,
+        (int(sys.argv[4]), int(sys.argv[5])) if len(sys.argv) == 6 else None,
+    )

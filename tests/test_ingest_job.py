@@ -259,3 +259,21 @@ async def test_concurrent_ingests_of_the_same_papers_store_each_once(
     assert all(r.ok for r in reports), [r.error for r in reports]
     assert sum(r.inserted for r in reports) == 185
     assert await paper_count(session_factory) == 185
+
+
+async def test_split_parsing_loses_no_line_at_the_cut_and_numbers_lines_truly(
+    session_factory: Sessions, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("app.jobs.WORKER_MIN_BYTES", 1)
+    lines = [
+        b'{"id": "2401.%05d", "title": "Paper number %d", "abstract": "Abstract %d."}' % (i, i, i)
+        for i in range(1, 1001)
+    ]
+    lines[776] = b"{broken"  # line 777, in the second half
+    source = tmp_path / "papers.jsonl"
+    source.write_bytes(b"\n".join(lines) + b"\n")
+    report = await ingest(source, session_factory, settings)
+    assert report.ok, report.error
+    assert (report.records, report.inserted, report.rejected) == (1000, 999, 1)
+    assert report.rejections == [{"position": 777, "reason": "line is not valid JSON"}]
+    assert await paper_count(session_factory) == 999

@@ -6,10 +6,10 @@ means the input is not this format."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any, BinaryIO
+from typing import Any
 
 import orjson
 
@@ -93,9 +93,13 @@ def _record(position: int, obj: dict[str, Any]) -> PaperRecord:
     )
 
 
-def parse(stream: BinaryIO) -> Iterator[ParseResult]:
-    seen_json = False
-    for position, line in enumerate(stream, start=1):
+def parse(
+    stream: Iterable[bytes], *, first_line: int = 1, starts_file: bool = True
+) -> Iterator[ParseResult]:
+    """Parse lines; `first_line` numbers them when a worker reads a slice of a larger file, and
+    only the real start of a file decides whether the input is JSON Lines at all."""
+    seen_json = not starts_file
+    for position, line in enumerate(stream, start=first_line):
         if not line.strip():
             continue
         try:
