@@ -14,13 +14,51 @@ import pickle
 import struct
 import sys
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
 from typing import BinaryIO, cast
 
-from app.ingest import PreparedBatch, prepare_batches
+from app.ingest import PaperRow, PreparedBatch, prepare_batches
 from app.sources import ARXIV_JSONL, ParseResult, SourceError, arxiv_jsonl, parse_source
 
 HEADER = struct.Struct("!cQQ")  # kind, payload length, bytes of the file read so far
 BATCH, DONE, SOURCE_ERROR, READ_ERROR = b"B", b"D", b"S", b"R"
+
+
+def _pack(batch: PreparedBatch) -> bytes:
+    # Plain tuples (dates as timestamps) pickle several times faster than dataclass instances.
+    rows = [
+        (
+            r.arxiv_id,
+            r.title,
+            r.title_key,
+            r.abstract,
+            r.source,
+            r.authors,
+            r.categories,
+            r.keywords,
+            r.ai_summary,
+            r.url,
+            r.pdf_url,
+            r.doi,
+            r.github_repo,
+            r.published_at.timestamp() if r.published_at else None,
+            r.upvotes,
+            r.comments,
+        )
+        for r in batch.rows
+    ]
+    return pickle.dumps((rows, batch.records, batch.rejections), pickle.HIGHEST_PROTOCOL)
+
+
+def _unpack(payload: bytes) -> PreparedBatch:
+    rows, records, rejections = pickle.loads(payload)  # noqa: S301 (our own worker's output)
+    unpacked = []
+    for values in rows:
+        row = PaperRow(*values)
+        if row.published_at is not None:
+            row.published_at = datetime.fromtimestamp(cast(float, row.published_at), UTC)
+        unpacked.append(row)
+    return PreparedBatch(unpacked, records, rejections)
 
 
 def _send(out: BinaryIO, kind: bytes, payload: bytes, position: int = 0) -> None:
@@ -77,7 +115,7 @@ def produce(
                     stream = cast(BinaryIO, gzip.GzipFile(fileobj=raw))
                 results = parse_source(stream, source_format)
             for batch in prepare_batches(results, source=source_format, batch_size=batch_size):
-                _send(out, BATCH, pickle.dumps(batch, pickle.HIGHEST_PROTOCOL), raw.tell())
+                _send(out, BATCH, _pack(batch), raw.tell())
     except SourceError as error:
         _send(out, SOURCE_ERROR, str(error).encode())
         return
@@ -160,7 +198,7 @@ async def _one_worker(
                 detail = (await worker.stderr.read()).decode(errors="replace").strip()
                 raise OSError(f"the parsing worker stopped: {detail[-500:]}") from error
             if kind == BATCH:
-                yield pickle.loads(payload), position  # noqa: S301 (our own worker's output)
+                yield _unpack(payload), position
             elif kind == DONE:
                 return
             elif kind == SOURCE_ERROR:

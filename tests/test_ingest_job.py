@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -235,6 +236,10 @@ async def test_large_files_parse_in_a_worker_process_with_the_same_results(
     compressed = tmp_path / "snapshot.jsonl.gz"
     compressed.write_bytes(gzip.compress((data / "arxiv-snapshot.jsonl").read_bytes()))
     assert (await ingest(compressed, session_factory, settings)).inserted == 8
+    mamba = await paper_by_arxiv_id(session_factory, "2312.00752")
+    assert mamba.published_at is not None
+    assert mamba.published_at.replace(tzinfo=UTC) == datetime(2023, 12, 1, 18, 1, 34, tzinfo=UTC)
+    assert mamba.authors == ["Albert Gu", "Tri Dao"]
 
     failed = await ingest(data / "arxiv-atom-empty.xml", session_factory, settings)
     assert not failed.ok and "no entries" in (failed.error or "")
