@@ -345,30 +345,15 @@ def _take_slice(
     packed_of = np.take_along_axis(packed, head, axis=1).tolist()
     scores_of = np.take_along_axis(candidates, head, axis=1).tolist()
     for i, reader in enumerate(same):
-        _take_packed(
-            reader,
-            packed_of[i],
-            scores_of[i],
-            slots,
-            used,
-            relevance,
-            weight,
-            trend_of,
-            dedupe_keys,
-        )
-        if len(reader.picks) < reader.size and needed < count * width:
-            reader.picks.clear()
+        codes, scores = packed_of[i], scores_of[i]
+        while True:
             _take_packed(
-                reader,
-                packed[i, order[i]].tolist(),
-                candidates[i, order[i]].tolist(),
-                slots,
-                used,
-                relevance,
-                weight,
-                trend_of,
-                dedupe_keys,
+                reader, codes, scores, slots, used, relevance, weight, trend_of, dedupe_keys
             )
+            if len(reader.picks) >= reader.size or len(codes) == count * width:
+                break
+            reader.picks.clear()
+            codes, scores = packed[i, order[i]].tolist(), candidates[i, order[i]].tolist()
 
 
 def _take_packed(

@@ -137,3 +137,13 @@ def test_select_honours_cutoffs_exclusions_and_duplicates() -> None:
     select([deduped], scores, trend, dedupe_keys=["k1", "k1", "k2", "k3"])
     assert [p.paper for p in late.picks] == [1, 3]
     assert [p.paper for p in deduped.picks] == [0, 2, 3]
+
+
+def test_readers_whose_topics_agree_still_get_a_full_digest() -> None:
+    # Five topics ranking the same papers identically: every paper repeats five times at the
+    # head of the merged list, which must not leave the digest short.
+    row = np.linspace(1.0, 0.3, 40, dtype=np.float32)
+    scores = TopicScores(list("abcde"), np.tile(row, (5, 1)))
+    reader_ = reader([0, 1, 2, 3, 4], size=10)
+    select([reader_], scores, np.zeros(40, np.float32))
+    assert [p.paper for p in reader_.picks] == list(range(10))
