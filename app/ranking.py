@@ -33,6 +33,7 @@ TREND_HALF_LIFE_HOURS = 72.0
 # three times) is as trending as it gets.
 ENGAGEMENT_SCALE = 300.0
 UNENGAGED_TREND = 0.3  # share of the trend signal a fresh paper gets with no engagement known
+SCORE_SLICE = 2048  # topics scored (and short-listed) at a time
 
 WORD = re.compile(r"[a-z0-9]+")
 BARE_S = "ss"
@@ -142,7 +143,12 @@ class RelevanceIndex:
             (np.asarray(values, np.float32), (rows, columns)),
             shape=(len(topics), self._weights.shape[1]),
         )
-        raw = (queries @ self._weights.T).toarray().astype(np.float32)
+        raw = np.empty((len(topics), self.size), np.float32)
+        transposed = self._weights.T.tocsc()
+        # In slices of topics, so the sparse intermediate stays small next to the dense result.
+        for start in range(0, len(topics), SCORE_SLICE):
+            stop = start + SCORE_SLICE
+            raw[start:stop] = (queries[start:stop] @ transposed).toarray()
         raw /= np.asarray(best, np.float32)[:, None]
         np.clip(raw, 0.0, 1.0, out=raw)
         return TopicScores(list(topics), raw)
@@ -272,19 +278,23 @@ def _select_group(
     local = {topic: i for i, topic in enumerate(used)}
     # Per topic: its `width` best papers for this weight (paper, score, relevance); one extra
     # empty row pads readers with fewer topics.
-    relevance = matrix[used] if used else np.zeros((0, papers), np.float32)
-    score = (1 - weight) * relevance + weight * trend[None, :]
-    score[(relevance < threshold) | ~eligible[None, :]] = -1.0
-    if width < papers:
-        top = np.argpartition(-score, width - 1, axis=1)[:, :width]
-    else:
-        top = np.broadcast_to(np.arange(papers), (len(used), papers))
+    top = np.empty((len(used), width), np.int64)
+    top_score = np.empty((len(used), width), np.float32)
+    used_rows = np.asarray(used, np.int64)
+    for start in range(0, len(used), SCORE_SLICE):
+        relevance = matrix[used_rows[start : start + SCORE_SLICE]]
+        score = (1 - weight) * relevance + weight * trend[None, :]
+        score[(relevance < threshold) | ~eligible[None, :]] = -1.0
+        if width < papers:
+            best = np.argpartition(-score, width - 1, axis=1)[:, :width]
+        else:
+            best = np.broadcast_to(np.arange(papers), score.shape)
+        top[start : start + SCORE_SLICE] = best
+        top_score[start : start + SCORE_SLICE] = np.take_along_axis(score, best, axis=1)
     trend_of = trend.tolist()
     trending = np.where(eligible, trend, -1.0)
     trending_order = np.argsort(-trending, kind="stable")[:width].tolist()
     trending_of = trending.tolist()
-    top_score = np.take_along_axis(score, top, axis=1)
-    del score  # the per-topic lists are all that is needed from here on
     top_topic = np.repeat(np.arange(len(used), dtype=np.int64)[:, None], width, axis=1)
     by_count: dict[int, list[Reader]] = {}
     for reader in members:
@@ -306,7 +316,7 @@ def _select_group(
                 top,
                 top_score,
                 top_topic,
-                relevance,
+                matrix,
                 weight,
                 trend_of,
                 dedupe_keys,
@@ -322,7 +332,7 @@ def _take_slice(
     top: NDArray[Any],
     top_score: Matrix,
     top_topic: NDArray[np.int64],
-    relevance: Matrix,
+    matrix: Matrix,
     weight: float,
     trend_of: list[float],
     dedupe_keys: Sequence[str] | None,
@@ -347,9 +357,7 @@ def _take_slice(
     for i, reader in enumerate(same):
         codes, scores = packed_of[i], scores_of[i]
         while True:
-            _take_packed(
-                reader, codes, scores, slots, used, relevance, weight, trend_of, dedupe_keys
-            )
+            _take_packed(reader, codes, scores, slots, used, matrix, weight, trend_of, dedupe_keys)
             if len(reader.picks) >= reader.size or len(codes) == count * width:
                 break
             reader.picks.clear()
@@ -362,7 +370,7 @@ def _take_packed(
     scores: list[float],
     slots: int,
     used: list[int],
-    relevance: Matrix,
+    matrix: Matrix,
     weight: float,
     trend_of: list[float],
     dedupe_keys: Sequence[str] | None,
@@ -381,7 +389,7 @@ def _take_packed(
         relevance_value = (
             (score_value - weight * trend_value) / (1 - weight)
             if weight < 1
-            else float(relevance[local, column])
+            else float(matrix[used[local], column])
         )
         picks.append(Pick(column, score_value, relevance_value, trend_value, used[local]))
 
