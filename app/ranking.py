@@ -144,7 +144,7 @@ class RelevanceIndex:
             shape=(len(topics), self._weights.shape[1]),
         )
         raw = np.empty((len(topics), self.size), np.float32)
-        transposed = self._weights.T.tocsc()
+        transposed = self._weights.T
         # In slices of topics, so the sparse intermediate stays small next to the dense result.
         for start in range(0, len(topics), SCORE_SLICE):
             stop = start + SCORE_SLICE
