@@ -471,25 +471,9 @@ def _select_chunk(
     # Whole-chunk conversion to Python lists: per-element numpy indexing costs far more.
     columns, scores_of, trend_of = top.tolist(), top_scores.tolist(), trend.tolist()
     for i, reader in enumerate(group):
-        seen: set[str] = set()
-        for column, score_value, relevance_value, topic_row in zip(
-            columns[i], scores_of[i], relevance_of[i], topic_of[i], strict=True
-        ):
-            if score_value < 0 or len(reader.picks) >= reader.size:
-                break
-            if dedupe_keys is not None:
-                if dedupe_keys[column] in seen:
-                    continue
-                seen.add(dedupe_keys[column])
-            reader.picks.append(
-                Pick(
-                    paper=column,
-                    score=score_value,
-                    relevance=relevance_value,
-                    trend=trend_of[column],
-                    topic=topic_row if topic_count else None,
-                )
-            )
+        topics = topic_of[i] if topic_count else [None] * len(columns[i])
+        ranked = zip(columns[i], scores_of[i], relevance_of[i], topics, strict=True)
+        _take(reader, ranked, dedupe_keys, trend_of)
 
 
 def rank_topic(index: RelevanceIndex, topic: str) -> list[tuple[int, float]]:
