@@ -14,8 +14,8 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.ingest import normalise_arxiv_id, prepare_batches, title_key
 from app.models import Paper
+from app.normalise import normalise_arxiv_id, prepare_batches, title_key
 from app.ranking import PaperText, RelevanceIndex, rank_topic
 from app.sources import RecordError, SourceError, detect_format, parse_source
 

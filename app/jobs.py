@@ -16,13 +16,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.config import Settings
 from app.digests import ComposeReport, freeze_digests, plan_digests
-from app.ingest import (
-    IngestReport,
-    PreparedBatch,
-    prepare_batches,
-    upsert_papers,
-)
+from app.ingest import IngestReport, upsert_papers
 from app.models import IngestRun, IngestStatus
+from app.normalise import PreparedBatch, prepare_batches
 from app.parsing_worker import batches_from_workers
 from app.sources import SourceError, detect_format, parse_source
 from app.sources.fetch import OpenedSource, open_source

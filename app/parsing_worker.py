@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from typing import BinaryIO, cast
 
-from app.ingest import PaperRow, PreparedBatch, prepare_batches
+from app.normalise import PaperRow, PreparedBatch, prepare_batches
 from app.sources import ARXIV_JSONL, ParseResult, SourceError, arxiv_jsonl, parse_source
 
 HEADER = struct.Struct("!cQQ")  # kind, payload length, bytes of the file read so far

@@ -45,6 +45,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 import app.ingest
 import app.jobs
+import app.normalise
 from app.config import Settings
 from app.db import create_engine, create_session_factory, migrate
 from app.jobs import ingest_job
@@ -828,9 +829,9 @@ def install_stage_timers() -> list[str]:
     that calls it through a global name, so the timers survive code moving between app.jobs and
     app.ingest; returns the stages that could not be found."""
     stages: tuple[tuple[tuple[Any, ...], str, str, str], ...] = (
-        ((app.jobs, app.ingest), "parse_source", PARSE_LABEL, "iterator"),
-        ((app.jobs, app.ingest), "normalise", "normalise", "sync"),
-        ((app.jobs, app.ingest), "merge_duplicates", "merge_duplicates", "sync"),
+        ((app.jobs, app.ingest, app.normalise), "parse_source", PARSE_LABEL, "iterator"),
+        ((app.jobs, app.ingest, app.normalise), "normalise", "normalise", "sync"),
+        ((app.jobs, app.ingest, app.normalise), "merge_duplicates", "merge_duplicates", "sync"),
         ((app.jobs,), "upsert_papers", "upsert_papers", "async"),
         ((app.jobs,), "_record_run", "_record_run", "async"),
         ((app.ingest,), "_load_staging", "upsert: _load_staging (tuples + COPY)", "async"),

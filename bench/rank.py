@@ -24,8 +24,8 @@ from rich.table import Table
 
 from app.config import Settings
 from app.db import create_engine, create_session_factory, migrate
-from app.ingest import title_key
 from app.jobs import compose_job
+from app.normalise import title_key
 from app.ranking import PaperText, Reader, RelevanceIndex, select, trend_scores
 from app.sources import PAGE, PaperRecord, parse_source
 

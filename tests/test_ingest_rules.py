@@ -7,7 +7,7 @@ from datetime import datetime
 
 import pytest
 
-from app.ingest import PaperRow, merge_duplicates, normalise, normalise_arxiv_id, title_key
+from app.normalise import PaperRow, merge_duplicates, normalise, normalise_arxiv_id, title_key
 from app.sources import PaperRecord, RecordError
 
 
