@@ -21,16 +21,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import is_postgres, minus
 from app.models import Digest, DigestItem, DigestStatus, Paper, Subscriber, SubscriberStatus
-from app.ranking import (
-    DEFAULT_THRESHOLD,
-    PaperText,
-    Reader,
-    RelevanceIndex,
-    trend_scores,
-)
-from app.ranking import (
-    select as select_papers,
-)
+from app.ranking import PaperText, RelevanceIndex
+from app.selection import DEFAULT_THRESHOLD, Reader, trend_scores
+from app.selection import select as select_papers
 
 # Papers committed by an ingest that started before the previous compose but finished after it
 # carry a first_seen_at slightly older than that compose: look back this far, and rely on the

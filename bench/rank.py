@@ -26,7 +26,8 @@ from app.config import Settings
 from app.db import create_engine, create_session_factory, migrate
 from app.jobs import compose_job
 from app.normalise import title_key
-from app.ranking import PaperText, Reader, RelevanceIndex, select, trend_scores
+from app.ranking import PaperText, RelevanceIndex
+from app.selection import Reader, select, trend_scores
 from app.sources import PAGE, PaperRecord, parse_source
 
 SAMPLE = Path(__file__).resolve().parent.parent / "app" / "sample" / "trending-papers-page.txt"

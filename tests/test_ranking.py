@@ -9,16 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.ranking import (
-    PaperText,
-    Reader,
-    RelevanceIndex,
-    TopicScores,
-    rank_topic,
-    select,
-    terms,
-    trend_scores,
-)
+from app.ranking import PaperText, RelevanceIndex, TopicScores, rank_topic, terms
+from app.selection import Reader, select, trend_scores
 from app.sources import PAGE, PaperRecord, parse_source
 
 NOW = datetime(2026, 11, 26, 12, tzinfo=UTC)
