@@ -251,7 +251,6 @@ class Composition:
     candidates: list[Candidate]
     topics: list[str]
     index: RelevanceIndex
-    terms_cache: dict[tuple[int, int], list[str]] = field(default_factory=dict)
     terms_json: dict[tuple[int | None, int], str] = field(default_factory=dict)
 
     def frozen(self, start: int = 0, stop: int | None = None) -> list[FrozenDigest]:
@@ -282,34 +281,30 @@ class Composition:
         return digests
 
     def plans(self, start: int = 0, stop: int | None = None) -> list[PlannedDigest]:
-        plans = []
-        for row, reader in zip(self.due[start:stop], self.readers[start:stop], strict=True):
-            plan = PlannedDigest(
-                subscriber_id=row.id, email=row.email, digest_date=self.dates[row.id]
-            )
-            for rank, pick in enumerate(reader.picks, start=1):
-                topic = self.topics[pick.topic] if pick.topic is not None else None
-                terms: list[str] = []
-                if pick.topic is not None and topic is not None:
-                    key = (pick.topic, pick.paper)
-                    if key not in self.terms_cache:
-                        self.terms_cache[key] = self.index.matched_terms(topic, pick.paper)
-                    terms = self.terms_cache[key]
-                candidate = self.candidates[pick.paper]
-                plan.items.append(
+        """The same digests as `frozen`, readable (titles, addresses): for dry runs."""
+        titles = {c.paper_id: c.title for c in self.candidates}
+        emails = {row.id: row.email for row in self.due[start:stop]}
+        return [
+            PlannedDigest(
+                subscriber_id=digest.subscriber_id,
+                email=emails[digest.subscriber_id],
+                digest_date=digest.digest_date,
+                items=[
                     PlannedItem(
-                        paper_id=candidate.paper_id,
+                        paper_id=paper_id,
                         rank=rank,
-                        score=round(pick.score, 6),
-                        relevance=round(pick.relevance, 6),
-                        trend=round(pick.trend, 6),
+                        score=score,
+                        relevance=relevance,
+                        trend=trend,
                         matched_topic=topic,
-                        matched_terms=terms,
-                        title=candidate.title,
+                        matched_terms=orjson.loads(terms),
+                        title=titles[paper_id],
                     )
-                )
-            plans.append(plan)
-        return plans
+                    for paper_id, rank, score, relevance, trend, topic, terms in digest.items
+                ],
+            )
+            for digest in self.frozen(start, stop)
+        ]
 
 
 async def _already_sent(

@@ -73,9 +73,6 @@ class IngestReport:
         self.records += batch.records
         for position, reason in batch.rejections:
             self.add_rejection(position, reason)
-        self.add_counts(counts)
-
-    def add_counts(self, counts: UpsertCounts) -> None:
         self.inserted += counts.inserted
         self.updated += counts.updated
         self.unchanged += counts.unchanged
@@ -121,7 +118,6 @@ FILL_ONLY = (
     "github_repo",
     "published_at",
 )
-JSON_COLUMNS = ("authors", "categories", "keywords")
 
 
 def _json_or_none(value: list[str] | None) -> str | None:
