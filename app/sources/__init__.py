@@ -5,10 +5,10 @@ dispatches. Normalising and writing is `app.ingest`'s job."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import BinaryIO, Final
+from typing import BinaryIO, Final, TypeVar
 
 
 class SourceError(Exception):
@@ -45,6 +45,7 @@ class Rejection:
 
 
 ParseResult = PaperRecord | Rejection
+T = TypeVar("T")
 Parser = Callable[[BinaryIO], Iterator[ParseResult]]
 
 PAGE: Final = "page"
@@ -54,6 +55,18 @@ ARXIV_JSONL: Final = "arxiv-jsonl"
 FORMATS: Final = (PAGE, ARXIV_ATOM, HF_DAILY, ARXIV_JSONL)
 
 ATOM_NAMESPACE = b"http://www.w3.org/2005/Atom"
+
+
+def records_or_rejections(
+    items: Iterable[T], build: Callable[[int, T], PaperRecord]
+) -> Iterator[ParseResult]:
+    """Build a record from each item (numbered from 1), turning a `RecordError` into a
+    `Rejection` so one bad item never stops the others."""
+    for position, item in enumerate(items, start=1):
+        try:
+            yield build(position, item)
+        except RecordError as error:
+            yield Rejection(position, str(error))
 
 
 def detect_format(head: bytes) -> str:

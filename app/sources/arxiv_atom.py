@@ -12,7 +12,7 @@ from typing import BinaryIO
 
 from lxml import etree
 
-from app.sources import PaperRecord, ParseResult, RecordError, Rejection, SourceError
+from app.sources import PaperRecord, ParseResult, RecordError, SourceError, records_or_rejections
 
 ATOM = "{http://www.w3.org/2005/Atom}"
 ARXIV = "{http://arxiv.org/schemas/atom}"
@@ -92,8 +92,4 @@ def parse(stream: BinaryIO) -> Iterator[ParseResult]:
             raise SourceError(f"the arXiv API answered with an error: {detail}")
     if not entries:
         raise SourceError("the Atom feed has no entries (the query matched no papers)")
-    for position, entry in enumerate(entries, start=1):
-        try:
-            yield _record(position, entry)
-        except RecordError as error:
-            yield Rejection(position, str(error))
+    yield from records_or_rejections(entries, _record)

@@ -10,7 +10,14 @@ from typing import Any, BinaryIO
 
 import orjson
 
-from app.sources import PaperRecord, ParseResult, RecordError, Rejection, SourceError, fields
+from app.sources import (
+    PaperRecord,
+    ParseResult,
+    RecordError,
+    SourceError,
+    fields,
+    records_or_rejections,
+)
 
 PAPER_PAGE = "https://huggingface.co/papers/{}"
 
@@ -60,8 +67,4 @@ def parse(stream: BinaryIO) -> Iterator[ParseResult]:
         raise SourceError("expected a JSON list of daily-paper items")
     if not items:
         raise SourceError("the daily-papers list is empty")
-    for position, item in enumerate(items, start=1):
-        try:
-            yield _record(position, item)
-        except RecordError as error:
-            yield Rejection(position, str(error))
+    yield from records_or_rejections(items, _record)
