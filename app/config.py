@@ -4,10 +4,14 @@ everything with no server installed; a `postgresql+asyncpg://` URL switches to P
 
 from __future__ import annotations
 
+from email.utils import parseaddr
 from functools import lru_cache
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# The embedded default, good for a laptop; production mode refuses it.
+INSECURE_SECRET = "paperboy-development-secret-change-me"  # noqa: S105
 
 
 class Settings(BaseSettings):
@@ -42,6 +46,84 @@ class Settings(BaseSettings):
     relevance_threshold: float = Field(
         default=0.2, ge=0, le=1, description="Least topic relevance (0-1) a paper needs."
     )
+
+    base_url: str = Field(
+        default="http://127.0.0.1:8000",
+        description="Public address of the web app; every link in a mail starts with it.",
+    )
+    secret_key: str = Field(
+        default=INSECURE_SECRET,
+        min_length=16,
+        description="Signs every link token (confirm, preferences, unsubscribe). Set your own.",
+    )
+    mail_url: str = Field(
+        default="maildir://./var/mail",
+        description="Where mail goes: maildir://PATH, smtp://user:pass@host:port?starttls=true, "
+        "smtps://user:pass@host:port.",
+    )
+    mail_from: str = Field(
+        default="Paperboy <paperboy@localhost>",
+        description="From address of every mail (its domain names Message-IDs and the List-Id).",
+    )
+    unsubscribe_mailto: str | None = Field(
+        default=None,
+        description="Address for mailto: unsubscribe requests (default: the From address).",
+    )
+    smtp_concurrency: int = Field(
+        default=8, ge=1, le=200, description="SMTP connections (and messages in flight) per worker."
+    )
+    smtp_rate_limit: float = Field(
+        default=0, ge=0, description="Most messages per second per worker (0: no limit)."
+    )
+    smtp_timeout: float = Field(default=30.0, gt=0, description="Seconds per SMTP command.")
+    send_batch_size: int = Field(
+        default=200, ge=1, le=10_000, description="Digests a worker claims at a time."
+    )
+    send_lease_seconds: int = Field(
+        default=300, ge=10, description="How long a claimed digest stays with its worker."
+    )
+    retry_base_seconds: float = Field(
+        default=60.0, gt=0, description="First retry delay after a 4xx or lost connection."
+    )
+    retry_max_seconds: float = Field(
+        default=3600.0, gt=0, description="Longest delay between two attempts."
+    )
+    bounce_limit: int = Field(
+        default=1, ge=1, description="Hard bounces (5xx) after which a subscriber is suppressed."
+    )
+    dkim_selector: str | None = Field(default=None, description="DKIM selector (enables signing).")
+    dkim_private_key_path: str | None = Field(
+        default=None, description="PEM file of the DKIM private key."
+    )
+    dkim_domain: str | None = Field(
+        default=None, description="DKIM signing domain (default: the From domain)."
+    )
+
+    @property
+    def sender_domain(self) -> str:
+        address = parseaddr(self.mail_from)[1]
+        return address.rpartition("@")[2] or "localhost"
+
+    @field_validator("mail_url")
+    @classmethod
+    def _supported_mail_url(cls, url: str) -> str:
+        if not url.startswith(("maildir://", "smtp://", "smtps://")):
+            raise ValueError("PAPERBOY_MAIL_URL must start with maildir://, smtp:// or smtps://")
+        return url
+
+    @field_validator("base_url")
+    @classmethod
+    def _absolute_base_url(cls, url: str) -> str:
+        if not url.startswith(("http://", "https://")):
+            raise ValueError("PAPERBOY_BASE_URL must be an absolute http(s) URL")
+        return url.rstrip("/")
+
+    @field_validator("mail_from")
+    @classmethod
+    def _valid_sender(cls, value: str) -> str:
+        if "\r" in value or "\n" in value or "@" not in parseaddr(value)[1]:
+            raise ValueError("PAPERBOY_MAIL_FROM must look like 'Paperboy <me@example.org>'")
+        return value
 
     @field_validator("database_url")
     @classmethod

@@ -79,7 +79,7 @@ class ComposeReport:
         return self.composition.plans() if self.composition is not None else []
 
 
-def _zone(name: str) -> ZoneInfo:
+def zone(name: str) -> ZoneInfo:
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
@@ -89,7 +89,7 @@ def _zone(name: str) -> ZoneInfo:
 def local_digest_date(now: datetime, timezone: str, send_hour: int) -> date | None:
     """The subscriber's local date if their send hour has come today, else None (DST-correct:
     the wall clock in their zone decides)."""
-    local = now.astimezone(_zone(timezone))
+    local = now.astimezone(zone(timezone))
     return local.date() if local.hour >= send_hour else None
 
 

@@ -1,27 +1,39 @@
 """The pipeline's jobs, each owning its database session and its commits: the CLI, the scheduler
 and the admin API all call these same functions. `ingest_job` reads one source into `paper` rows in
 batches that are committed whole (or not at all), and records the run in `ingest_run`;
-`compose_job` freezes the digests of every subscriber who is due."""
+`compose_job` freezes the digests of every subscriber who is due; `send_job` delivers them, one
+outcome per message committed as soon as the server has answered."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import cast
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.config import Settings
+from app.delivery import (
+    Outcome,
+    claim_digests,
+    digest_day_end,
+    record_outcomes,
+    release_digests,
+)
 from app.digests import ComposeReport, freeze_digests, plan_digests
 from app.ingest import IngestReport, upsert_papers
-from app.models import IngestRun, IngestStatus
+from app.mailer import DigestView, Mailer, load_digest_views
+from app.models import DigestStatus, IngestRun, IngestStatus
 from app.normalise import PreparedBatch, prepare_batches
 from app.parsing_worker import batches_from_workers
 from app.sources import SourceError, detect_format, parse_source
 from app.sources.fetch import OpenedSource, open_source
+from app.transports import Transport, Verdict, open_transport
 
 ProgressCallback = Callable[[int, int | None], None]
 WORKER_MIN_BYTES = 16 * 1024 * 1024  # files this large are parsed in worker processes
@@ -191,4 +203,186 @@ async def compose_job(
             report.items += items
             report.already_composed += len(digests) - queued - skipped
         await session.commit()
+    return report
+
+
+@dataclass(slots=True)
+class SendReport:
+    claimed: int = 0
+    sent: int = 0
+    retry: int = 0
+    failed: int = 0
+    bounced: int = 0
+    suppressed: int = 0
+    seconds: float = 0.0
+    destination: str = ""
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def attempted(self) -> int:
+        return self.sent + self.retry + self.failed + self.bounced
+
+    @property
+    def rate(self) -> float:
+        return self.attempted / self.seconds if self.seconds else 0.0
+
+
+class OutcomeWriter:
+    """Records outcomes as they come, each group in one short transaction right after the SMTP
+    replies (group commit: a busy worker pays one commit per group, not per message). A send
+    waits for its outcome to be committed before its slot frees, so a crash can repeat only
+    the messages in flight."""
+
+    def __init__(
+        self,
+        session_factory: async_sessionmaker[AsyncSession],
+        settings: Settings,
+        report: SendReport,
+    ) -> None:
+        self.session_factory = session_factory
+        self.settings = settings
+        self.report = report
+        self.pending: list[tuple[Outcome, asyncio.Future[None]]] = []
+        self.wake = asyncio.Event()
+        self.task = asyncio.create_task(self._run())
+        self.closing = False
+
+    async def record(self, outcome: Outcome) -> None:
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.pending.append((outcome, done))
+        self.wake.set()
+        await done
+
+    async def _run(self) -> None:
+        while not (self.closing and not self.pending):
+            await self.wake.wait()
+            self.wake.clear()
+            group, self.pending = self.pending, []
+            if not group:
+                continue
+            try:
+                async with self.session_factory() as session:
+                    counts = await record_outcomes(
+                        [outcome for outcome, _ in group],
+                        session=session,
+                        now=datetime.now(UTC),
+                        retry_base=self.settings.retry_base_seconds,
+                        retry_ceiling=self.settings.retry_max_seconds,
+                        bounce_limit=self.settings.bounce_limit,
+                    )
+                    await session.commit()
+            except Exception as error:  # the sends stay leased; the lease expiry retries them
+                for _, done in group:
+                    if not done.done():
+                        done.set_exception(error)
+                continue
+            for name in ("sent", "retry", "failed", "bounced", "suppressed"):
+                setattr(self.report, name, getattr(self.report, name) + getattr(counts, name))
+            for _, done in group:
+                if not done.done():
+                    done.set_result(None)
+
+    async def close(self) -> None:
+        self.closing = True
+        self.wake.set()
+        await self.task
+
+
+SendProgress = Callable[[SendReport], None]
+POLL_SECONDS = 5.0
+
+
+async def send_job(
+    *,
+    session_factory: async_sessionmaker[AsyncSession],
+    settings: Settings,
+    once: bool = True,
+    transport: Transport | None = None,
+    stop: asyncio.Event | None = None,
+    on_progress: SendProgress | None = None,
+) -> SendReport:
+    """Send every digest that is due. With `once`, stop when none is left to claim; otherwise
+    keep polling until `stop` is set (a worker). On stop, in-flight messages finish and the
+    claimed but unstarted digests are released at once for other workers."""
+    report = SendReport()
+    mailer = Mailer(settings)
+    transport = transport or open_transport(
+        settings.mail_url,
+        concurrency=settings.smtp_concurrency,
+        rate_limit=settings.smtp_rate_limit,
+        timeout=settings.smtp_timeout,
+    )
+    report.destination = transport.description
+    stop = stop or asyncio.Event()
+    writer = OutcomeWriter(session_factory, settings, report)
+    slots = asyncio.Semaphore(transport.concurrency)
+    in_flight: set[asyncio.Task[None]] = set()
+    started = time.perf_counter()
+
+    async def send_one(view: DigestView, attempts: int) -> None:
+        try:
+            message = mailer.build(view)
+            data = mailer.to_bytes(message)
+            delivery = await transport.deliver(mailer.sender_address, view.email, data)
+            status = {
+                Verdict.ACCEPTED: DigestStatus.SENT,
+                Verdict.TRY_LATER: DigestStatus.RETRY,
+                Verdict.REFUSED: DigestStatus.BOUNCED,
+            }[delivery.verdict]
+            assert view.digest_id is not None
+            await writer.record(
+                Outcome(
+                    digest_id=view.digest_id,
+                    subscriber_id=view.subscriber_id,
+                    status=status,
+                    detail=delivery.detail,
+                    attempts=attempts,
+                    day_end=digest_day_end(view.digest_date, view.timezone),
+                    message_id=str(message["Message-ID"]),
+                )
+            )
+            if on_progress is not None:
+                on_progress(report)
+        except Exception as error:  # one broken digest must not stop the others
+            report.errors.append(f"digest {view.digest_id}: {error}")
+        finally:
+            slots.release()
+
+    try:
+        while not stop.is_set():
+            async with session_factory() as session:
+                claimed = await claim_digests(
+                    session=session,
+                    now=datetime.now(UTC),
+                    limit=settings.send_batch_size,
+                    lease=timedelta(seconds=settings.send_lease_seconds),
+                )
+                await session.commit()
+                views = await load_digest_views(list(claimed), session=session)
+            report.claimed += len(claimed)
+            if not claimed:
+                if once:
+                    break
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), POLL_SECONDS)
+                continue
+            for position, view in enumerate(views):
+                await slots.acquire()
+                if stop.is_set():
+                    slots.release()
+                    async with session_factory() as session:
+                        rest = [v.digest_id for v in views[position:] if v.digest_id is not None]
+                        await release_digests(rest, session=session)
+                        await session.commit()
+                    break
+                assert view.digest_id is not None
+                task = asyncio.create_task(send_one(view, claimed[view.digest_id]))
+                in_flight.add(task)
+                task.add_done_callback(in_flight.discard)
+    finally:
+        if in_flight:
+            await asyncio.gather(*in_flight, return_exceptions=True)
+        await writer.close()
+        await transport.close()
+        report.seconds = time.perf_counter() - started
     return report

@@ -1,26 +1,19 @@
-"""The `paperboy` command line: a thin typer layer over the job functions, for operators and for
-the one-command start. Each command builds the engine from the settings, calls a job, prints what
-happened, and exits non-zero when anything failed."""
+"""Commands over papers: `migrate`, `ingest` and `eval` (ranking quality on judged topics)."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable
-from datetime import date
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import Annotated
 
 import orjson
 import typer
-from rich.console import Console
-from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
 from rich.table import Table
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.config import Settings, get_settings
-from app.db import create_engine, create_session_factory, current_revision, migrate
-from app.digests import ComposeReport
+from app.cli.base import cli, console, output, run_with_engine
+from app.config import Settings
+from app.db import create_session_factory, current_revision, migrate
 from app.evaluation import (
     EvaluationError,
     JudgedPaper,
@@ -31,41 +24,10 @@ from app.evaluation import (
     read_topics,
 )
 from app.ingest import IngestReport
-from app.jobs import compose_job, ingest_job
-from app.models import Subscriber, SubscriberStatus
+from app.jobs import ingest_job
 from app.sources import FORMATS, SourceError
-from app.subscribers import (
-    Preferences,
-    SubscriberError,
-    add_active_subscriber,
-    list_subscribers,
-)
 
-T = TypeVar("T")
 PROGRESS_MIN_BYTES = 4 * 1024 * 1024
-
-cli = typer.Typer(
-    name="paperboy",
-    help="Paperboy: trending research papers on each subscriber's topics, by email, once a day.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
-console = Console(stderr=True)
-output = Console()
-
-
-def run_with_engine(work: Callable[[AsyncEngine, Settings], Awaitable[T]]) -> T:
-    settings = get_settings()
-
-    async def main() -> T:
-        engine = create_engine(settings.database_url, echo=settings.database_echo)
-        try:
-            return await work(engine, settings)
-        finally:
-            await engine.dispose()
-
-    return asyncio.run(main())
 
 
 @cli.command("migrate")
@@ -160,133 +122,6 @@ def ingest_command(
         raise typer.Exit(code=1)
 
 
-@cli.command("compose")
-def compose_command(
-    on_date: Annotated[
-        str | None,
-        typer.Option(
-            "--date",
-            help="Compose digests dated D (YYYY-MM-DD) for every active subscriber without one, "
-            "whatever their send hour. Default: those whose local send time has come.",
-        ),
-    ] = None,
-    dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Print each digest and why; write nothing.")
-    ] = False,
-) -> None:
-    """Pick and freeze each due subscriber's papers (idempotent: safe to re-run any time)."""
-    try:
-        digest_date = date.fromisoformat(on_date) if on_date else None
-    except ValueError as error:
-        raise typer.BadParameter(
-            f"{on_date!r} is not a YYYY-MM-DD date", param_hint="--date"
-        ) from error
-
-    async def work(engine: AsyncEngine, settings: Settings) -> ComposeReport:
-        return await compose_job(
-            session_factory=create_session_factory(engine),
-            settings=settings,
-            on_date=digest_date,
-            dry_run=dry_run,
-        )
-
-    report = run_with_engine(work)
-    if dry_run:
-        plans = report.plans
-        for plan in plans:
-            output.print(f"[bold]{plan.email}[/] {plan.digest_date}: {len(plan.items)} papers")
-            for item in plan.items:
-                why = (
-                    f"{item.matched_topic}: {', '.join(item.matched_terms)}"
-                    if item.matched_topic
-                    else "trending"
-                )
-                output.print(
-                    f"  {item.rank:>2}. {item.score:.3f} (relevance {item.relevance:.2f}, "
-                    f"trend {item.trend:.2f}) {escape(item.title)} [dim]({escape(why)})[/]",
-                    highlight=False,
-                )
-        output.print(
-            f"dry run: {report.due} due, {sum(1 for p in plans if p.items)} with papers, "
-            f"{report.candidates} candidate papers; nothing written"
-        )
-        return
-    output.print(
-        f"{report.due} due: {report.queued} queued ({report.items} papers), {report.skipped} "
-        f"skipped (nothing qualified), {report.already_composed} already composed; "
-        f"{report.candidates} candidate papers"
-    )
-
-
-subscriber_cli = typer.Typer(help="Operator tools for subscribers.", no_args_is_help=True)
-cli.add_typer(subscriber_cli, name="subscriber")
-
-
-@subscriber_cli.command("add")
-def subscriber_add_command(
-    email: Annotated[str, typer.Argument(help="The subscriber's address.")],
-    topics: Annotated[
-        list[str] | None, typer.Option("--topic", help="A topic (repeat for several).")
-    ] = None,
-    timezone: Annotated[str, typer.Option(help="IANA timezone, e.g. Europe/Berlin.")] = "UTC",
-    hour: Annotated[int, typer.Option(help="Local hour (0-23) the digest is sent.")] = 7,
-    size: Annotated[int, typer.Option(help="Papers per digest (1-50).")] = 10,
-    trending_weight: Annotated[
-        float, typer.Option(help="0 = relevance only, 1 = trending only.")
-    ] = 0.3,
-) -> None:
-    """Add a subscriber who is active at once (no confirmation mail), or update one."""
-
-    async def work(engine: AsyncEngine, _settings: Settings) -> tuple[int, str]:
-        async with create_session_factory(engine)() as session:
-            subscriber = await add_active_subscriber(
-                email,
-                Preferences(
-                    topics=topics or [],
-                    timezone=timezone,
-                    send_hour=hour,
-                    digest_size=size,
-                    trending_weight=trending_weight,
-                ),
-                session=session,
-            )
-            await session.commit()
-            return subscriber.id, subscriber.email
-
-    try:
-        subscriber_id, address = run_with_engine(work)
-    except SubscriberError as error:
-        console.print(f"[bold red]error:[/] {error}")
-        raise typer.Exit(code=1) from error
-    output.print(f"subscriber {subscriber_id} <{address}> is active")
-
-
-@subscriber_cli.command("list")
-def subscriber_list_command(
-    status: Annotated[
-        SubscriberStatus | None, typer.Option(help="Only subscribers with this status.")
-    ] = None,
-) -> None:
-    """List subscribers with their status, topics and schedule."""
-
-    async def work(engine: AsyncEngine, _settings: Settings) -> list[Subscriber]:
-        async with create_session_factory(engine)() as session:
-            return await list_subscribers(session=session, status=status)
-
-    table = Table("id", "email", "status", "topics", "timezone", "hour", "size")
-    for s in run_with_engine(work):
-        table.add_row(
-            str(s.id),
-            s.email,
-            s.status.value,
-            "; ".join(s.topics),
-            s.timezone,
-            str(s.send_hour),
-            str(s.digest_size),
-        )
-    output.print(table)
-
-
 @cli.command("eval")
 def eval_command(
     topics_file: Annotated[
@@ -345,7 +180,3 @@ def eval_command(
         table.add_row(r.topic_id, r.topic, str(r.judged), f"{r.ndcg:.3f}")
     table.add_row("mean", "", "", f"{mean:.3f}", style="bold")
     output.print(table)
-
-
-def main() -> None:
-    cli()

@@ -1,0 +1,12 @@
+"""The `paperboy` command line: a thin typer layer over the job functions, for operators and for
+the one-command start. Each command builds the engine from the settings, calls a job, prints what
+happened, and exits non-zero when anything failed."""
+
+from app.cli import digests, papers, subscribers
+from app.cli.base import cli
+
+__all__ = ["cli", "digests", "main", "papers", "subscribers"]
+
+
+def main() -> None:
+    cli()

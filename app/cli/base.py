@@ -1,0 +1,46 @@
+"""The `paperboy` command line's shared parts: the typer application every command module adds
+itself to, the consoles, and the one way a command gets an engine from the settings."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import typer
+from rich.console import Console
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.config import Settings, get_settings
+from app.db import create_engine
+
+T = TypeVar("T")
+
+cli = typer.Typer(
+    name="paperboy",
+    help="Paperboy: trending research papers on each subscriber's topics, by email, once a day.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console(stderr=True)
+output = Console()
+
+
+def run_with_engine(work: Callable[[AsyncEngine, Settings], Awaitable[T]]) -> T:
+    settings = get_settings()
+
+    async def main() -> T:
+        engine = create_engine(settings.database_url, echo=settings.database_echo)
+        try:
+            return await work(engine, settings)
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(main())
+
+
+def fail(message: str) -> typer.Exit:
+    """Print an error the way every command does; raise what it returns."""
+    console.print(f"[bold red]error:[/] {message}")
+    return typer.Exit(code=1)

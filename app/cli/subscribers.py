@@ -1,0 +1,88 @@
+"""Operator commands over subscribers: `subscriber add` and `subscriber list`."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.table import Table
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.cli.base import cli, console, output, run_with_engine
+from app.config import Settings
+from app.db import create_session_factory
+from app.models import Subscriber, SubscriberStatus
+from app.subscribers import (
+    Preferences,
+    SubscriberError,
+    add_active_subscriber,
+    list_subscribers,
+)
+
+subscriber_cli = typer.Typer(help="Operator tools for subscribers.", no_args_is_help=True)
+cli.add_typer(subscriber_cli, name="subscriber")
+
+
+@subscriber_cli.command("add")
+def subscriber_add_command(
+    email: Annotated[str, typer.Argument(help="The subscriber's address.")],
+    topics: Annotated[
+        list[str] | None, typer.Option("--topic", help="A topic (repeat for several).")
+    ] = None,
+    timezone: Annotated[str, typer.Option(help="IANA timezone, e.g. Europe/Berlin.")] = "UTC",
+    hour: Annotated[int, typer.Option(help="Local hour (0-23) the digest is sent.")] = 7,
+    size: Annotated[int, typer.Option(help="Papers per digest (1-50).")] = 10,
+    trending_weight: Annotated[
+        float, typer.Option(help="0 = relevance only, 1 = trending only.")
+    ] = 0.3,
+) -> None:
+    """Add a subscriber who is active at once (no confirmation mail), or update one."""
+
+    async def work(engine: AsyncEngine, _settings: Settings) -> tuple[int, str]:
+        async with create_session_factory(engine)() as session:
+            subscriber = await add_active_subscriber(
+                email,
+                Preferences(
+                    topics=topics or [],
+                    timezone=timezone,
+                    send_hour=hour,
+                    digest_size=size,
+                    trending_weight=trending_weight,
+                ),
+                session=session,
+            )
+            await session.commit()
+            return subscriber.id, subscriber.email
+
+    try:
+        subscriber_id, address = run_with_engine(work)
+    except SubscriberError as error:
+        console.print(f"[bold red]error:[/] {error}")
+        raise typer.Exit(code=1) from error
+    output.print(f"subscriber {subscriber_id} <{address}> is active")
+
+
+@subscriber_cli.command("list")
+def subscriber_list_command(
+    status: Annotated[
+        SubscriberStatus | None, typer.Option(help="Only subscribers with this status.")
+    ] = None,
+) -> None:
+    """List subscribers with their status, topics and schedule."""
+
+    async def work(engine: AsyncEngine, _settings: Settings) -> list[Subscriber]:
+        async with create_session_factory(engine)() as session:
+            return await list_subscribers(session=session, status=status)
+
+    table = Table("id", "email", "status", "topics", "timezone", "hour", "size")
+    for s in run_with_engine(work):
+        table.add_row(
+            str(s.id),
+            s.email,
+            s.status.value,
+            "; ".join(s.topics),
+            s.timezone,
+            str(s.send_hour),
+            str(s.digest_size),
+        )
+    output.print(table)

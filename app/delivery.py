@@ -1,0 +1,223 @@
+"""The state of each digest's delivery, in the database: claiming a batch under a lease (Postgres
+`FOR UPDATE SKIP LOCKED`, so any number of workers share the queue; an expired lease is claimed
+again), releasing what a stopping worker did not start, and recording each message's outcome:
+sent; retry with jittered exponential backoff until the subscriber's digest day is over, then
+failed; bounced, counting towards the subscriber's suppression. Functions here never commit."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+
+from sqlalchemy import and_, case, func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.digests import zone
+from app.models import Digest, DigestStatus, Subscriber, SubscriberStatus
+
+ERROR_CHARS = 500
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What happened to one message, as the worker saw it."""
+
+    digest_id: int
+    subscriber_id: int
+    status: DigestStatus  # SENT, RETRY or BOUNCED (RETRY may become FAILED when recorded)
+    detail: str
+    attempts: int
+    day_end: datetime
+    message_id: str | None = None
+
+
+def digest_day_end(digest_date: date, timezone: str) -> datetime:
+    """The moment the subscriber's digest day is over (their local midnight)."""
+    return datetime.combine(digest_date + timedelta(days=1), time(0), tzinfo=zone(timezone))
+
+
+def retry_delay(attempts: int, *, base: float, ceiling: float, rng: random.Random) -> timedelta:
+    """Exponential in the attempts made, jittered ±50% so retries never arrive in lockstep."""
+    exponent = min(max(attempts - 1, 0), 20)
+    seconds = min(ceiling, base * 2**exponent)
+    return timedelta(seconds=seconds * rng.uniform(0.5, 1.5))
+
+
+def _claimable(now: datetime) -> object:
+    waiting = and_(
+        Digest.status.in_([DigestStatus.QUEUED, DigestStatus.RETRY]),
+        or_(Digest.next_attempt_at.is_(None), Digest.next_attempt_at <= now),
+    )
+    abandoned = and_(Digest.status == DigestStatus.SENDING, Digest.lease_until < now)
+    return or_(waiting, abandoned)
+
+
+async def claim_digests(
+    *, session: AsyncSession, now: datetime, limit: int, lease: timedelta
+) -> dict[int, int]:
+    """Take up to `limit` digests that are due for an attempt (or whose worker's lease ran out)
+    and mark them as being sent by this worker until `now + lease`. Digests of subscribers who
+    left or paused since compose are skipped instead of claimed. Returns {digest id: attempts,
+    this one included}."""
+    await session.execute(
+        update(Digest)
+        .where(
+            Digest.status.in_([DigestStatus.QUEUED, DigestStatus.RETRY]),
+            Digest.subscriber_id.in_(
+                select(Subscriber.id).where(Subscriber.status != SubscriberStatus.ACTIVE)
+            ),
+        )
+        .values(status=DigestStatus.SKIPPED, last_error="subscriber is no longer active")
+        .execution_options(synchronize_session=False)
+    )
+    chosen = (
+        select(Digest.id)
+        .where(_claimable(now))  # type: ignore[arg-type]
+        .order_by(Digest.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+        .scalar_subquery()
+    )
+    claimed = await session.execute(
+        update(Digest)
+        .where(Digest.id.in_(chosen))
+        .values(
+            status=DigestStatus.SENDING,
+            lease_until=now + lease,
+            attempts=Digest.attempts + 1,
+        )
+        .returning(Digest.id, Digest.attempts)
+        .execution_options(synchronize_session=False)
+    )
+    return dict(sorted(claimed.tuples().all()))
+
+
+async def release_digests(digest_ids: Sequence[int], *, session: AsyncSession) -> None:
+    """Give back claimed digests this worker will not attempt (it is stopping): they are due
+    again at once for any worker, and the claim does not count as an attempt."""
+    if not digest_ids:
+        return
+    await session.execute(
+        update(Digest)
+        .where(Digest.id.in_(digest_ids), Digest.status == DigestStatus.SENDING)
+        .values(
+            status=case((Digest.attempts <= 1, DigestStatus.QUEUED), else_=DigestStatus.RETRY),
+            attempts=Digest.attempts - 1,
+            lease_until=None,
+        )
+        .execution_options(synchronize_session=False)
+    )
+
+
+@dataclass(slots=True)
+class RecordedCounts:
+    sent: int = 0
+    retry: int = 0
+    failed: int = 0
+    bounced: int = 0
+    suppressed: int = 0
+
+
+async def record_outcomes(
+    outcomes: Sequence[Outcome],
+    *,
+    session: AsyncSession,
+    now: datetime,
+    retry_base: float,
+    retry_ceiling: float,
+    bounce_limit: int,
+    rng: random.Random | None = None,
+) -> RecordedCounts:
+    rng = rng or random.Random()  # noqa: S311 - jitter, not secrecy
+    counts = RecordedCounts()
+    sent = [o for o in outcomes if o.status is DigestStatus.SENT]
+    if sent:
+        await session.execute(
+            update(Digest).execution_options(synchronize_session=False),
+            [
+                {
+                    "id": o.digest_id,
+                    "status": DigestStatus.SENT,
+                    "sent_at": now,
+                    "message_id": o.message_id,
+                    "lease_until": None,
+                    "next_attempt_at": None,
+                    "last_error": None,
+                }
+                for o in sent
+            ],
+        )
+        counts.sent = len(sent)
+    retries = []
+    for outcome in outcomes:
+        if outcome.status is not DigestStatus.RETRY:
+            continue
+        due = now + retry_delay(outcome.attempts, base=retry_base, ceiling=retry_ceiling, rng=rng)
+        final = due >= outcome.day_end
+        counts.failed += final
+        counts.retry += not final
+        retries.append(
+            {
+                "id": outcome.digest_id,
+                "status": DigestStatus.FAILED if final else DigestStatus.RETRY,
+                "next_attempt_at": None if final else due,
+                "lease_until": None,
+                "last_error": outcome.detail[:ERROR_CHARS],
+            }
+        )
+    if retries:
+        await session.execute(update(Digest).execution_options(synchronize_session=False), retries)
+    bounced = [o for o in outcomes if o.status is DigestStatus.BOUNCED]
+    if bounced:
+        counts.bounced = len(bounced)
+        await session.execute(
+            update(Digest).execution_options(synchronize_session=False),
+            [
+                {
+                    "id": o.digest_id,
+                    "status": DigestStatus.BOUNCED,
+                    "lease_until": None,
+                    "next_attempt_at": None,
+                    "last_error": o.detail[:ERROR_CHARS],
+                }
+                for o in bounced
+            ],
+        )
+        counts.suppressed = await _count_bounces(
+            [o.subscriber_id for o in bounced], session=session, limit=bounce_limit, now=now
+        )
+    return counts
+
+
+async def _count_bounces(
+    subscriber_ids: list[int], *, session: AsyncSession, limit: int, now: datetime
+) -> int:
+    for subscriber_id in subscriber_ids:
+        await session.execute(
+            update(Subscriber)
+            .where(Subscriber.id == subscriber_id)
+            .values(bounce_count=Subscriber.bounce_count + 1, updated_at=now)
+            .execution_options(synchronize_session=False)
+        )
+    suppressed = await session.execute(
+        update(Subscriber)
+        .where(
+            Subscriber.id.in_(subscriber_ids),
+            Subscriber.bounce_count >= limit,
+            Subscriber.status != SubscriberStatus.BOUNCED,
+        )
+        .values(status=SubscriberStatus.BOUNCED, updated_at=now)
+        .returning(Subscriber.id)
+        .execution_options(synchronize_session=False)
+    )
+    return len(suppressed.all())
+
+
+async def count_due_digests(*, session: AsyncSession, now: datetime) -> int:
+    """Digests a worker could claim now (for progress bars)."""
+    return int(
+        await session.scalar(select(func.count()).select_from(Digest).where(_claimable(now)))  # type: ignore[arg-type]
+        or 0
+    )

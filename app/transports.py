@@ -1,0 +1,220 @@
+"""Where finished messages go, chosen by `PAPERBOY_MAIL_URL`: an SMTP server (aiosmtplib, a pool of
+reused connections, STARTTLS or implicit TLS, login, an optional messages-per-second limit) or a
+Maildir on disk (the embedded default, readable by any mail client). A transport only delivers and
+classifies the answer: accepted, try again later (4xx, lost connection) or refused for good (5xx);
+what that means for a digest is decided by the delivery records."""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import mailbox
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import aiosmtplib
+
+
+class Verdict(enum.StrEnum):
+    ACCEPTED = "accepted"
+    TRY_LATER = "try_later"
+    REFUSED = "refused"
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    verdict: Verdict
+    detail: str
+
+
+class Transport(Protocol):
+    concurrency: int
+    description: str
+
+    async def deliver(self, sender: str, recipient: str, data: bytes) -> Delivery: ...
+
+    async def close(self) -> None: ...
+
+
+class MailUrlError(ValueError):
+    pass
+
+
+class MaildirTransport:
+    """Each message becomes a file in PATH/new, written atomically (tmp, then rename)."""
+
+    concurrency = 4
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.maildir = mailbox.Maildir(path, create=True)
+        self.description = f"Maildir {path.resolve()}"
+        self._lock = asyncio.Lock()
+
+    def _add(self, data: bytes) -> str:
+        return self.maildir.add(data)
+
+    async def deliver(self, sender: str, recipient: str, data: bytes) -> Delivery:
+        try:
+            # One writer at a time: Maildir names its files from a per-process counter.
+            async with self._lock:
+                key = await asyncio.to_thread(self._add, data)
+        except OSError as error:
+            return Delivery(Verdict.TRY_LATER, f"maildir: {error}")
+        return Delivery(Verdict.ACCEPTED, f"stored as {key}")
+
+    async def close(self) -> None:
+        return None
+
+
+class RateLimiter:
+    """Spaces sends at least 1/rate seconds apart (no burst): smooth for the receiving server."""
+
+    def __init__(self, per_second: float) -> None:
+        self.interval = 1.0 / per_second if per_second > 0 else 0.0
+        self.next_slot = 0.0
+
+    async def wait(self) -> None:
+        if not self.interval:
+            return
+        now = time.monotonic()
+        slot = max(now, self.next_slot)
+        self.next_slot = slot + self.interval
+        if slot > now:
+            await asyncio.sleep(slot - now)
+
+
+@dataclass(frozen=True, slots=True)
+class SmtpEndpoint:
+    hostname: str
+    port: int
+    username: str | None
+    password: str | None
+    use_tls: bool
+    start_tls: bool
+
+
+def parse_smtp_url(url: str) -> SmtpEndpoint:
+    parts = urlsplit(url)
+    if parts.scheme not in ("smtp", "smtps") or not parts.hostname:
+        raise MailUrlError(f"not an smtp:// or smtps:// URL with a host: {parts.scheme}://…")
+    query = parse_qs(parts.query)
+    start_tls = query.get("starttls", ["false"])[0].lower() in ("1", "true", "yes")
+    use_tls = parts.scheme == "smtps"
+    try:
+        port = parts.port or (465 if use_tls else 587 if start_tls else 25)
+    except ValueError as error:
+        raise MailUrlError(f"bad port in PAPERBOY_MAIL_URL: {error}") from error
+    return SmtpEndpoint(
+        hostname=parts.hostname,
+        port=port,
+        username=unquote(parts.username) if parts.username else None,
+        password=unquote(parts.password) if parts.password else None,
+        use_tls=use_tls,
+        start_tls=start_tls and not use_tls,
+    )
+
+
+class SmtpTransport:
+    """A pool of `concurrency` SMTP connections, each opened on first use and reused for every
+    later message; a connection that fails is closed and reopened by its next message."""
+
+    def __init__(
+        self,
+        endpoint: SmtpEndpoint,
+        *,
+        concurrency: int = 8,
+        rate_limit: float = 0.0,
+        timeout: float = 30.0,
+    ) -> None:
+        self.endpoint = endpoint
+        self.concurrency = concurrency
+        self.timeout = timeout
+        self.description = f"SMTP {endpoint.hostname}:{endpoint.port}"
+        self.limiter = RateLimiter(rate_limit)
+        self.idle: asyncio.LifoQueue[aiosmtplib.SMTP] = asyncio.LifoQueue()
+        for _ in range(concurrency):
+            self.idle.put_nowait(self._client())
+
+    def _client(self) -> aiosmtplib.SMTP:
+        endpoint = self.endpoint
+        return aiosmtplib.SMTP(
+            hostname=endpoint.hostname,
+            port=endpoint.port,
+            username=endpoint.username,
+            password=endpoint.password,
+            use_tls=endpoint.use_tls,
+            start_tls=endpoint.start_tls,
+            timeout=self.timeout,
+        )
+
+    async def deliver(self, sender: str, recipient: str, data: bytes) -> Delivery:
+        await self.limiter.wait()
+        client = await self.idle.get()
+        try:
+            reused = client.is_connected
+            delivery = await self._send(client, sender, recipient, data)
+            if reused and delivery.verdict is Verdict.TRY_LATER and not client.is_connected:
+                # An idle connection the server had dropped: one fresh connection, at once.
+                delivery = await self._send(client, sender, recipient, data)
+            return delivery
+        finally:
+            self.idle.put_nowait(client)
+
+    async def _send(
+        self, client: aiosmtplib.SMTP, sender: str, recipient: str, data: bytes
+    ) -> Delivery:
+        try:
+            if not client.is_connected:
+                await client.connect()
+            _refused, reply = await client.sendmail(sender, [recipient], data)
+            return Delivery(Verdict.ACCEPTED, reply)
+        except aiosmtplib.SMTPRecipientsRefused as error:
+            refusal = error.recipients[0]
+            return await _by_code(client, refusal.code, refusal.message)
+        except (aiosmtplib.SMTPRecipientRefused, aiosmtplib.SMTPDataError) as error:
+            return await _by_code(client, error.code, error.message)
+        except aiosmtplib.SMTPResponseException as error:
+            # The server refused us (sender, login, greeting), not the address: never a bounce.
+            await _discard(client)
+            return Delivery(Verdict.TRY_LATER, f"{error.code} {error.message}")
+        except (aiosmtplib.SMTPException, OSError) as error:
+            await _discard(client)
+            return Delivery(Verdict.TRY_LATER, f"connection: {error}")
+
+    async def close(self) -> None:
+        while not self.idle.empty():
+            client = self.idle.get_nowait()
+            if client.is_connected:
+                try:
+                    await client.quit()
+                except (aiosmtplib.SMTPException, OSError):
+                    client.close()
+
+
+async def _by_code(client: aiosmtplib.SMTP, code: int, message: str) -> Delivery:
+    if code == 421:  # the server is closing this connection
+        await _discard(client)
+    verdict = Verdict.REFUSED if 500 <= code < 600 else Verdict.TRY_LATER
+    return Delivery(verdict, f"{code} {message}")
+
+
+async def _discard(client: aiosmtplib.SMTP) -> None:
+    if client.is_connected:
+        client.close()
+
+
+def open_transport(
+    mail_url: str, *, concurrency: int = 8, rate_limit: float = 0.0, timeout: float = 30.0
+) -> Transport:
+    if mail_url.startswith("maildir://"):
+        path = mail_url.removeprefix("maildir://")
+        if not path:
+            raise MailUrlError("maildir:// needs a path, e.g. maildir://./var/mail")
+        return MaildirTransport(Path(path))
+    return SmtpTransport(
+        parse_smtp_url(mail_url), concurrency=concurrency, rate_limit=rate_limit, timeout=timeout
+    )
