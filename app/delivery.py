@@ -91,7 +91,7 @@ async def claim_digests(
         .returning(Digest.id, Digest.attempts)
         .execution_options(synchronize_session=False)
     )
-    return dict(sorted(claimed.tuples().all()))
+    return {row.id: row.attempts for row in claimed}
 
 
 async def release_digests(digest_ids: Sequence[int], *, session: AsyncSession) -> None:

@@ -16,7 +16,7 @@ from email.message import EmailMessage
 from email.utils import formatdate, make_msgid, parseaddr
 from functools import cached_property
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import quote, quote_plus
 
 import css_inline
 import dkim
@@ -30,6 +30,7 @@ from app.models import Digest, DigestItem, Paper, Subscriber, SubscriberStatus
 from app.tokens import Purpose, make_token
 
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
+ARXIV_TITLE_SEARCH = "https://arxiv.org/search/?searchtype=title&query="
 SUMMARY_CHARS = 320
 MAX_AUTHORS = 3
 SUBJECT_TOPICS = 2
@@ -116,7 +117,8 @@ def paper_view(paper: Paper, rank: int, topic: str | None, terms: list[str]) -> 
     return PaperView(
         rank=rank,
         title=paper.title,
-        url=paper.url or abstract_url,
+        # Papers from the papers page carry no link: an arXiv title search still finds them.
+        url=paper.url or abstract_url or f"{ARXIV_TITLE_SEARCH}{quote_plus(paper.title)}",
         abstract_url=abstract_url,
         pdf_url=paper.pdf_url,
         code_url=paper.github_repo,

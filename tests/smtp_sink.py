@@ -1,0 +1,82 @@
+"""A real SMTP server for tests (aiosmtpd in a background thread): records every message it
+accepts, and can be told to answer a recipient with given codes (421, 451, 550 ...) in turn, to
+drop a share of connections, or to take its time over each message."""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import random
+import socket
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from email.policy import default as default_policy
+from typing import Any
+
+from aiosmtpd.controller import Controller
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@dataclass
+class SinkHandler:
+    scripted: dict[str, list[int]] = field(default_factory=dict)
+    transient_share: float = 0.0  # share of messages answered 451 or with a dropped connection
+    delay: float = 0.0
+    seed: int = 7
+    received: list[tuple[str, bytes]] = field(default_factory=list)
+    answers: Counter[int] = field(default_factory=Counter)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        self.random = random.Random(self.seed)
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        recipient = envelope.rcpt_tos[0]
+        if self.delay:
+            await asyncio.sleep(self.delay)  # a server that takes its time over each message
+        with self.lock:
+            codes = self.scripted.get(recipient)
+            code = codes.pop(0) if codes else 250
+            if code == 250 and self.transient_share and self.random.random() < self.transient_share:
+                code = self.random.choice([421, 451, 0])
+            self.answers[code] += 1
+            if code == 250:
+                self.received.append((recipient, envelope.original_content))
+        if code == 0:
+            server.transport.abort()  # the connection is lost before any reply
+            return "451 4.4.2 Connection lost"
+        if code == 421:
+            return "421 4.3.2 Service shutting down, try later"
+        if code == 250:
+            return "250 2.0.0 OK queued"
+        return f"{code} {'5.1.1 No such user' if code >= 500 else '4.2.0 Try again later'}"
+
+    def messages(self, recipient: str | None = None) -> list[EmailMessage]:
+        with self.lock:
+            chosen = [data for rcpt, data in self.received if recipient in (None, rcpt)]
+        return [email.message_from_bytes(data, policy=default_policy) for data in chosen]
+
+    def per_recipient(self) -> Counter[str]:
+        with self.lock:
+            return Counter(rcpt for rcpt, _ in self.received)
+
+
+@contextmanager
+def smtp_sink(handler: SinkHandler | None = None) -> Iterator[tuple[SinkHandler, int]]:
+    handler = handler or SinkHandler()
+    port = free_port()
+    controller = Controller(handler, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        yield handler, port
+    finally:
+        controller.stop()

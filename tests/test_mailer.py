@@ -1,0 +1,279 @@
+"""The digest mail as a subscriber's mail client sees it: multipart with both parts, the exact
+headers providers require, signed links that open the right subscriber, summaries cut at a
+sentence, and hostile paper or topic text that never escapes into markup or headers."""
+
+from __future__ import annotations
+
+import base64
+import email
+import re
+from datetime import UTC, date, datetime
+from email.message import EmailMessage
+from email.policy import default as default_policy
+from pathlib import Path
+from urllib.parse import unquote
+
+import dkim
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.config import Settings
+from app.jobs import compose_job, ingest_job
+from app.mailer import (
+    DigestView,
+    Mailer,
+    PreviewError,
+    load_digest_views,
+    preview_digest_view,
+    shorten_authors,
+    summarise,
+)
+from app.models import Digest, DigestItem, Paper, Subscriber
+from app.subscribers import Preferences, add_active_subscriber
+from app.tokens import Purpose, TokenError, make_token, read_token
+
+Sessions = async_sessionmaker[AsyncSession]
+DAY = date(2026, 11, 26)
+HOSTILE_TITLE = '<script>alert("x")</script> Mixture of Experts\r\nBcc: victim@example.org'
+HOSTILE_TOPIC = "mixture of experts\r\nBcc: victim@example.org"
+
+
+@pytest.fixture
+def mail_settings(settings: Settings) -> Settings:
+    return settings.model_copy(
+        update={
+            "base_url": "https://papers.example.org",
+            "mail_from": "Paperboy <digest@papers.example.org>",
+            "secret_key": "test-secret-key-0123456789",
+        }
+    )
+
+
+async def compose_for(sessions: Sessions, settings: Settings, sample_page: Path) -> int:
+    await ingest_job(str(sample_page), session_factory=sessions, settings=settings)
+    async with sessions() as session:
+        subscriber = await add_active_subscriber(
+            "ann@example.org",
+            Preferences(["mixture of experts", "FPGA accelerators"], timezone="Europe/Berlin"),
+            session=session,
+        )
+        await session.commit()
+    await compose_job(session_factory=sessions, settings=settings, on_date=DAY)
+    async with sessions() as session:
+        return int(
+            await session.scalar(select(Digest.id).where(Digest.subscriber_id == subscriber.id))
+            or 0
+        )
+
+
+async def view_of(sessions: Sessions, digest_id: int) -> DigestView:
+    async with sessions() as session:
+        return (await load_digest_views([digest_id], session=session))[0]
+
+
+def parse(data: bytes) -> EmailMessage:
+    return email.message_from_bytes(data, policy=default_policy)
+
+
+def links_in(html: str) -> list[str]:
+    return re.findall(r'href="([^"]+)"', html)
+
+
+async def test_digest_mail_has_both_parts_and_exact_headers(
+    session_factory: Sessions, mail_settings: Settings, sample_page: Path
+) -> None:
+    digest_id = await compose_for(session_factory, mail_settings, sample_page)
+    view = await view_of(session_factory, digest_id)
+    mailer = Mailer(mail_settings)
+    message = parse(mailer.to_bytes(mailer.build(view)))
+
+    assert message["From"] == "Paperboy <digest@papers.example.org>"
+    assert message["To"] == "ann@example.org"
+    assert message["Subject"] == ("10 new papers on mixture of experts, FPGA accelerators — 26 Nov")
+    assert (
+        message["Message-ID"]
+        == f"<digest.{digest_id}.{view.public_id.hex[:12]}@papers.example.org>"
+    )
+    assert message["List-Id"] == "Paperboy digest <digest.papers.example.org>"
+    assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert message["Auto-Submitted"] == "auto-generated"
+    assert message["Precedence"] == "bulk"
+    assert email.utils.parsedate_to_datetime(message["Date"]).tzinfo is not None
+    https_link, mailto_link = re.fullmatch(
+        r"<([^>]+)>, <([^>]+)>", message["List-Unsubscribe"]
+    ).groups()  # type: ignore[union-attr]
+    assert https_link.startswith("https://papers.example.org/unsubscribe/")
+    assert mailto_link.startswith("mailto:digest@papers.example.org?subject=unsubscribe%20")
+
+    assert message.get_content_type() == "multipart/alternative"
+    text = message.get_body(("plain",))
+    html = message.get_body(("html",))
+    assert text is not None and html is not None
+    text_body, html_body = text.get_content(), html.get_content()
+    titles = [p.title for p in view.papers]
+    assert len(titles) == 10
+    for title in titles:
+        assert title in text_body
+    assert "Scattered Mixture-of-Experts Implementation" in html_body
+    # CSS is inlined for clients that drop <style>, and the dark-mode rules are kept.
+    assert re.search(r'<a class="title" href="[^"]+" style="[^"]*font-weight: 700', html_body)
+    assert "prefers-color-scheme: dark" in html_body
+    assert 'width="600"' in html_body
+    assert "http://" not in " ".join(link for link in links_in(html_body) if "example.org" in link)
+
+
+async def test_links_are_signed_for_this_subscriber_and_purpose(
+    session_factory: Sessions, mail_settings: Settings, sample_page: Path
+) -> None:
+    digest_id = await compose_for(session_factory, mail_settings, sample_page)
+    view = await view_of(session_factory, digest_id)
+    mailer = Mailer(mail_settings)
+    rendered = mailer.render(view)
+    own = [link for link in links_in(rendered.html) if link.startswith(mail_settings.base_url)]
+    by_purpose = {link.split("/")[3]: link.split("/")[4] for link in own}
+    assert set(by_purpose) == {"preferences", "unsubscribe", "digests"}
+    for purpose_name, token in by_purpose.items():
+        purpose = Purpose.DIGEST if purpose_name == "digests" else Purpose(purpose_name)
+        claims = read_token(mail_settings.secret_key, purpose, token)
+        assert claims.public_id == view.public_id and claims.token_version == 1
+    assert f"/digests/{by_purpose['digests']}/2026-11-26" in rendered.html
+    # An unsubscribe token does not open preferences, and another key's tokens are refused.
+    with pytest.raises(TokenError):
+        read_token(mail_settings.secret_key, Purpose.PREFERENCES, by_purpose["unsubscribe"])
+    forged = make_token("another-secret-key-000000", Purpose.UNSUBSCRIBE, view.public_id, 1)
+    with pytest.raises(TokenError):
+        read_token(mail_settings.secret_key, Purpose.UNSUBSCRIBE, forged)
+    with pytest.raises(TokenError):
+        read_token(mail_settings.secret_key, Purpose.UNSUBSCRIBE, by_purpose["unsubscribe"][:-3])
+    mailto_token = unquote(mailer.links(view).unsubscribe_mailto.split("%20", 1)[1])
+    assert read_token(mail_settings.secret_key, Purpose.UNSUBSCRIBE, mailto_token).public_id == (
+        view.public_id
+    )
+
+
+async def test_hostile_paper_and_topic_text_never_escapes(
+    session_factory: Sessions, mail_settings: Settings, sample_page: Path
+) -> None:
+    digest_id = await compose_for(session_factory, mail_settings, sample_page)
+    async with session_factory() as session:
+        first = await session.scalar(
+            select(DigestItem.paper_id).where(
+                DigestItem.digest_id == digest_id, DigestItem.rank == 1
+            )
+        )
+        await session.execute(update(Paper).where(Paper.id == first).values(title=HOSTILE_TITLE))
+        await session.execute(
+            update(DigestItem)
+            .where(DigestItem.digest_id == digest_id)
+            .values(matched_topic=HOSTILE_TOPIC)
+        )
+        await session.commit()
+    view = await view_of(session_factory, digest_id)
+    mailer = Mailer(mail_settings)
+    data = mailer.to_bytes(mailer.build(view))
+    message = parse(data)
+
+    headers = data.split(b"\r\n\r\n", 1)[0]
+    assert message["Bcc"] is None
+    assert not re.search(rb"^bcc:", headers, re.MULTILINE | re.IGNORECASE)
+    # The topic's text survives only as harmless words inside the one Subject line.
+    assert message["Subject"].startswith("10 new papers on mixture of experts Bcc: victim@")
+    assert "\n" not in message["Subject"] and "\r" not in message["Subject"]
+    html = message.get_body(("html",)).get_content()  # type: ignore[union-attr]
+    assert "<script>" not in html
+    assert '&lt;script&gt;alert("x")&lt;/script&gt;' in html
+    # The preheader and title both show the text, escaped.
+    assert html.count("&lt;script&gt;") >= 2
+
+
+async def test_dkim_signature_covers_the_unsubscribe_headers(
+    session_factory: Sessions, mail_settings: Settings, sample_page: Path, tmp_path: Path
+) -> None:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    key_file = tmp_path / "dkim.pem"
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.TraditionalOpenSSL,
+            serialization.NoEncryption(),
+        )
+    )
+    public = key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    digest_id = await compose_for(session_factory, mail_settings, sample_page)
+    signing = mail_settings.model_copy(
+        update={"dkim_selector": "pb2026", "dkim_private_key_path": str(key_file)}
+    )
+    mailer = Mailer(signing)
+    data = mailer.to_bytes(mailer.build(await view_of(session_factory, digest_id)))
+    signature = parse(data)["DKIM-Signature"]
+    assert "d=papers.example.org" in signature and "s=pb2026" in signature
+    signed = signature.replace(" ", "").split("h=")[1].split(";")[0].lower().split(":")
+    assert {"list-unsubscribe", "list-unsubscribe-post", "from", "subject"} <= set(signed)
+
+    record = b"v=DKIM1; k=rsa; p=" + base64.b64encode(public)
+
+    def dns(name: bytes, timeout: int = 5) -> bytes:
+        assert name == b"pb2026._domainkey.papers.example.org."
+        return record
+
+    assert dkim.verify(data, dnsfunc=dns)
+    tampered = data.replace(
+        b"List-Unsubscribe-Post: List-Unsubscribe=One-Click", b"List-Unsubscribe-Post: x"
+    )
+    assert not dkim.verify(tampered, dnsfunc=dns)
+
+
+def test_summary_prefers_the_source_summary_and_cuts_at_a_sentence() -> None:
+    abstract = (
+        "We study sparse experts. The router picks two experts per token, e.g. for code. "
+        + "Results improve on every benchmark we tried. " * 10
+    )
+    assert summarise("A short AI summary.", abstract) == "A short AI summary."
+    summary = summarise(None, abstract, limit=120)
+    assert (
+        summary == "We study sparse experts. The router picks two experts per token, e.g. for code."
+    )
+    long_sentence = "word " * 200
+    cut = summarise(None, long_sentence, limit=50)
+    assert cut.endswith("…") and len(cut) <= 51 and "  " not in cut
+    assert shorten_authors(["A", "B", "C", "D", "E"]) == "A, B, C et al."
+    assert shorten_authors(["A", "B", "C", "D"]) == "A, B, C, D"
+    assert shorten_authors(None) == ""
+
+
+async def test_preview_renders_without_writing(
+    session_factory: Sessions, mail_settings: Settings, sample_page: Path
+) -> None:
+    await ingest_job(str(sample_page), session_factory=session_factory, settings=mail_settings)
+    async with session_factory() as session:
+        await add_active_subscriber(
+            "bo@example.org", Preferences(["FPGA accelerators"]), session=session
+        )
+        await session.commit()
+        view = await preview_digest_view(
+            "Bo@Example.org",
+            session=session,
+            settings=mail_settings,
+            now=datetime(2026, 11, 26, 9, tzinfo=UTC),
+            on_date=None,
+        )
+        assert view.digest_id is None and view.digest_date == DAY
+        assert all(p.matched_topic == "FPGA accelerators" for p in view.papers)
+        assert await session.scalar(select(Digest.id)) is None
+        with pytest.raises(PreviewError, match="no subscriber"):
+            await preview_digest_view(
+                "nobody@example.org",
+                session=session,
+                settings=mail_settings,
+                now=datetime.now(UTC),
+                on_date=None,
+            )
+        subscriber = await session.scalar(select(Subscriber))
+        assert subscriber is not None
+    rendered = Mailer(mail_settings).render(view)
+    assert rendered.subject.startswith("10 new papers on FPGA accelerators")
