@@ -321,9 +321,8 @@ async def send_job(
 
     async def send_one(view: DigestView, attempts: int) -> None:
         try:
-            message = mailer.build(view)
-            data = mailer.to_bytes(message)
-            delivery = await transport.deliver(mailer.sender_address, view.email, data)
+            mail = mailer.message(view)
+            delivery = await transport.deliver(mailer.sender_address, view.email, mail.data)
             status = {
                 Verdict.ACCEPTED: DigestStatus.SENT,
                 Verdict.TRY_LATER: DigestStatus.RETRY,
@@ -338,7 +337,7 @@ async def send_job(
                     detail=delivery.detail,
                     attempts=attempts,
                     day_end=digest_day_end(view.digest_date, view.timezone),
-                    message_id=str(message["Message-ID"]),
+                    message_id=mail.message_id,
                 )
             )
             if on_progress is not None:
