@@ -9,12 +9,11 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import and_, case, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.digests import zone
 from app.models import Digest, DigestStatus, Subscriber, SubscriberStatus
 
 ERROR_CHARS = 500
@@ -31,11 +30,6 @@ class Outcome:
     attempts: int
     day_end: datetime
     message_id: str | None = None
-
-
-def digest_day_end(digest_date: date, timezone: str) -> datetime:
-    """The moment the subscriber's digest day is over (their local midnight)."""
-    return datetime.combine(digest_date + timedelta(days=1), time(0), tzinfo=zone(timezone))
 
 
 def retry_delay(attempts: int, *, base: float, ceiling: float, rng: random.Random) -> timedelta:

@@ -11,7 +11,6 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
 import orjson
@@ -20,6 +19,7 @@ from sqlalchemy.dialects import sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import is_postgres, minus
+from app.localtime import local_digest_date
 from app.models import Digest, DigestItem, DigestStatus, Paper, Subscriber, SubscriberStatus
 from app.ranking import PaperText, RelevanceIndex
 from app.selection import DEFAULT_THRESHOLD, Reader, trend_scores
@@ -77,20 +77,6 @@ class ComposeReport:
     @property
     def plans(self) -> list[PlannedDigest]:
         return self.composition.plans() if self.composition is not None else []
-
-
-def zone(name: str) -> ZoneInfo:
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        return ZoneInfo("UTC")
-
-
-def local_digest_date(now: datetime, timezone: str, send_hour: int) -> date | None:
-    """The subscriber's local date if their send hour has come today, else None (DST-correct:
-    the wall clock in their zone decides)."""
-    local = now.astimezone(zone(timezone))
-    return local.date() if local.hour >= send_hour else None
 
 
 def _aware(moment: datetime) -> datetime:

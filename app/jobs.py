@@ -13,20 +13,14 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.config import Settings
-from app.delivery import (
-    Outcome,
-    claim_digests,
-    digest_day_end,
-    record_outcomes,
-    release_digests,
-)
-from app.digests import ComposeReport, freeze_digests, plan_digests
+from app.delivery import Outcome, claim_digests, record_outcomes, release_digests
 from app.ingest import IngestReport, upsert_papers
+from app.localtime import digest_day_end
 from app.mailer import DigestView, Mailer, load_digest_views
 from app.models import DigestStatus, IngestRun, IngestStatus
 from app.normalise import PreparedBatch, prepare_batches
@@ -34,6 +28,9 @@ from app.parsing_worker import batches_from_workers
 from app.sources import SourceError, detect_format, parse_source
 from app.sources.fetch import OpenedSource, open_source
 from app.transports import Transport, Verdict, open_transport
+
+if TYPE_CHECKING:
+    from app.digests import ComposeReport
 
 ProgressCallback = Callable[[int, int | None], None]
 WORKER_MIN_BYTES = 16 * 1024 * 1024  # files this large are parsed in worker processes
@@ -182,6 +179,9 @@ async def compose_job(
 ) -> ComposeReport:
     """Compose and freeze the digests of every subscriber who is due. Safe to run at any time
     and in several processes at once: each digest is created once."""
+    # Imported here so that ingest and send never load ranking's numerical stack (~1 s).
+    from app.digests import freeze_digests, plan_digests
+
     moment = now or datetime.now(UTC)
     async with session_factory() as session:
         report = await plan_digests(

@@ -27,7 +27,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
-from app.digests import plan_digests, zone
+from app.localtime import zone
 from app.models import Digest, DigestItem, Paper, Subscriber, SubscriberStatus
 from app.tokens import Purpose, make_token
 
@@ -432,6 +432,10 @@ async def preview_digest_view(
     )
     if digest_id is not None:
         return (await load_digest_views([digest_id], session=session))[0]
+    # Imported here: ranking's numerical stack takes a second to load, and only previews and
+    # compose need it, not every worker that sends mail.
+    from app.digests import plan_digests
+
     if subscriber.status is not SubscriberStatus.ACTIVE:
         raise PreviewError(f"{email} is {subscriber.status.value}: no digest is composed for them")
     report = await plan_digests(

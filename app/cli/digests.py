@@ -6,7 +6,7 @@ import asyncio
 import signal
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
@@ -17,9 +17,11 @@ from app.cli.base import cli, console, fail, output, run_with_engine
 from app.config import Settings
 from app.db import create_session_factory
 from app.delivery import count_due_digests
-from app.digests import ComposeReport
 from app.jobs import SendReport, compose_job, send_job
 from app.mailer import Mailer, PreviewError, RenderedDigest, preview_digest_view
+
+if TYPE_CHECKING:
+    from app.digests import ComposeReport
 
 PROGRESS_MIN_DIGESTS = 200
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import orjson
 import typer
@@ -14,18 +14,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.cli.base import cli, console, output, run_with_engine
 from app.config import Settings
 from app.db import create_session_factory, current_revision, migrate
-from app.evaluation import (
-    EvaluationError,
-    JudgedPaper,
-    evaluate,
-    load_judged_papers,
-    read_judged_papers,
-    read_qrels,
-    read_topics,
-)
 from app.ingest import IngestReport
 from app.jobs import ingest_job
 from app.sources import FORMATS, SourceError
+
+if TYPE_CHECKING:
+    from app.evaluation import JudgedPaper
 
 PROGRESS_MIN_BYTES = 4 * 1024 * 1024
 
@@ -142,6 +136,16 @@ def eval_command(
 ) -> None:
     """Measure ranking quality: nDCG@k per judged topic and the mean, with the production
     relevance function."""
+    # Imported here: the ranking stack takes a second to load and only this command needs it.
+    from app.evaluation import (
+        EvaluationError,
+        evaluate,
+        load_judged_papers,
+        read_judged_papers,
+        read_qrels,
+        read_topics,
+    )
+
     try:
         topics = read_topics(topics_file)
         qrels = read_qrels(qrels_file, topics)
