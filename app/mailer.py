@@ -18,6 +18,7 @@ from datetime import date, datetime, timedelta
 from email.utils import formataddr, formatdate, make_msgid, parseaddr
 from functools import cached_property, lru_cache
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote, quote_plus
 
 import css_inline
@@ -53,23 +54,14 @@ DKIM_HEADERS = [
 ]
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class PaperView:
-    """One paper as a digest shows it, with why it was chosen."""
+    """One paper in one digest: the paper's card, its rank and why it was chosen."""
 
     rank: int
-    title: str
-    url: str | None
-    abstract_url: str | None
-    pdf_url: str | None
-    code_url: str | None
-    authors: str
-    summary: str
-    wrapped_summary: str
+    card: PaperCard
     matched_topic: str | None
     matched_terms: list[str]
-    upvotes: int | None
-    comments: int | None
 
 
 @dataclass(slots=True)
@@ -125,11 +117,26 @@ def summarise(ai_summary: str | None, abstract: str, limit: int = SUMMARY_CHARS)
     return abstract[:limit].rsplit(" ", 1)[0].rstrip(",;:") + "…"
 
 
-def paper_view(paper: Paper, rank: int, topic: str | None, terms: list[str]) -> PaperView:
+@dataclass(frozen=True, slots=True)
+class PaperCard:
+    """What a digest shows of a paper whoever reads it; worked out once per paper and batch."""
+
+    title: str
+    url: str | None
+    abstract_url: str | None
+    pdf_url: str | None
+    code_url: str | None
+    authors: str
+    summary: str
+    wrapped_summary: str
+    upvotes: int | None
+    comments: int | None
+
+
+def paper_card(paper: Paper) -> PaperCard:
     abstract_url = f"https://arxiv.org/abs/{paper.arxiv_id}" if paper.arxiv_id else None
     summary, wrapped = summary_of(paper.ai_summary, paper.abstract)
-    return PaperView(
-        rank=rank,
+    return PaperCard(
         title=paper.title,
         # Papers from the papers page carry no link: an arXiv title search still finds them.
         url=paper.url or abstract_url or f"{ARXIV_TITLE_SEARCH}{quote_plus(paper.title)}",
@@ -139,8 +146,6 @@ def paper_view(paper: Paper, rank: int, topic: str | None, terms: list[str]) -> 
         authors=shorten_authors(paper.authors),
         summary=summary,
         wrapped_summary=wrapped,
-        matched_topic=topic,
-        matched_terms=terms,
         upvotes=paper.upvotes,
         comments=paper.comments,
     )
@@ -151,7 +156,7 @@ def _digest_view(
     digest_date: date,
     subscriber: Subscriber,
     items: Iterable[tuple[int, int, str | None, list[str]]],
-    papers: dict[int, Paper],
+    cards: dict[int, PaperCard],
 ) -> DigestView:
     return DigestView(
         digest_id=digest_id,
@@ -163,9 +168,9 @@ def _digest_view(
         token_version=subscriber.token_version,
         topics=list(subscriber.topics or []),
         papers=[
-            paper_view(papers[paper_id], rank, topic, list(terms or []))
+            PaperView(rank, cards[paper_id], topic, list(terms or []))
             for paper_id, rank, topic, terms in sorted(items, key=lambda item: item[1])
-            if paper_id in papers
+            if paper_id in cards
         ],
     )
 
@@ -194,11 +199,7 @@ async def load_digest_views(
             ).where(DigestItem.digest_id.in_(digest_ids))
         )
     ).all()
-    paper_ids = {item.paper_id for item in items}
-    papers = {
-        paper.id: paper
-        for paper in (await session.scalars(select(Paper).where(Paper.id.in_(paper_ids)))).all()
-    }
+    cards = await _paper_cards({item.paper_id for item in items}, session=session)
     by_digest: dict[int, list[tuple[int, int, str | None, list[str]]]] = {}
     for item in items:
         by_digest.setdefault(item.digest_id, []).append(
@@ -206,7 +207,7 @@ async def load_digest_views(
         )
     views = {
         digest_id: _digest_view(
-            digest_id, digest_date, subscriber, by_digest.get(digest_id, []), papers
+            digest_id, digest_date, subscriber, by_digest.get(digest_id, []), cards
         )
         for digest_id, digest_date, subscriber in rows
     }
@@ -222,11 +223,13 @@ async def planned_digest_view(
 ) -> DigestView:
     """A view of a digest that was planned but not stored (previews)."""
     chosen = list(items)
-    ids = [paper_id for paper_id, *_ in chosen]
-    papers = {
-        p.id: p for p in (await session.scalars(select(Paper).where(Paper.id.in_(ids)))).all()
-    }
-    return _digest_view(None, digest_date, subscriber, chosen, papers)
+    cards = await _paper_cards({paper_id for paper_id, *_ in chosen}, session=session)
+    return _digest_view(None, digest_date, subscriber, chosen, cards)
+
+
+async def _paper_cards(paper_ids: set[int], *, session: AsyncSession) -> dict[int, PaperCard]:
+    papers = await session.scalars(select(Paper).where(Paper.id.in_(paper_ids)))
+    return {paper.id: paper_card(paper) for paper in papers}
 
 
 def header_text(value: str) -> str:

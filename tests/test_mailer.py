@@ -113,7 +113,7 @@ async def test_digest_mail_has_both_parts_and_exact_headers(
     html = message.get_body(("html",))
     assert text is not None and html is not None
     text_body, html_body = text.get_content(), html.get_content()
-    titles = [p.title for p in view.papers]
+    titles = [p.card.title for p in view.papers]
     assert len(titles) == 10
     for title in titles:
         assert title in text_body
