@@ -55,17 +55,6 @@ async def claim_digests(
     and mark them as being sent by this worker until `now + lease`. Digests of subscribers who
     left or paused since compose are skipped instead of claimed. Returns {digest id: attempts,
     this one included}."""
-    await session.execute(
-        update(Digest)
-        .where(
-            Digest.status.in_([DigestStatus.QUEUED, DigestStatus.RETRY]),
-            Digest.subscriber_id.in_(
-                select(Subscriber.id).where(Subscriber.status != SubscriberStatus.ACTIVE)
-            ),
-        )
-        .values(status=DigestStatus.SKIPPED, last_error="subscriber is no longer active")
-        .execution_options(synchronize_session=False)
-    )
     chosen = (
         select(Digest.id)
         .where(_claimable(now))  # type: ignore[arg-type]
@@ -85,7 +74,29 @@ async def claim_digests(
         .returning(Digest.id, Digest.attempts)
         .execution_options(synchronize_session=False)
     )
-    return {row.id: row.attempts for row in claimed}
+    attempts = {row.id: row.attempts for row in claimed}
+    if not attempts:
+        return attempts
+    # Checked on the claimed batch only, so a claim costs the same however long the queue is.
+    departed = await session.execute(
+        update(Digest)
+        .where(
+            Digest.id.in_(list(attempts)),
+            Digest.subscriber_id.in_(
+                select(Subscriber.id).where(Subscriber.status != SubscriberStatus.ACTIVE)
+            ),
+        )
+        .values(
+            status=DigestStatus.SKIPPED,
+            lease_until=None,
+            last_error="subscriber is no longer active",
+        )
+        .returning(Digest.id)
+        .execution_options(synchronize_session=False)
+    )
+    for digest_id in departed.scalars():
+        del attempts[digest_id]
+    return attempts
 
 
 async def release_digests(digest_ids: Sequence[int], *, session: AsyncSession) -> None:

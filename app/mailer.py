@@ -18,7 +18,6 @@ from datetime import date, datetime, timedelta
 from email.utils import formataddr, formatdate, make_msgid, parseaddr
 from functools import cached_property, lru_cache
 from pathlib import Path
-from typing import Any
 from urllib.parse import quote, quote_plus
 
 import css_inline

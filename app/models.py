@@ -26,6 +26,7 @@ from sqlalchemy import (
     UniqueConstraint,
     Uuid,
     func,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -138,6 +139,9 @@ class Subscriber(Base):
     )
 
 
+CLAIMABLE_PREDICATE = "status IN ('queued', 'retry', 'sending')"
+
+
 class Digest(Base):
     __tablename__ = "digest"
 
@@ -170,6 +174,14 @@ class Digest(Base):
         UniqueConstraint("subscriber_id", "digest_date"),
         Index(None, "status", "next_attempt_at"),
         Index(None, "digest_date"),
+        # Workers claim in id order among the few digests still to send, not through every
+        # digest ever sent.
+        Index(
+            "ix_digest_claimable",
+            "id",
+            postgresql_where=text(CLAIMABLE_PREDICATE),
+            sqlite_where=text(CLAIMABLE_PREDICATE),
+        ),
     )
 
 
