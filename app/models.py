@@ -124,6 +124,10 @@ class Subscriber(Base):
     )
     confirmed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     unsubscribed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Consent as given: the address that clicked the confirmation link (with confirmed_at).
+    consent_ip: Mapped[str | None] = mapped_column(String(45))
+    # The last signup mail to this address; at most one per address per rate-limit window.
+    signup_mail_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     digests: Mapped[list[Digest]] = relationship(
         back_populates="subscriber", cascade="all, delete-orphan", passive_deletes=True

@@ -1,10 +1,15 @@
-"""Subscriber records and their transitions. For now: validating what a subscriber asks for
-(address, topics, timezone, hour, size, weight) and adding operator-created subscribers who are
-active at once; signup, confirmation, preferences and unsubscribe build on the same checks."""
+"""Subscriber records and their transitions: validating what a subscriber asks for (address,
+topics, timezone, hour, size, weight); signup with double opt-in (one signup mail per address per
+window, the same outcome whatever the address's state, so nothing can be learnt from it);
+confirmation with recorded consent; preferences, pause and resume; unsubscribe and resubscribe;
+resolving a link token to its subscriber (a bumped token version revokes old links). Functions
+take a session and never commit."""
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from email_validator import EmailNotValidError, validate_email
@@ -12,6 +17,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.models import Subscriber, SubscriberStatus, utcnow
+from app.tokens import Purpose, TokenError, read_token
 
 MAX_TOPICS = 20
 MAX_TOPIC_CHARS = 100
@@ -71,20 +77,12 @@ async def add_active_subscriber(
     and tests. The address is unique whatever its case."""
     address = normalise_email(email)
     checked = validate_preferences(preferences)
-    subscriber = (
-        await session.execute(
-            select(Subscriber).where(func.lower(Subscriber.email) == address.lower())
-        )
-    ).scalar_one_or_none()
+    subscriber = await find_by_email(address, session=session)
     if subscriber is None:
         subscriber = Subscriber(email=address)
         session.add(subscriber)
     subscriber.status = SubscriberStatus.ACTIVE
-    subscriber.topics = checked.topics
-    subscriber.timezone = checked.timezone
-    subscriber.send_hour = checked.send_hour
-    subscriber.digest_size = checked.digest_size
-    subscriber.trending_weight = checked.trending_weight
+    _apply(subscriber, checked)
     subscriber.confirmed_at = subscriber.confirmed_at or utcnow()
     await session.flush()
     return subscriber
@@ -97,3 +95,132 @@ async def list_subscribers(
     if status is not None:
         query = query.where(Subscriber.status == status)
     return list((await session.execute(query)).scalars())
+
+
+async def find_by_email(address: str, *, session: AsyncSession) -> Subscriber | None:
+    return (
+        await session.execute(
+            select(Subscriber).where(func.lower(Subscriber.email) == address.lower())
+        )
+    ).scalar_one_or_none()
+
+
+class SignupMail(enum.StrEnum):
+    """Which mail a signup request sends: a confirmation link, a note that the address is
+    already subscribed (with its preferences link), or none (rate-limited, bounced, honeypot)."""
+
+    CONFIRM = "confirm"
+    ALREADY_SUBSCRIBED = "already_subscribed"
+    NONE = "none"
+
+
+@dataclass(slots=True)
+class SignupOutcome:
+    subscriber: Subscriber | None
+    mail: SignupMail
+    rate_limited: bool = False
+
+
+async def request_signup(
+    email: str,
+    preferences: Preferences,
+    *,
+    session: AsyncSession,
+    now: datetime,
+    mail_interval: timedelta,
+) -> SignupOutcome:
+    """Record a signup request. A new or unconfirmed address becomes (or stays) pending with the
+    requested preferences and gets a confirmation link; an active or paused one gets a reminder
+    of its preferences link and keeps its settings; an unsubscribed one becomes pending again.
+    Whatever the state, an address gets at most one signup mail per `mail_interval`
+    (`rate_limited` then says so); raises SubscriberError for a malformed address or preferences."""
+    address = normalise_email(email)
+    checked = validate_preferences(preferences)
+    subscriber = await find_by_email(address, session=session)
+    last_mail = subscriber.signup_mail_at if subscriber is not None else None
+    if last_mail is not None and _aware(last_mail) > now - mail_interval:
+        return SignupOutcome(subscriber, SignupMail.NONE, rate_limited=True)
+    if subscriber is None:
+        subscriber = Subscriber(email=address, status=SubscriberStatus.PENDING)
+        session.add(subscriber)
+    subscriber.signup_mail_at = now
+    if subscriber.status in (SubscriberStatus.ACTIVE, SubscriberStatus.PAUSED):
+        mail = SignupMail.ALREADY_SUBSCRIBED
+    elif subscriber.status is SubscriberStatus.BOUNCED:
+        mail = SignupMail.NONE  # the address refuses mail; an operator must lift the bounce
+    else:
+        subscriber.status = SubscriberStatus.PENDING
+        _apply(subscriber, checked)
+        mail = SignupMail.CONFIRM
+    await session.flush()
+    return SignupOutcome(subscriber, mail)
+
+
+def _aware(moment: datetime) -> datetime:
+    # SQLite hands back naive datetimes; every stored time is UTC.
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _apply(subscriber: Subscriber, preferences: Preferences) -> None:
+    subscriber.topics = preferences.topics
+    subscriber.timezone = preferences.timezone
+    subscriber.send_hour = preferences.send_hour
+    subscriber.digest_size = preferences.digest_size
+    subscriber.trending_weight = preferences.trending_weight
+
+
+async def subscriber_for_token(
+    secret_key: str, purpose: Purpose, token: str, *, session: AsyncSession
+) -> Subscriber:
+    """The subscriber a link token names; TokenError when the token is forged, expired, for
+    another purpose, or revoked (its token version is no longer the subscriber's)."""
+    claims = read_token(secret_key, purpose, token)
+    subscriber = (
+        await session.execute(select(Subscriber).where(Subscriber.public_id == claims.public_id))
+    ).scalar_one_or_none()
+    if subscriber is None or subscriber.token_version != claims.token_version:
+        raise TokenError("This link is no longer valid.")
+    return subscriber
+
+
+def confirm(subscriber: Subscriber, *, now: datetime, client_ip: str | None) -> bool:
+    """Activate a pending subscriber, recording consent (time and address). Returns whether
+    anything changed: confirming twice is harmless."""
+    if subscriber.status is not SubscriberStatus.PENDING:
+        return False
+    subscriber.status = SubscriberStatus.ACTIVE
+    subscriber.confirmed_at = now
+    subscriber.consent_ip = client_ip
+    subscriber.unsubscribed_at = None
+    return True
+
+
+def update_preferences(
+    subscriber: Subscriber, preferences: Preferences, *, paused: bool | None = None
+) -> None:
+    """Change what and when a subscriber receives; `paused` pauses or resumes an active or
+    paused subscription (other states are left as they are)."""
+    _apply(subscriber, validate_preferences(preferences))
+    if paused is not None and subscriber.status in (
+        SubscriberStatus.ACTIVE,
+        SubscriberStatus.PAUSED,
+    ):
+        subscriber.status = SubscriberStatus.PAUSED if paused else SubscriberStatus.ACTIVE
+
+
+def unsubscribe(subscriber: Subscriber, *, now: datetime) -> bool:
+    if subscriber.status is SubscriberStatus.UNSUBSCRIBED:
+        return False
+    subscriber.status = SubscriberStatus.UNSUBSCRIBED
+    subscriber.unsubscribed_at = now
+    return True
+
+
+def resubscribe(subscriber: Subscriber, *, now: datetime) -> bool:
+    """Undo an unsubscribe from the subscriber's own link (the link proves the address)."""
+    if subscriber.status is not SubscriberStatus.UNSUBSCRIBED:
+        return False
+    subscriber.status = SubscriberStatus.ACTIVE
+    subscriber.unsubscribed_at = None
+    subscriber.confirmed_at = subscriber.confirmed_at or now
+    return True
