@@ -6,9 +6,10 @@ from __future__ import annotations
 
 from email.utils import parseaddr
 from functools import lru_cache
+from typing import Annotated
 
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # The embedded default, good for a laptop; production mode refuses it.
 INSECURE_SECRET = "paperboy-development-secret-change-me"  # noqa: S105
@@ -99,10 +100,37 @@ class Settings(BaseSettings):
         default=None, description="DKIM signing domain (default: the From domain)."
     )
 
+    sources: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Sources the scheduled ingest reads: paths or http(s) URLs, separated by "
+        "spaces or commas.",
+    )
+    admin_token: str | None = Field(
+        default=None,
+        min_length=16,
+        description="Bearer token of the admin API (/admin/api). Unset: the admin API is closed.",
+    )
+    signup_mail_interval_seconds: int = Field(
+        default=600, ge=0, description="At most one signup mail per address in this many seconds."
+    )
+    signup_ip_limit: int = Field(
+        default=20, ge=1, description="Signup requests one client address may make per window."
+    )
+    signup_ip_window_seconds: int = Field(
+        default=600, ge=1, description="The window of PAPERBOY_SIGNUP_IP_LIMIT."
+    )
+
     @property
     def sender_domain(self) -> str:
         address = parseaddr(self.mail_from)[1]
         return address.rpartition("@")[2] or "localhost"
+
+    @field_validator("sources", mode="before")
+    @classmethod
+    def _split_sources(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part for part in value.replace(",", " ").split() if part]
+        return value
 
     @field_validator("mail_url")
     @classmethod

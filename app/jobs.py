@@ -300,6 +300,7 @@ async def send_job(
     transport: Transport | None = None,
     stop: asyncio.Event | None = None,
     on_progress: SendProgress | None = None,
+    close_transport: bool = True,
 ) -> SendReport:
     """Send every digest that is due. With `once`, stop when none is left to claim; otherwise
     keep polling until `stop` is set (a worker). On stop, in-flight messages finish and the
@@ -382,6 +383,7 @@ async def send_job(
         if in_flight:
             await asyncio.gather(*in_flight, return_exceptions=True)
         await writer.close()
-        await transport.close()
+        if close_transport:
+            await transport.close()
         report.seconds = time.perf_counter() - started
     return report

@@ -81,7 +81,7 @@ class RenderedDigest:
     subject: str
     html: str
     text: str
-    links: Links
+    links: Links | None
 
 
 def shorten_authors(authors: Sequence[str] | None) -> str:
@@ -333,20 +333,56 @@ class Mailer:
         sending together; `binascii` encodes in C and the headers here are few and fixed. The
         tests read every message back with the stdlib parser."""
         rendered = rendered or self.render(view)
-        links = rendered.links
-        message_id = self.message_id(view)
-        boundary = f"=_paperboy_{secrets.token_hex(12)}"  # "=_" never occurs in QP output
-        headers = [
-            ("From", self.from_header),
-            ("To", header_text(view.email)),
-            ("Subject", _encoded_header(header_text(rendered.subject))),
-            ("Date", formatdate(usegmt=True)),
-            ("Message-ID", message_id),
+        links = rendered.links or self.links(view)
+        list_headers = [
             ("List-Id", f"Paperboy digest <digest.{self.domain}>"),
             ("List-Unsubscribe", f"<{links.unsubscribe}>, <{links.unsubscribe_mailto}>"),
             ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"),
-            ("Auto-Submitted", "auto-generated"),
             ("Precedence", "bulk"),
+        ]
+        return self._mime(view.email, rendered, self.message_id(view), list_headers)
+
+    def notice(
+        self,
+        email: str,
+        *,
+        subject: str,
+        heading: str,
+        lines: list[str],
+        button_label: str,
+        button_url: str,
+        footnote: str,
+    ) -> OutgoingMail:
+        """A one-off mail to one address (confirmation link, already-subscribed reminder)."""
+        context = {
+            "subject": subject,
+            "heading": heading,
+            "lines": lines,
+            "button_label": button_label,
+            "button_url": button_url,
+            "footnote": footnote,
+        }
+        html = self.environment.get_template("email/notice.html").render(context)
+        text = self.environment.get_template("email/notice.txt").render(context)
+        rendered = RenderedDigest(subject, self.inliner.inline(html), text, None)
+        return self._mime(email, rendered, make_msgid(domain=self.domain), [])
+
+    def _mime(
+        self,
+        email: str,
+        rendered: RenderedDigest,
+        message_id: str,
+        extra_headers: list[tuple[str, str]],
+    ) -> OutgoingMail:
+        boundary = f"=_paperboy_{secrets.token_hex(12)}"  # "=_" never occurs in QP output
+        headers = [
+            ("From", self.from_header),
+            ("To", header_text(email)),
+            ("Subject", _encoded_header(header_text(rendered.subject))),
+            ("Date", formatdate(usegmt=True)),
+            ("Message-ID", message_id),
+            *extra_headers,
+            ("Auto-Submitted", "auto-generated"),
             ("MIME-Version", "1.0"),
             ("Content-Type", f'multipart/alternative; boundary="{boundary}"'),
         ]

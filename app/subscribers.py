@@ -156,6 +156,31 @@ async def request_signup(
     return SignupOutcome(subscriber, mail)
 
 
+async def request_links(
+    email: str, *, session: AsyncSession, now: datetime, mail_interval: timedelta
+) -> SignupOutcome:
+    """Mail a fresh link to an address that lost its own: a confirmation link while pending, the
+    preferences link once subscribed; nothing for unknown, unsubscribed or bounced addresses.
+    At most one mail per `mail_interval` (a request within it sends nothing). Only known
+    addresses have a record, so the caller must rate-limit requests per address itself, the same
+    for every address, and answer the same in every case."""
+    address = normalise_email(email)
+    subscriber = await find_by_email(address, session=session)
+    if subscriber is None:
+        return SignupOutcome(None, SignupMail.NONE)
+    last_mail = subscriber.signup_mail_at
+    if last_mail is not None and _aware(last_mail) > now - mail_interval:
+        return SignupOutcome(subscriber, SignupMail.NONE)
+    mail = {
+        SubscriberStatus.PENDING: SignupMail.CONFIRM,
+        SubscriberStatus.ACTIVE: SignupMail.ALREADY_SUBSCRIBED,
+        SubscriberStatus.PAUSED: SignupMail.ALREADY_SUBSCRIBED,
+    }.get(subscriber.status, SignupMail.NONE)
+    subscriber.signup_mail_at = now
+    await session.flush()
+    return SignupOutcome(subscriber, mail)
+
+
 def _aware(moment: datetime) -> datetime:
     # SQLite hands back naive datetimes; every stored time is UTC.
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)

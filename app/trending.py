@@ -1,0 +1,87 @@
+"""The front page's view of the corpus: today's trending papers (the papers first seen within the
+compose window, ordered by the same trend score digests use; when the window is empty, the newest
+papers there are) and topic suggestions for the signup form (the sources' own keywords, then the
+most frequent two-word phrases of recent titles). Both are read-only and cheap to cache."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from itertools import pairwise
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.digests import load_candidates
+from app.mailer import PaperCard, paper_card
+from app.models import Paper
+from app.ranking import STOP_WORDS
+from app.selection import trend_scores
+
+TITLE_WORD = re.compile(r"[A-Za-z][A-Za-z0-9+-]{2,}")
+
+
+@dataclass(frozen=True, slots=True)
+class TrendingPage:
+    papers: list[PaperCard]
+    page: int
+    pages: int
+    total: int
+
+
+async def trending_papers(
+    *,
+    session: AsyncSession,
+    now: datetime,
+    window: timedelta,
+    page: int,
+    per_page: int,
+    max_candidates: int = 5000,
+) -> TrendingPage:
+    candidates = await load_candidates(session=session, since=now - window, limit=max_candidates)
+    if not candidates:
+        newest = await session.scalar(select(func.max(Paper.first_seen_at)))
+        if newest is not None:
+            # A quiet week: show what the corpus has, newest first, rather than nothing.
+            candidates = await load_candidates(
+                session=session, since=newest - window, limit=max_candidates
+            )
+    trend = trend_scores(
+        [c.upvotes for c in candidates],
+        [c.comments for c in candidates],
+        [c.seen_at for c in candidates],
+        now=now,
+    )
+    order = sorted(range(len(candidates)), key=lambda i: (-float(trend[i]), candidates[i].paper_id))
+    total = len(order)
+    pages = max(1, -(-total // per_page))
+    page = min(max(page, 1), pages)
+    chosen = [candidates[i].paper_id for i in order[(page - 1) * per_page : page * per_page]]
+    papers = {p.id: p for p in await session.scalars(select(Paper).where(Paper.id.in_(chosen)))}
+    return TrendingPage([paper_card(papers[i]) for i in chosen], page, pages, total)
+
+
+async def topic_suggestions(*, session: AsyncSession, limit: int = 16) -> list[str]:
+    rows = (
+        await session.execute(
+            select(Paper.title, Paper.keywords).order_by(Paper.first_seen_at.desc()).limit(2000)
+        )
+    ).all()
+    keywords: Counter[str] = Counter()
+    phrases: Counter[str] = Counter()
+    for title, paper_keywords in rows:
+        for keyword in paper_keywords or []:
+            keywords[" ".join(str(keyword).split()).lower()] += 1
+        words = [w for w in TITLE_WORD.findall(title)]
+        for first, second in pairwise(words):
+            if first.lower() not in STOP_WORDS and second.lower() not in STOP_WORDS:
+                phrases[f"{first} {second}".lower()] += 1
+    chosen = [k for k, n in keywords.most_common(limit) if n > 1]
+    for phrase, count in phrases.most_common():
+        if len(chosen) >= limit or count < 2:
+            break
+        if phrase not in chosen:
+            chosen.append(phrase)
+    return chosen

@@ -1,0 +1,97 @@
+"""The web app factory: public pages, the admin JSON API under /admin/api with its OpenAPI
+description (/openapi.json, read as a page at /docs), static files, security headers, and error
+answers that suit the caller (an HTML page for people, JSON for the API)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from app.config import Settings, get_settings
+from app.db import create_engine, create_session_factory
+from app.mailer import Mailer
+from app.transports import open_transport
+from app.web import admin, pages
+from app.web.deps import WebState
+from app.web.security import SecurityHeaders, SlidingWindowLimiter
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = create_engine(settings.database_url, echo=settings.database_echo)
+        transport = open_transport(
+            settings.mail_url,
+            concurrency=settings.smtp_concurrency,
+            rate_limit=settings.smtp_rate_limit,
+            timeout=settings.smtp_timeout,
+        )
+        app.state.paperboy = WebState(
+            settings=settings,
+            sessions=create_session_factory(engine),
+            mailer=Mailer(settings),
+            transport=transport,
+            signup_limiter=SlidingWindowLimiter(
+                settings.signup_ip_limit, settings.signup_ip_window_seconds
+            ),
+            address_limiter=SlidingWindowLimiter(1, max(1, settings.signup_mail_interval_seconds)),
+        )
+        try:
+            yield
+        finally:
+            await transport.close()
+            await engine.dispose()
+
+    app = FastAPI(
+        title="Paperboy admin API",
+        version="1.0",
+        description="Operate a Paperboy instance: subscribers, papers, ingest, digests, jobs and "
+        "stats. Every route needs `Authorization: Bearer <PAPERBOY_ADMIN_TOKEN>`; without a "
+        "configured token the API is closed.",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.add_middleware(SecurityHeaders)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    app.include_router(pages.router)
+    app.include_router(admin.router)
+
+    @app.get("/docs", include_in_schema=False)
+    async def api_docs(request: Request) -> HTMLResponse:
+        return pages.page(request, "api_docs.html", {"schema": app.openapi()})
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, error: StarletteHTTPException) -> Response:
+        if request.url.path.startswith("/admin/api"):
+            return JSONResponse(
+                {"detail": error.detail}, status_code=error.status_code, headers=error.headers
+            )
+        what = "This page does not exist." if error.status_code == 404 else str(error.detail)
+        return pages.page(request, "not_found.html", {"what": what}, status_code=error.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, error: RequestValidationError) -> Response:
+        problems = [
+            {
+                "field": ".".join(str(part) for part in issue["loc"] if part != "body"),
+                "message": issue["msg"],
+            }
+            for issue in error.errors()
+        ]
+        if request.url.path.startswith("/admin/api"):
+            return JSONResponse({"detail": "invalid request", "errors": problems}, status_code=422)
+        return pages.page(request, "invalid.html", {"problems": problems}, status_code=422)
+
+    return app

@@ -1,0 +1,62 @@
+"""The web app's dependencies as `Annotated` aliases: settings, a database session per request
+(handlers commit what they change), the mailer and mail transport, the rate limiters, the
+client's address, and the admin API's bearer-token guard."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.config import Settings
+from app.mailer import Mailer
+from app.transports import Transport
+from app.web.security import SlidingWindowLimiter, bearer_matches
+
+
+@dataclass
+class WebState:
+    """Everything the app opens once at start-up and shares between requests."""
+
+    settings: Settings
+    sessions: async_sessionmaker[AsyncSession]
+    mailer: Mailer
+    transport: Transport
+    signup_limiter: SlidingWindowLimiter  # requests per client address
+    address_limiter: SlidingWindowLimiter  # link requests per mail address, known or not
+
+
+def _state(request: Request) -> WebState:
+    state: WebState = request.app.state.paperboy
+    return state
+
+
+async def _session(request: Request) -> AsyncIterator[AsyncSession]:
+    async with _state(request).sessions() as session:
+        yield session
+
+
+def _client_ip(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def _admin(request: Request) -> None:
+    token = _state(request).settings.admin_token
+    if token is None:
+        # Closed by default: without a configured token the admin API does not exist.
+        raise HTTPException(status_code=404, detail="Not Found")
+    if not bearer_matches(request.headers.get("authorization"), token):
+        raise HTTPException(
+            status_code=401,
+            detail="A valid admin token is required (Authorization: Bearer <token>).",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+
+
+State = Annotated[WebState, Depends(_state)]
+Session = Annotated[AsyncSession, Depends(_session)]
+ClientIp = Annotated[str, Depends(_client_ip)]
+AdminGuard = Depends(_admin)

@@ -1,0 +1,177 @@
+"""The admin API's JSON shapes: what it accepts (validated, with the failing field named in a 422)
+and what it returns. Built from the ORM rows with `from_attributes`."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from app.models import DigestStatus, IngestStatus, SubscriberStatus
+
+
+class Row(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+class SubscriberOut(Row):
+    id: int
+    public_id: uuid.UUID
+    email: str
+    status: SubscriberStatus
+    topics: list[str]
+    timezone: str
+    send_hour: int
+    digest_size: int
+    trending_weight: float
+    bounce_count: int
+    token_version: int
+    created_at: datetime
+    confirmed_at: datetime | None
+    unsubscribed_at: datetime | None
+    consent_ip: str | None
+
+
+class SubscriberCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    email: str = Field(max_length=320)
+    topics: list[str] = Field(default_factory=list, max_length=20)
+    timezone: str = "UTC"
+    send_hour: int = Field(default=7, ge=0, le=23)
+    digest_size: int = Field(default=10, ge=1, le=50)
+    trending_weight: float = Field(default=0.3, ge=0, le=1)
+    status: Literal["active", "pending"] = "active"
+
+
+class SubscriberUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    topics: list[str] | None = Field(default=None, max_length=20)
+    timezone: str | None = None
+    send_hour: int | None = Field(default=None, ge=0, le=23)
+    digest_size: int | None = Field(default=None, ge=1, le=50)
+    trending_weight: float | None = Field(default=None, ge=0, le=1)
+    status: SubscriberStatus | None = None
+    revoke_links: bool = Field(
+        default=False, description="Invalidate every link already mailed to this subscriber."
+    )
+
+
+class SubscriberPage(BaseModel):
+    items: list[SubscriberOut]
+    next_cursor: str | None
+
+
+class ImportRejection(BaseModel):
+    line: int
+    email: str
+    reason: str
+
+
+class ImportReport(BaseModel):
+    dry_run: bool
+    rows: int
+    created: int
+    updated: int
+    rejected: list[ImportRejection]
+
+
+class PaperOut(Row):
+    id: int
+    arxiv_id: str | None
+    title: str
+    abstract: str
+    authors: list[str] | None
+    categories: list[str] | None
+    url: str | None
+    pdf_url: str | None
+    github_repo: str | None
+    published_at: datetime | None
+    source: str
+    upvotes: int | None
+    comments: int | None
+    first_seen_at: datetime
+
+
+class PaperPage(BaseModel):
+    items: list[PaperOut]
+    next_cursor: str | None
+
+
+class IngestRunOut(Row):
+    id: int
+    source: str
+    format: str | None
+    status: IngestStatus
+    started_at: datetime
+    finished_at: datetime | None
+    records: int
+    inserted: int
+    updated: int
+    unchanged: int
+    rejected: int
+    rejections: list[dict[str, Any]]
+    error: str | None
+
+
+class IngestResult(BaseModel):
+    source: str
+    format: str | None
+    records: int
+    inserted: int
+    updated: int
+    unchanged: int
+    rejected: int
+    rejections: list[dict[str, Any]]
+    error: str | None
+    seconds: float
+
+
+class DigestOut(Row):
+    id: int
+    subscriber_id: int
+    digest_date: date
+    status: DigestStatus
+    attempts: int
+    next_attempt_at: datetime | None
+    message_id: str | None
+    last_error: str | None
+    created_at: datetime
+    sent_at: datetime | None
+
+
+class DigestPage(BaseModel):
+    items: list[DigestOut]
+    next_cursor: str | None
+
+
+class DigestItemOut(BaseModel):
+    rank: int
+    paper_id: int
+    title: str
+    score: float
+    relevance: float
+    trend: float
+    matched_topic: str | None
+    matched_terms: list[str]
+
+
+class DigestDetail(DigestOut):
+    items: list[DigestItemOut]
+
+
+class JobResult(BaseModel):
+    job: Literal["compose", "send", "ingest"]
+    dry_run: bool
+    report: dict[str, Any]
+
+
+class Stats(BaseModel):
+    subscribers: dict[str, int]
+    digests_by_day: dict[str, dict[str, int]]
+    bounced_subscribers: int
+    bounced_digests: int
+    last_ingest: IngestRunOut | None
