@@ -82,6 +82,7 @@ class RelevanceIndex:
             self._idf = np.zeros(0, dtype=np.float32)
             self._vocabulary: dict[str, int] = {}
             self._doc_terms: list[set[int]] = []
+            self._max_idf = 0.0
             return
         self._vectorizer.fit(t + "\n" + a for t, a in zip(titles, abstracts, strict=True))
         self._vocabulary = self._vectorizer.vocabulary_
