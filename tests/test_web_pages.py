@@ -16,7 +16,7 @@ import httpx
 import pytest
 from itsdangerous import TimestampSigner, URLSafeTimedSerializer
 from sqlalchemy import select, update
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.config import Settings
 from app.jobs import compose_job, ingest_job
@@ -41,7 +41,7 @@ async def loaded(session_factory: Sessions, settings: Settings, sample_page: Pat
 
 
 @pytest.fixture
-def web(settings: Settings) -> Iterator[RunningApp]:
+def web(engine: AsyncEngine, settings: Settings) -> Iterator[RunningApp]:
     with serve_app(settings) as running:
         yield running
 

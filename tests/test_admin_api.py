@@ -1,0 +1,292 @@
+"""The admin API over real HTTP: closed without a token, refusing wrong tokens, and every route
+with the behaviour an operator relies on (filters and cursor pages, CSV import with bad rows and
+a dry run, export, GDPR erase, ingest by upload and by URL, digests, previews, jobs, stats)."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import AsyncIterator, Iterator
+from datetime import date
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from app.config import Settings
+from app.jobs import compose_job, ingest_job
+from app.models import Digest, Subscriber
+from app.subscribers import Preferences, add_active_subscriber
+from tests.http_server import Route, serve
+from tests.web_app import ADMIN_TOKEN, RunningApp, serve_app
+
+Sessions = async_sessionmaker[AsyncSession]
+AUTH = {"authorization": f"Bearer {ADMIN_TOKEN}"}
+DAY = date(2026, 11, 26)
+
+
+@pytest.fixture
+def web(engine: AsyncEngine, settings: Settings, tmp_path: Path) -> Iterator[RunningApp]:
+    with serve_app(settings, mail_url=f"maildir://{tmp_path / 'mail'}") as running:
+        yield running
+
+
+@pytest.fixture
+async def api(web: RunningApp) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=web.base_url, headers=AUTH, timeout=60) as client:
+        yield client
+
+
+async def count(sessions: Sessions, model: type[Subscriber] | type[Digest]) -> int:
+    async with sessions() as session:
+        return int(await session.scalar(select(func.count()).select_from(model)) or 0)
+
+
+async def test_closed_without_a_configured_token(settings: Settings) -> None:
+    with serve_app(settings, admin_token=None) as web:
+        async with httpx.AsyncClient(base_url=web.base_url) as client:
+            for path in ("/admin/api/subscribers", "/admin/api/stats"):
+                assert (await client.get(path, headers=AUTH)).status_code == 404
+                assert (await client.get(path)).status_code == 404
+            assert (await client.post("/admin/api/jobs/send", headers=AUTH)).status_code == 404
+
+
+async def test_wrong_or_missing_tokens_are_refused(web: RunningApp) -> None:
+    async with httpx.AsyncClient(base_url=web.base_url) as client:
+        for headers in (
+            {},
+            {"authorization": "Bearer wrong-token-0000000000"},
+            {"authorization": f"Basic {ADMIN_TOKEN}"},
+            {"authorization": f"Bearer {ADMIN_TOKEN}x"},
+        ):
+            answer = await client.get("/admin/api/subscribers", headers=headers)
+            assert answer.status_code == 401
+            assert answer.headers["www-authenticate"] == "Bearer"
+            assert "admin token" in answer.json()["detail"]
+
+
+async def test_subscriber_lifecycle_filters_and_cursor_pages(
+    api: httpx.AsyncClient, session_factory: Sessions
+) -> None:
+    created = await api.post(
+        "/admin/api/subscribers",
+        json={
+            "email": "Ann@Example.org",
+            "topics": ["mixture of experts"],
+            "timezone": "Asia/Tokyo",
+        },
+    )
+    assert created.status_code == 201
+    ann = created.json()
+    assert (ann["email"], ann["status"], ann["timezone"]) == (
+        "Ann@example.org",
+        "active",
+        "Asia/Tokyo",
+    )
+    duplicate = await api.post("/admin/api/subscribers", json={"email": "ann@example.org"})
+    assert duplicate.status_code == 409
+    invalid = await api.post(
+        "/admin/api/subscribers", json={"email": "ann@example.org", "send_hour": 24}
+    )
+    assert invalid.status_code == 422
+    assert invalid.json()["errors"][0]["field"] == "send_hour"
+    bad_zone = await api.post(
+        "/admin/api/subscribers", json={"email": "x@example.org", "timezone": "Nope"}
+    )
+    assert bad_zone.status_code == 422 and "timezone" in bad_zone.json()["detail"]
+
+    for n in range(7):
+        topics = ["FPGA accelerators"] if n % 2 else ["LLM quantization"]
+        await api.post(
+            "/admin/api/subscribers", json={"email": f"r{n}@example.org", "topics": topics}
+        )
+    seen: list[str] = []
+    cursor = None
+    pages = 0
+    while True:
+        params = {"limit": 3} | ({"cursor": cursor} if cursor else {})
+        page = (await api.get("/admin/api/subscribers", params=params)).json()
+        seen += [item["email"] for item in page["items"]]
+        pages += 1
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert len(seen) == 8 == len(set(seen)) and pages == 3
+    fpga = (await api.get("/admin/api/subscribers", params={"topic": "fpga accelerators"})).json()
+    assert [s["email"] for s in fpga["items"]] == [
+        "r1@example.org",
+        "r3@example.org",
+        "r5@example.org",
+    ]
+    searched = (await api.get("/admin/api/subscribers", params={"q": "ANN@"})).json()
+    assert [s["email"] for s in searched["items"]] == ["Ann@example.org"]
+    assert (await api.get("/admin/api/subscribers", params={"cursor": "abc"})).status_code == 422
+
+    updated = await api.patch(
+        f"/admin/api/subscribers/{ann['id']}",
+        json={"send_hour": 9, "status": "paused", "revoke_links": True},
+    )
+    assert updated.status_code == 200
+    assert (updated.json()["send_hour"], updated.json()["status"]) == (9, "paused")
+    assert updated.json()["token_version"] == 2
+    assert (
+        await api.patch(f"/admin/api/subscribers/{ann['id']}", json={"colour": "red"})
+    ).status_code == 422
+    assert (await api.get("/admin/api/subscribers/999999")).status_code == 404
+    paused = (await api.get("/admin/api/subscribers", params={"status": "paused"})).json()
+    assert [s["id"] for s in paused["items"]] == [ann["id"]]
+
+
+async def test_erase_removes_the_subscriber_and_their_digests(
+    api: httpx.AsyncClient, session_factory: Sessions, settings: Settings, sample_page: Path
+) -> None:
+    await ingest_job(str(sample_page), session_factory=session_factory, settings=settings)
+    async with session_factory() as session:
+        reader = await add_active_subscriber(
+            "del@example.org", Preferences(["mixture of experts"]), session=session
+        )
+        await session.commit()
+    await compose_job(session_factory=session_factory, settings=settings, on_date=DAY)
+    assert await count(session_factory, Digest) == 1
+    assert (await api.delete(f"/admin/api/subscribers/{reader.id}")).status_code == 204
+    assert await count(session_factory, Digest) == 0
+    assert await count(session_factory, Subscriber) == 0
+    assert (await api.delete(f"/admin/api/subscribers/{reader.id}")).status_code == 404
+
+
+async def test_csv_import_reports_bad_rows_and_dry_run_changes_nothing(
+    api: httpx.AsyncClient, session_factory: Sessions
+) -> None:
+    async with session_factory() as session:
+        await add_active_subscriber("old@example.org", Preferences(["old topic"]), session=session)
+        await session.commit()
+    rows = (
+        "email,status,topics,timezone,send_hour,digest_size,trending_weight\n"
+        "new@example.org,active,mixture of experts;FPGA,Europe/Berlin,7,10,0.3\n"
+        "OLD@example.org,paused,new topic,UTC,9,5,0.5\n"
+        "not-an-address,active,x,UTC,7,10,0.3\n"
+        "bad-hour@example.org,active,x,UTC,31,10,0.3\n"
+        "bad-zone@example.org,active,x,Mars/Base,7,10,0.3\n"
+        "bad-status@example.org,sleeping,x,UTC,7,10,0.3\n"
+        "new@example.org,active,dup,UTC,7,10,0.3\n"
+    )
+    files = {"file": ("subscribers.csv", rows.encode(), "text/csv")}
+    dry = await api.post("/admin/api/subscribers/import", params={"dry_run": "true"}, files=files)
+    assert dry.status_code == 200
+    report = dry.json()
+    assert (report["dry_run"], report["rows"], report["created"], report["updated"]) == (
+        True,
+        7,
+        1,
+        1,
+    )
+    rejected = {r["line"]: r["reason"] for r in report["rejected"]}
+    assert set(rejected) == {4, 5, 6, 7, 8}
+    assert "invalid email address" in rejected[4]
+    assert "send hour" in rejected[5]
+    assert "unknown timezone" in rejected[6]
+    assert "status 'sleeping'" in rejected[7]
+    assert "earlier in the file" in rejected[8]
+    assert await count(session_factory, Subscriber) == 1
+
+    real = await api.post("/admin/api/subscribers/import", files=files)
+    assert real.json()["created"] == 1 and real.json()["updated"] == 1
+    async with session_factory() as session:
+        old = await session.scalar(select(Subscriber).where(Subscriber.email == "old@example.org"))
+        assert old is not None and old.status.value == "paused" and old.topics == ["new topic"]
+    no_header = await api.post(
+        "/admin/api/subscribers/import", files={"file": ("x.csv", b"a,b\n1,2\n", "text/csv")}
+    )
+    assert no_header.status_code == 422 and "email" in no_header.json()["detail"]
+    binary = await api.post(
+        "/admin/api/subscribers/import", files={"file": ("x.csv", b"\xff\xfe\x00bad", "text/csv")}
+    )
+    assert binary.status_code == 422
+
+    exported = await api.get("/admin/api/subscribers/export")
+    assert exported.status_code == 200 and exported.headers["content-type"].startswith("text/csv")
+    table = list(csv.DictReader(io.StringIO(exported.text)))
+    assert [r["email"] for r in table] == ["old@example.org", "new@example.org"]
+    assert table[1]["topics"] == "mixture of experts;FPGA"
+
+
+async def test_papers_and_ingest_by_upload_and_url(
+    api: httpx.AsyncClient, sample_page: Path, data: Path
+) -> None:
+    upload = await api.post(
+        "/admin/api/ingest", files={"file": ("page.txt", sample_page.read_bytes(), "text/plain")}
+    )
+    assert upload.status_code == 200
+    assert (upload.json()["inserted"], upload.json()["format"]) == (185, "page"), upload.json()
+    with serve({"/daily.json": Route(body=(data / "hf-daily.json").read_bytes())}) as server:
+        by_url = await api.post("/admin/api/ingest", data={"url": server.url("/daily.json")})
+    assert by_url.status_code == 200 and by_url.json()["format"] == "hf-daily"
+    broken = await api.post(
+        "/admin/api/ingest", files={"file": ("x.json", b"{not json", "application/json")}
+    )
+    assert broken.status_code == 422 and broken.json()["detail"]["error"]
+    assert (await api.post("/admin/api/ingest")).status_code == 422
+    assert (
+        await api.post("/admin/api/ingest", data={"url": "file:///etc/passwd"})
+    ).status_code == 422
+    runs = (await api.get("/admin/api/ingest-runs")).json()
+    assert [r["status"] for r in runs][:3] == ["failed", "succeeded", "succeeded"]
+
+    found = (await api.get("/admin/api/papers", params={"q": "mamba"})).json()["items"]
+    assert any(p["title"].startswith("Mamba") for p in found)
+    paper = (await api.get(f"/admin/api/papers/{found[0]['id']}")).json()
+    assert paper["id"] == found[0]["id"] and paper["abstract"]
+    assert (await api.get("/admin/api/papers/0")).status_code == 404
+    page = (await api.get("/admin/api/papers", params={"limit": 100})).json()
+    assert len(page["items"]) == 100 and page["next_cursor"] is not None
+
+
+async def test_digests_preview_jobs_and_stats(
+    api: httpx.AsyncClient,
+    session_factory: Sessions,
+    settings: Settings,
+    sample_page: Path,
+    web: RunningApp,
+) -> None:
+    await ingest_job(str(sample_page), session_factory=session_factory, settings=settings)
+    async with session_factory() as session:
+        reader = await add_active_subscriber(
+            "ops@example.org", Preferences(["mixture of experts"]), session=session
+        )
+        await session.commit()
+    preview = await api.get(
+        f"/admin/api/subscribers/{reader.id}/preview", params={"date": "2026-11-26"}
+    )
+    assert preview.status_code == 200 and "Mixture-of-Experts" in preview.text
+    text = await api.get(f"/admin/api/subscribers/{reader.id}/preview", params={"format": "text"})
+    assert text.headers["content-type"].startswith("text/plain")
+
+    dry = (
+        await api.post("/admin/api/jobs/compose", params={"dry_run": "true", "date": "2026-11-26"})
+    ).json()
+    assert dry["report"]["due"] == 1 and dry["report"]["planned"] == 1
+    assert await count(session_factory, Digest) == 0
+    composed = (await api.post("/admin/api/jobs/compose", params={"date": "2026-11-26"})).json()
+    assert composed["report"]["queued"] == 1
+    due = (await api.post("/admin/api/jobs/send", params={"dry_run": "true"})).json()
+    assert due["report"] == {"due": 1}
+    sent = (await api.post("/admin/api/jobs/send")).json()
+    assert sent["report"]["sent"] == 1
+
+    listed = (
+        await api.get("/admin/api/digests", params={"date": "2026-11-26", "status": "sent"})
+    ).json()
+    assert len(listed["items"]) == 1
+    detail = (await api.get(f"/admin/api/digests/{listed['items'][0]['id']}")).json()
+    assert [i["rank"] for i in detail["items"]] == list(range(1, 11))
+    assert detail["items"][0]["matched_topic"] == "mixture of experts"
+    assert (await api.get("/admin/api/digests/999999")).status_code == 404
+
+    stats = (await api.get("/admin/api/stats")).json()
+    assert stats["subscribers"]["active"] == 1
+    assert stats["digests_by_day"]["2026-11-26"] == {"sent": 1} or stats["digests_by_day"] == {}
+    assert stats["last_ingest"]["inserted"] == 185
+    assert (await api.post("/admin/api/jobs/ingest")).status_code == 422  # no sources configured
+    assert (await api.post("/admin/api/jobs/rebuild")).status_code == 422
