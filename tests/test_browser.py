@@ -1,0 +1,123 @@
+"""The newcomer's journey in a real headless Chromium (Debian's, driven by Playwright): open the
+front page, subscribe through the form (the page's script fills the time zone and a topic chip),
+read the confirmation mail from the SMTP server, confirm, change preferences, and unsubscribe
+through the page. With PAPERBOY_SCREENSHOTS=DIR it also saves the pages as PNGs there."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from playwright.async_api import Browser, Page, async_playwright
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from app.config import Settings
+from app.jobs import ingest_job
+from app.models import Subscriber, SubscriberStatus
+from tests.web_app import link_in, serve_app
+
+Sessions = async_sessionmaker[AsyncSession]
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+SCREENSHOTS = os.environ.get("PAPERBOY_SCREENSHOTS")
+
+pytestmark = pytest.mark.skipif(
+    not Path(CHROMIUM).exists() and not os.environ.get("PAPERBOY_REQUIRE_BROWSER"),
+    reason="needs Debian's Chromium at /usr/bin/chromium (apt-get install chromium)",
+)
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    async with async_playwright() as playwright:
+        launched = await playwright.chromium.launch(
+            executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"]
+        )
+        try:
+            yield launched
+        finally:
+            await launched.close()
+
+
+async def snapshot(page: Page, name: str) -> None:
+    if SCREENSHOTS:
+        await page.screenshot(path=str(Path(SCREENSHOTS) / name), full_page=True)
+
+
+async def status_of(sessions: Sessions, email: str) -> Subscriber:
+    async with sessions() as session:
+        found = await session.scalar(select(Subscriber).where(Subscriber.email == email))
+        assert found is not None
+        return found
+
+
+async def test_subscribe_confirm_change_preferences_and_unsubscribe(
+    browser: Browser,
+    engine: AsyncEngine,
+    session_factory: Sessions,
+    settings: Settings,
+    sample_page: Path,
+) -> None:
+    await ingest_job(str(sample_page), session_factory=session_factory, settings=settings)
+    with serve_app(settings) as web:
+        context = await browser.new_context(
+            timezone_id="Europe/Berlin", viewport={"width": 900, "height": 1000}
+        )
+        page = await context.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+
+        await page.goto(web.base_url + "/")
+        await page.get_by_role("heading", name="Get trending papers in your email inbox").wait_for()
+        assert await page.locator("li.paper").count() == 20
+        await snapshot(page, "web-front.png")
+
+        await page.get_by_role("link", name="the full signup page").click()
+        await page.wait_for_url("**/subscribe")
+        assert await page.locator("#timezone").input_value() == "Europe/Berlin"  # detected
+        await page.fill("#email", "newcomer@example.org")
+        await page.fill("#topics", "mixture of experts")
+        chip = page.locator(".chip").first
+        chip_topic = await chip.get_attribute("data-topic")
+        await chip.click()
+        await page.select_option("#send_hour", "6")
+        await snapshot(page, "web-signup.png")
+        await page.get_by_role("button", name="Subscribe").click()
+        await page.get_by_role("heading", name="Check your inbox").wait_for()
+        pending = await status_of(session_factory, "newcomer@example.org")
+        assert pending.status is SubscriberStatus.PENDING
+        assert pending.topics == ["mixture of experts", chip_topic]
+        assert (pending.timezone, pending.send_hour) == ("Europe/Berlin", 6)
+
+        confirmation = web.wait_for_mail("newcomer@example.org")
+        await page.goto(link_in(confirmation, "confirm"))
+        await page.get_by_role("heading", name="You're subscribed").wait_for()
+        assert (await status_of(session_factory, "newcomer@example.org")).status is (
+            SubscriberStatus.ACTIVE
+        )
+
+        await page.get_by_role("link", name="Change your preferences").click()
+        await page.get_by_role("heading", name="Your preferences").wait_for()
+        assert await page.locator("section.box ol.papers li").count() > 0  # today's preview
+        await snapshot(page, "web-preferences.png")
+        await page.fill("#topics", "LLM quantization\nFPGA accelerators")
+        await page.select_option("#send_hour", "9")
+        await page.get_by_role("button", name="Save").click()
+        await page.get_by_text("Saved.").wait_for()
+        changed = await status_of(session_factory, "newcomer@example.org")
+        assert changed.topics == ["LLM quantization", "FPGA accelerators"]
+        assert changed.send_hour == 9
+
+        await page.get_by_role("link", name="Unsubscribe").click()
+        await page.get_by_role("heading", name="Unsubscribe newcomer@example.org?").wait_for()
+        await page.get_by_role("button", name="Unsubscribe").click()
+        await page.get_by_role("heading", name="You're unsubscribed").wait_for()
+        assert (await status_of(session_factory, "newcomer@example.org")).status is (
+            SubscriberStatus.UNSUBSCRIBED
+        )
+        assert errors == []  # no script errors, no CSP violations
+        await context.close()
