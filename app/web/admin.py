@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, File, Form, HTTPException, Query, UploadFile
+from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, PlainTextResponse, Response, StreamingResponse
 from sqlalchemy import Select, delete, func, or_, select
 from sqlalchemy.orm import selectinload
@@ -63,12 +64,14 @@ Cursor = Annotated[
     str | None, Query(max_length=20, description="next_cursor of the previous page.")
 ]
 UPLOAD_LIMIT = 512 * 1024 * 1024
+MAX_ID = 2**63 - 1  # the largest BIGINT
+Id = Annotated[int, PathParam(ge=1, le=MAX_ID)]
 
 
 def after(cursor: str | None) -> int:
     if cursor is None:
         return 0
-    if not cursor.isdigit():
+    if not cursor.isdigit() or int(cursor) > MAX_ID:
         raise HTTPException(status_code=422, detail="cursor must be a next_cursor value")
     return int(cursor)
 
@@ -77,7 +80,7 @@ def next_cursor(ids: list[int], limit: int) -> str | None:
     return str(ids[-1]) if len(ids) == limit else None
 
 
-async def subscriber_or_404(session: Session, subscriber_id: int) -> Subscriber:
+async def subscriber_or_404(session: Session, subscriber_id: Id) -> Subscriber:
     subscriber = await session.get(Subscriber, subscriber_id)
     if subscriber is None:
         raise HTTPException(status_code=404, detail=f"no subscriber {subscriber_id}")
@@ -170,7 +173,7 @@ async def import_csv(
 
 
 @router.get("/subscribers/{subscriber_id}", response_model=SubscriberOut)
-async def get_subscriber(session: Session, subscriber_id: int) -> SubscriberOut:
+async def get_subscriber(session: Session, subscriber_id: Id) -> SubscriberOut:
     return SubscriberOut.model_validate(await subscriber_or_404(session, subscriber_id))
 
 
@@ -204,7 +207,7 @@ async def create_subscriber(session: Session, body: SubscriberCreate) -> Subscri
 
 @router.patch("/subscribers/{subscriber_id}", response_model=SubscriberOut)
 async def update_subscriber(
-    session: Session, subscriber_id: int, body: SubscriberUpdate
+    session: Session, subscriber_id: Id, body: SubscriberUpdate
 ) -> SubscriberOut:
     subscriber = await subscriber_or_404(session, subscriber_id)
     try:
@@ -240,7 +243,7 @@ async def update_subscriber(
 
 
 @router.delete("/subscribers/{subscriber_id}", status_code=204)
-async def erase_subscriber(session: Session, subscriber_id: int) -> Response:
+async def erase_subscriber(session: Session, subscriber_id: Id) -> Response:
     """GDPR erase: the subscriber and every digest made for them, at once."""
     subscriber = await subscriber_or_404(session, subscriber_id)
     await session.execute(delete(Digest).where(Digest.subscriber_id == subscriber.id))
@@ -253,7 +256,7 @@ async def erase_subscriber(session: Session, subscriber_id: int) -> Response:
 async def preview_subscriber_digest(
     session: Session,
     state: State,
-    subscriber_id: int,
+    subscriber_id: Id,
     on_date: Annotated[date | None, Query(alias="date")] = None,
     output: Annotated[Literal["html", "text"], Query(alias="format")] = "html",
 ) -> Response:
@@ -309,7 +312,7 @@ async def list_papers(
 
 
 @router.get("/papers/{paper_id}", response_model=PaperOut)
-async def get_paper(session: Session, paper_id: int) -> PaperOut:
+async def get_paper(session: Session, paper_id: Id) -> PaperOut:
     paper = await session.get(Paper, paper_id)
     if paper is None:
         raise HTTPException(status_code=404, detail=f"no paper {paper_id}")
@@ -399,7 +402,7 @@ async def list_digests(
 
 
 @router.get("/digests/{digest_id}", response_model=DigestDetail)
-async def get_digest(session: Session, digest_id: int) -> DigestDetail:
+async def get_digest(session: Session, digest_id: Id) -> DigestDetail:
     digest = await session.scalar(
         select(Digest)
         .where(Digest.id == digest_id)
