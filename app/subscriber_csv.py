@@ -57,11 +57,29 @@ def _status(row: dict[str, str]) -> SubscriberStatus:
 
 
 async def import_subscribers(text: str, *, session: AsyncSession) -> CsvImport:
+    if "\x00" in text:
+        raise SubscriberError("the file contains NUL characters: it is not a CSV text file")
     report = CsvImport()
-    reader = csv.DictReader(io.StringIO(text))
-    if reader.fieldnames is None or "email" not in [f.strip() for f in reader.fieldnames]:
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    try:
+        header = reader.fieldnames
+    except csv.Error as error:
+        raise SubscriberError(f"the header row is not CSV: {error}") from error
+    if header is None or "email" not in [name.strip() for name in header]:
         raise SubscriberError("the CSV needs a header row with at least an 'email' column")
     seen: set[str] = set()
+    try:
+        async for _ in _rows(reader, report, seen, session=session):
+            pass
+    except csv.Error as error:
+        raise SubscriberError(f"line {reader.line_num}: {error}") from error
+    await session.flush()
+    return report
+
+
+async def _rows(
+    reader: csv.DictReader[str], report: CsvImport, seen: set[str], *, session: AsyncSession
+) -> AsyncIterator[None]:
     for row in reader:
         report.rows += 1
         line = reader.line_num
@@ -95,8 +113,7 @@ async def import_subscribers(text: str, *, session: AsyncSession) -> CsvImport:
         subscriber.trending_weight = preferences.trending_weight
         if status is SubscriberStatus.ACTIVE and subscriber.confirmed_at is None:
             subscriber.confirmed_at = utcnow()
-    await session.flush()
-    return report
+        yield
 
 
 def _line(values: Iterable[object]) -> str:

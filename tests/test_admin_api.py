@@ -238,7 +238,8 @@ async def test_papers_and_ingest_by_upload_and_url(
     assert any(p["title"].startswith("Mamba") for p in found)
     paper = (await api.get(f"/admin/api/papers/{found[0]['id']}")).json()
     assert paper["id"] == found[0]["id"] and paper["abstract"]
-    assert (await api.get("/admin/api/papers/0")).status_code == 404
+    assert (await api.get("/admin/api/papers/999999")).status_code == 404
+    assert (await api.get("/admin/api/papers/0")).status_code == 422
     page = (await api.get("/admin/api/papers", params={"limit": 100})).json()
     assert len(page["items"]) == 100 and page["next_cursor"] is not None
 

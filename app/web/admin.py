@@ -71,9 +71,18 @@ Id = Annotated[int, PathParam(ge=1, le=MAX_ID)]
 def after(cursor: str | None) -> int:
     if cursor is None:
         return 0
-    if not cursor.isdigit() or int(cursor) > MAX_ID:
+    if not (cursor.isascii() and cursor.isdigit()) or int(cursor) > MAX_ID:
         raise HTTPException(status_code=422, detail="cursor must be a next_cursor value")
     return int(cursor)
+
+
+def like_pattern(text: str) -> str:
+    """A LIKE pattern matching `text` anywhere; control characters (which no stored value holds
+    and Postgres refuses outright) are a 422."""
+    if any(not character.isprintable() for character in text):
+        raise HTTPException(status_code=422, detail="search text must be printable")
+    escaped = text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
 
 
 def next_cursor(ids: list[int], limit: int) -> str | None:
@@ -104,8 +113,7 @@ async def list_subscribers(
     if status is not None:
         query = query.where(Subscriber.status == status)
     if q:
-        escaped = q.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        query = query.where(func.lower(Subscriber.email).like(f"%{escaped}%", escape="\\"))
+        query = query.where(func.lower(Subscriber.email).like(like_pattern(q), escape="\\"))
     rows: list[Subscriber] = []
     # Topics live in a JSON list (JSONB on Postgres, JSON on SQLite): filter them here, page by
     # page, so both databases answer the same.
@@ -280,8 +288,7 @@ async def preview_subscriber_digest(
 def paper_search(q: str | None) -> Select[Paper]:
     query = select(Paper)
     if q:
-        escaped = q.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        pattern = f"%{escaped}%"
+        pattern = like_pattern(q)
         query = query.where(
             or_(
                 func.lower(Paper.title).like(pattern, escape="\\"),
