@@ -50,7 +50,10 @@ class MaildirTransport:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.maildir = mailbox.Maildir(path, create=True)
+        # mailbox.Maildir creates tmp/new/cur only for a directory it creates itself.
+        for folder in ("tmp", "new", "cur"):
+            (path / folder).mkdir(parents=True, exist_ok=True)
+        self.maildir = mailbox.Maildir(path, create=False)
         self.description = f"Maildir {path.resolve()}"
         self._lock = asyncio.Lock()
 

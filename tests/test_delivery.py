@@ -103,6 +103,7 @@ async def test_maildir_transport_files_each_message(
 ) -> None:
     addresses = await compose_for(session_factory, settings, sample_page, 3)
     maildir = tmp_path / "mail"
+    maildir.mkdir()  # an existing, empty directory (as an operator would create it)
     config = settings.model_copy(update={"mail_url": f"maildir://{maildir}"})
     report = await send_job(session_factory=session_factory, settings=config)
     assert report.sent == 3 and report.destination.startswith("Maildir")

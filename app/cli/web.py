@@ -16,6 +16,7 @@ def web_command(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
     workers: Annotated[int, typer.Option(help="Processes (each its own event loop).")] = 1,
+    access_log: Annotated[bool, typer.Option(help="Log every request.")] = True,
     proxy_headers: Annotated[
         bool, typer.Option(help="Trust X-Forwarded-For/Proto from the reverse proxy.")
     ] = False,
@@ -32,4 +33,5 @@ def web_command(
         proxy_headers=proxy_headers,
         forwarded_allow_ips="*" if proxy_headers else None,
         log_level="info",
+        access_log=access_log,
     )

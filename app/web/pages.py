@@ -6,13 +6,14 @@ response, so timing tells nothing either."""
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any
-from zoneinfo import available_timezones
 
 from fastapi import APIRouter, BackgroundTasks, Form, Query, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
+from jinja2 import Environment, FileSystemLoader
 from sqlalchemy import select, text
 
 from app.mailer import TEMPLATES_DIR, PreviewError, load_digest_views, preview_digest_view
@@ -23,6 +24,7 @@ from app.subscribers import (
     SignupOutcome,
     SubscriberError,
     confirm,
+    known_timezones,
     normalise_email,
     request_links,
     request_signup,
@@ -32,13 +34,21 @@ from app.subscribers import (
     update_preferences,
 )
 from app.tokens import Purpose, TokenError, make_token
+from app.transports import Verdict
 from app.trending import topic_suggestions, trending_papers
 from app.web.deps import ClientIp, Session, State, WebState
 from app.web.security import MAIL_PAGE_CSP
 
+logger = logging.getLogger("paperboy.web")
 router = APIRouter(include_in_schema=False)
-templates = Jinja2Templates(directory=TEMPLATES_DIR / "web")
-TIMEZONES = sorted(available_timezones())
+templates = Jinja2Templates(
+    env=Environment(
+        loader=FileSystemLoader(TEMPLATES_DIR / "web"),
+        autoescape=True,
+        auto_reload=False,
+    )
+)
+TIMEZONES = sorted(known_timezones())
 PER_PAGE = 20
 HONEYPOT_FIELD = "website"
 
@@ -91,7 +101,14 @@ async def send_signup_mail(state: WebState, outcome: SignupOutcome) -> None:
             button_url=link(state, Purpose.PREFERENCES, subscriber, "preferences"),
             footnote="Not you? Ignore this mail; nothing has changed.",
         )
-    await state.transport.deliver(state.mailer.sender_address, subscriber.email, mail.data)
+    delivery = await state.transport.deliver(
+        state.mailer.sender_address, subscriber.email, mail.data
+    )
+    if delivery.verdict is not Verdict.ACCEPTED:
+        # The page already answered; the subscriber can ask again (POST /links).
+        logger.warning(
+            "signup mail to subscriber %s not delivered: %s", subscriber.id, delivery.detail
+        )
 
 
 def form_preferences(
