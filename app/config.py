@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from email.utils import parseaddr
 from functools import lru_cache
-from typing import Annotated
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -120,6 +121,43 @@ class Settings(BaseSettings):
         default=600, ge=1, description="The window of PAPERBOY_SIGNUP_IP_LIMIT."
     )
 
+    environment: Literal["development", "production"] = Field(
+        default="development",
+        description="production refuses to start with an unsafe configuration.",
+    )
+    ingest_cron: str = Field(
+        default="15 * * * *",
+        description="When the scheduler ingests PAPERBOY_SOURCES (crontab fields, UTC).",
+    )
+    compose_interval_seconds: int = Field(
+        default=300, ge=10, description="How often the scheduler composes the digests now due."
+    )
+    send_interval_seconds: int = Field(
+        default=60, ge=5, description="How often the scheduler's worker looks for mail to send."
+    )
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="text for people, json (one object a line) for collectors."
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO")
+
+    def unsafe_for_production(self) -> list[str]:
+        """What makes this configuration unfit to run in production (empty when it is fine)."""
+        problems = []
+        if self.secret_key == INSECURE_SECRET:
+            problems.append("PAPERBOY_SECRET_KEY is the development default: set a long random one")
+        elif len(self.secret_key) < 32:
+            problems.append("PAPERBOY_SECRET_KEY is shorter than 32 characters")
+        host = urlsplit(self.base_url).hostname or ""
+        if host in ("127.0.0.1", "localhost", "0.0.0.0", "::1") or host.endswith(".localhost"):  # noqa: S104
+            problems.append(
+                "PAPERBOY_BASE_URL points at this machine: links in mail would not work"
+            )
+        elif not self.base_url.startswith("https://"):
+            problems.append("PAPERBOY_BASE_URL must be https:// in production")
+        if self.sender_domain in ("localhost", "example.org", "example.com"):
+            problems.append("PAPERBOY_MAIL_FROM needs your own domain")
+        return problems
+
     @property
     def sender_domain(self) -> str:
         address = parseaddr(self.mail_from)[1]
@@ -130,6 +168,17 @@ class Settings(BaseSettings):
     def _split_sources(cls, value: object) -> object:
         if isinstance(value, str):
             return [part for part in value.replace(",", " ").split() if part]
+        return value
+
+    @field_validator("ingest_cron")
+    @classmethod
+    def _valid_cron(cls, value: str) -> str:
+        from apscheduler.triggers.cron import CronTrigger
+
+        try:
+            CronTrigger.from_crontab(value, timezone="UTC")
+        except ValueError as error:
+            raise ValueError(f"PAPERBOY_INGEST_CRON is not a crontab line: {error}") from error
         return value
 
     @field_validator("mail_url")

@@ -22,6 +22,7 @@ from app.delivery import Outcome, claim_digests, record_outcomes, release_digest
 from app.ingest import IngestReport, upsert_papers
 from app.localtime import digest_day_end
 from app.mailer import DigestView, Mailer, load_digest_views
+from app.metrics import MESSAGES, PAPERS_INGESTED, SEND_LATENCY, SMTP_ERRORS, error_class
 from app.models import DigestStatus, IngestRun, IngestStatus
 from app.normalise import PreparedBatch, prepare_batches
 from app.parsing_worker import batches_from_workers
@@ -111,6 +112,8 @@ async def ingest_job(
         status = IngestStatus.SUCCEEDED if report.ok else IngestStatus.FAILED
         await _record_run(session, run_id, report, status)
         await session.commit()
+    for outcome in ("inserted", "updated", "unchanged", "rejected"):
+        PAPERS_INGESTED.labels(outcome).inc(getattr(report, outcome))
     return report
 
 
@@ -278,6 +281,8 @@ class OutcomeWriter:
                 continue
             for name in ("sent", "retry", "failed", "bounced", "suppressed"):
                 setattr(self.report, name, getattr(self.report, name) + getattr(counts, name))
+            for name in ("sent", "retry", "failed", "bounced"):
+                MESSAGES.labels(name).inc(getattr(counts, name))
             for _, done in group:
                 if not done.done():
                     done.set_result(None)
@@ -323,7 +328,11 @@ async def send_job(
     async def send_one(view: DigestView, attempts: int) -> None:
         try:
             mail = mailer.message(view)
+            sending = time.perf_counter()
             delivery = await transport.deliver(mailer.sender_address, view.email, mail.data)
+            SEND_LATENCY.observe(time.perf_counter() - sending)
+            if delivery.verdict is not Verdict.ACCEPTED:
+                SMTP_ERRORS.labels(error_class(delivery.detail)).inc()
             status = {
                 Verdict.ACCEPTED: DigestStatus.SENT,
                 Verdict.TRY_LATER: DigestStatus.RETRY,

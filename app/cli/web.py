@@ -8,7 +8,7 @@ import typer
 import uvicorn
 
 from app.cli.base import cli, console
-from app.config import get_settings
+from app.cli.processes import checked_settings
 
 
 @cli.command("web")
@@ -22,7 +22,7 @@ def web_command(
     ] = False,
 ) -> None:
     """Serve the public pages and the admin API (PAPERBOY_ADMIN_TOKEN opens it)."""
-    settings = get_settings()
+    settings = checked_settings()
     console.print(f"Paperboy web on http://{host}:{port} (public links use {settings.base_url})")
     uvicorn.run(
         "app.web:create_app",
@@ -32,6 +32,6 @@ def web_command(
         workers=workers,
         proxy_headers=proxy_headers,
         forwarded_allow_ips="*" if proxy_headers else None,
-        log_level="info",
+        log_config=None,
         access_log=access_log,
     )

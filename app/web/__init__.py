@@ -17,6 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from app.config import Settings, get_settings
 from app.db import create_engine, create_session_factory
 from app.mailer import Mailer
+from app.metrics import render_metrics
 from app.transports import open_transport
 from app.web import admin, pages
 from app.web.deps import WebState
@@ -67,6 +68,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.include_router(pages.router)
     app.include_router(admin.router)
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics(request: Request) -> Response:
+        async with request.app.state.paperboy.sessions() as session:
+            body, content_type = await render_metrics(session=session)
+        return Response(body, media_type=content_type)
 
     @app.get("/docs", include_in_schema=False)
     async def api_docs(request: Request) -> HTMLResponse:

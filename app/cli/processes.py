@@ -1,0 +1,127 @@
+"""The long-running commands: `paperboy up` (everything in one process on the embedded defaults)
+and `paperboy scheduler [--run JOB]`. Both refuse to start in production with an unsafe
+configuration."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+
+from app.allinone import Started, run_all
+from app.cli.base import cli, console, fail, output
+from app.config import Settings, get_settings
+from app.db import create_engine, create_session_factory
+from app.logs import configure_logging
+from app.scheduler import JOBS, build_scheduler, run_job_now
+
+
+def checked_settings() -> Settings:
+    settings = get_settings()
+    problems = settings.unsafe_for_production() if settings.environment == "production" else []
+    if problems:
+        raise fail(
+            "refusing to start in production:\n  - "
+            + "\n  - ".join(problems)
+            + "\n(set PAPERBOY_ENVIRONMENT=development to try things out locally)"
+        )
+    configure_logging(settings)
+    return settings
+
+
+def where_mail_goes(settings: Settings) -> str:
+    if settings.mail_url.startswith("maildir://"):
+        path = Path(settings.mail_url.removeprefix("maildir://")).resolve()
+        return f"the Maildir {path} (open it with any mail client, e.g. mutt -f {path})"
+    return f"SMTP at {settings.mail_url.split('@')[-1]}"
+
+
+@cli.command("up")
+def up_command(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    send_now: Annotated[
+        bool,
+        typer.Option(
+            "--send-now",
+            help="Compose and send each active subscriber's digest for today within a minute, "
+            "whatever their delivery hour (to see a digest without waiting for the morning).",
+        ),
+    ] = False,
+) -> None:
+    """Start everything in one process: migrate, seed the sample papers into an empty database,
+    then serve the web app with the scheduler and a delivery worker. Ctrl-C stops cleanly."""
+    settings = checked_settings()
+
+    def started(info: Started) -> None:
+        output.print(f"[bold]Paperboy is up:[/] {info.url}", highlight=False)
+        if info.seeded:
+            output.print(f"  seeded {info.seeded} sample papers into the empty database")
+        output.print(f"  database: {escape(settings.database_url.split('@')[-1])}", highlight=False)
+        output.print(f"  mail goes to {escape(where_mail_goes(settings))}", highlight=False)
+        output.print(
+            "  admin API: "
+            + (
+                "open with PAPERBOY_ADMIN_TOKEN"
+                if settings.admin_token
+                else "closed (set PAPERBOY_ADMIN_TOKEN)"
+            )
+        )
+        if send_now:
+            output.print("  --send-now: digests for today go out within a minute of confirming")
+        output.print(
+            "  production: PAPERBOY_DATABASE_URL=postgresql+asyncpg://user:pass@host/db, "
+            "PAPERBOY_MAIL_URL=smtp://user:pass@host:587?starttls=true (see README)",
+            highlight=False,
+        )
+        output.print("  Ctrl-C stops")
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run_all(settings, host=host, port=port, send_now=send_now, on_started=started))
+
+
+@cli.command("scheduler")
+def scheduler_command(
+    run: Annotated[
+        str | None,
+        typer.Option(help=f"Run one job now and exit: {', '.join(JOBS)}.", metavar="JOB"),
+    ] = None,
+) -> None:
+    """Run the scheduler (ingest on PAPERBOY_INGEST_CRON, compose every few minutes, send what
+    is due) until stopped; or, with --run JOB, run one job now and exit (non-zero if it failed).
+    One scheduler is enough; a second one causes no duplicate work."""
+    settings = checked_settings()
+    if run is not None and run not in JOBS:
+        raise typer.BadParameter(f"{run!r} is not one of {', '.join(JOBS)}", param_hint="--run")
+
+    async def main() -> bool:
+        engine = create_engine(settings.database_url, echo=settings.database_echo)
+        sessions = create_session_factory(engine)
+        try:
+            if run is not None:
+                return await run_job_now(run, session_factory=sessions, settings=settings)
+            scheduler = build_scheduler(session_factory=sessions, settings=settings)
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for signal_number in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(signal_number, stop.set)
+            scheduler.start()
+            console.print(
+                f"scheduler running: ingest at '{settings.ingest_cron}' (UTC) over "
+                f"{len(settings.sources)} sources, compose every "
+                f"{settings.compose_interval_seconds} s, send every "
+                f"{settings.send_interval_seconds} s; Ctrl-C stops"
+            )
+            await stop.wait()
+            scheduler.shutdown(wait=False)
+            return True
+        finally:
+            await engine.dispose()
+
+    if not asyncio.run(main()):
+        raise typer.Exit(code=1)

@@ -1,0 +1,170 @@
+"""The scheduler: APScheduler 3 (AsyncIOScheduler, UTC) calling the same job functions as the CLI.
+Ingest runs on `PAPERBOY_INGEST_CRON` over `PAPERBOY_SOURCES` (each source on its own, so one that
+fails or cannot be reached is reported and the others still load; `{date}` in a source becomes
+today's UTC date, for the daily-papers API); compose runs every few minutes and freezes the
+digests whose subscriber-local send time has come; a send trigger delivers what is due. Jobs
+coalesce, never overlap, and survive their own exceptions. A second scheduler is harmless: the
+database keys make every job idempotent."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, date, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.config import Settings
+from app.ingest import IngestReport
+from app.jobs import SendReport, compose_job, ingest_job, send_job
+
+if TYPE_CHECKING:
+    from app.digests import ComposeReport
+
+logger = logging.getLogger("paperboy.scheduler")
+JOBS = ("ingest", "compose", "send")
+MISFIRE_GRACE_SECONDS = 600
+
+Sessions = async_sessionmaker[AsyncSession]
+
+
+def expand_source(location: str, now: datetime) -> str:
+    today = now.astimezone(UTC).date()
+    return location.replace("{date}", today.isoformat()).replace(
+        "{yesterday}", (today - timedelta(days=1)).isoformat()
+    )
+
+
+async def run_ingest(
+    *, session_factory: Sessions, settings: Settings, now: datetime | None = None
+) -> list[IngestReport]:
+    moment = now or datetime.now(UTC)
+    reports = []
+    for location in settings.sources:
+        source = expand_source(location, moment)
+        try:
+            report = await ingest_job(source, session_factory=session_factory, settings=settings)
+        except Exception:  # one broken source must not keep the others from loading
+            logger.exception("ingest of %s crashed", source)
+            continue
+        if report.error:
+            logger.warning("ingest of %s failed: %s", source, report.error)
+        else:
+            logger.info(
+                "ingested %s: %d new, %d updated, %d rejected",
+                source,
+                report.inserted,
+                report.updated,
+                report.rejected,
+            )
+        reports.append(report)
+    return reports
+
+
+async def run_compose(
+    *, session_factory: Sessions, settings: Settings, on_date: date | None = None
+) -> ComposeReport:
+    report = await compose_job(session_factory=session_factory, settings=settings, on_date=on_date)
+    if report.due:
+        logger.info(
+            "composed: %d due, %d queued, %d skipped, %d already composed",
+            report.due,
+            report.queued,
+            report.skipped,
+            report.already_composed,
+        )
+    return report
+
+
+async def run_send(*, session_factory: Sessions, settings: Settings) -> SendReport:
+    report = await send_job(session_factory=session_factory, settings=settings, once=True)
+    if report.claimed:
+        logger.info(
+            "sent %d, %d to retry, %d failed, %d bounced",
+            report.sent,
+            report.retry,
+            report.failed,
+            report.bounced,
+        )
+    return report
+
+
+def guarded(name: str, job: Callable[[], Awaitable[Any]]) -> Callable[[], Awaitable[None]]:
+    """The job as the scheduler runs it: timed, logged, and never letting an exception out."""
+
+    async def run() -> None:
+        started = time.perf_counter()
+        try:
+            await job()
+        except Exception:
+            logger.exception("scheduled %s failed", name)
+            return
+        logger.debug("scheduled %s done in %.2f s", name, time.perf_counter() - started)
+
+    return run
+
+
+def build_scheduler(
+    *,
+    session_factory: Sessions,
+    settings: Settings,
+    include_send: bool = True,
+    compose_for_today: bool = False,
+) -> AsyncIOScheduler:
+    """The scheduler with its jobs (not started). `compose_for_today` composes every active
+    subscriber's digest for today at once, whatever their send hour (to see a digest now)."""
+    scheduler = AsyncIOScheduler(
+        timezone=UTC,
+        job_defaults={
+            "coalesce": True,
+            "max_instances": 1,
+            "misfire_grace_time": MISFIRE_GRACE_SECONDS,
+        },
+    )
+    now = datetime.now(UTC)
+
+    async def compose() -> None:
+        on_date = datetime.now(UTC).date() if compose_for_today else None
+        await run_compose(session_factory=session_factory, settings=settings, on_date=on_date)
+
+    scheduler.add_job(
+        guarded("ingest", lambda: run_ingest(session_factory=session_factory, settings=settings)),
+        CronTrigger.from_crontab(settings.ingest_cron, timezone=UTC),
+        id="ingest",
+        name="ingest PAPERBOY_SOURCES",
+    )
+    scheduler.add_job(
+        guarded("compose", compose),
+        IntervalTrigger(seconds=settings.compose_interval_seconds, timezone=UTC),
+        id="compose",
+        name="compose due digests",
+        next_run_time=now,
+    )
+    if include_send:
+        scheduler.add_job(
+            guarded("send", lambda: run_send(session_factory=session_factory, settings=settings)),
+            IntervalTrigger(seconds=settings.send_interval_seconds, timezone=UTC),
+            id="send",
+            name="send due digests",
+            next_run_time=now + timedelta(seconds=5),
+        )
+    return scheduler
+
+
+async def run_job_now(name: str, *, session_factory: Sessions, settings: Settings) -> bool:
+    """One job, now (for cron users and operators); whether it went well."""
+    if name == "ingest":
+        reports = await run_ingest(session_factory=session_factory, settings=settings)
+        return len(reports) == len(settings.sources) and all(r.ok for r in reports)
+    if name == "compose":
+        await run_compose(session_factory=session_factory, settings=settings)
+        return True
+    if name == "send":
+        report = await run_send(session_factory=session_factory, settings=settings)
+        return not report.errors
+    raise ValueError(f"unknown job {name!r}: one of {', '.join(JOBS)}")
