@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.config import Settings, get_settings
 from app.db import create_engine
+from app.logs import configure_logging
 
 T = TypeVar("T")
 
@@ -44,3 +45,16 @@ def fail(message: str) -> typer.Exit:
     """Print an error the way every command does; raise what it returns."""
     console.print(f"[bold red]error:[/] {message}")
     return typer.Exit(code=1)
+
+
+def checked_settings() -> Settings:
+    settings = get_settings()
+    problems = settings.unsafe_for_production() if settings.environment == "production" else []
+    if problems:
+        raise fail(
+            "refusing to start in production:\n  - "
+            + "\n  - ".join(problems)
+            + "\n(set PAPERBOY_ENVIRONMENT=development to try things out locally)"
+        )
+    configure_logging(settings)
+    return settings

@@ -14,24 +14,10 @@ import typer
 from rich.markup import escape
 
 from app.allinone import Started, run_all
-from app.cli.base import cli, console, fail, output
-from app.config import Settings, get_settings
+from app.cli.base import checked_settings, cli, console, output
+from app.config import Settings
 from app.db import create_engine, create_session_factory
-from app.logs import configure_logging
 from app.scheduler import JOBS, build_scheduler, run_job_now
-
-
-def checked_settings() -> Settings:
-    settings = get_settings()
-    problems = settings.unsafe_for_production() if settings.environment == "production" else []
-    if problems:
-        raise fail(
-            "refusing to start in production:\n  - "
-            + "\n  - ".join(problems)
-            + "\n(set PAPERBOY_ENVIRONMENT=development to try things out locally)"
-        )
-    configure_logging(settings)
-    return settings
 
 
 def where_mail_goes(settings: Settings) -> str:

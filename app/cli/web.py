@@ -7,8 +7,7 @@ from typing import Annotated
 import typer
 import uvicorn
 
-from app.cli.base import cli, console
-from app.cli.processes import checked_settings
+from app.cli.base import checked_settings, cli, console
 
 
 @cli.command("web")

@@ -1,0 +1,175 @@
+"""The processes as operators start them: `paperboy up` on a fresh directory (the newcomer's
+journey: the page, a signup, the confirmation and the first digest in ./var/mail, a clean stop),
+refusal to start in production with an unsafe configuration, JSON logs, and /metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import mailbox
+import os
+import re
+import signal
+import sys
+import time
+from email import message_from_bytes
+from email.policy import default as default_policy
+from pathlib import Path
+
+import httpx
+import pytest
+
+from app.config import Settings
+from app.logs import JsonLines, configure_logging
+from tests.smtp_sink import free_port
+from tests.web_app import serve_app
+
+PAPERBOY = str(Path(sys.executable).parent / "paperboy")
+CLEAN_ENV = {k: v for k, v in os.environ.items() if not k.startswith("PAPERBOY_")}
+
+
+def mails(maildir: Path) -> list[tuple[str, str]]:
+    if not (maildir / "new").exists():
+        return []
+    found = []
+    for path in sorted((maildir / "new").iterdir()):
+        message = message_from_bytes(path.read_bytes(), policy=default_policy)
+        body = message.get_body(("plain",))
+        found.append((str(message["Subject"]), body.get_content() if body else ""))
+    return found
+
+
+async def wait_for(condition: object, seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if callable(condition) and condition():
+            return
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+async def test_paperboy_up_newcomer_journey(tmp_path: Path) -> None:
+    port = free_port()
+    env = CLEAN_ENV | {"PAPERBOY_COMPOSE_INTERVAL_SECONDS": "10", "COLUMNS": "200"}
+    process = await asyncio.create_subprocess_exec(
+        PAPERBOY,
+        "up",
+        "--port",
+        str(port),
+        "--send-now",
+        cwd=tmp_path,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    base = f"http://127.0.0.1:{port}"
+    maildir = tmp_path / "var" / "mail"
+    try:
+        async with httpx.AsyncClient(base_url=base, timeout=10) as client:
+            for _ in range(150):
+                try:
+                    if (await client.get("/healthz")).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                await asyncio.sleep(0.2)
+            front = await client.get("/")
+            assert front.status_code == 200 and front.text.count('<li class="paper">') == 20
+            signup = await client.post(
+                "/subscribe", data={"email": "newcomer@example.org", "topics": "mixture of experts"}
+            )
+            assert signup.status_code == 200
+            await wait_for(lambda: len(mails(maildir)) >= 1, 20, "the confirmation mail")
+            subject, body = mails(maildir)[0]
+            assert subject == "Confirm your Paperboy subscription"
+            link = re.search(r"http\S+/confirm/\S+", body)
+            assert link is not None and link.group(0).startswith(base)
+            confirmed = await client.get(link.group(0))
+            assert "You're subscribed" in confirmed.text
+            await wait_for(lambda: len(mails(maildir)) >= 2, 60, "the first digest")
+            digest_subject, digest_body = mails(maildir)[1]
+            assert digest_subject.startswith("10 new papers on mixture of experts")
+            assert "Mixture-of-Experts" in digest_body
+    finally:
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = await asyncio.wait_for(process.communicate(), 30)
+    assert process.returncode == 0, stderr.decode()[-2000:]
+    printed = stdout.decode()
+    assert f"Paperboy is up: {base}" in printed
+    assert "seeded 185 sample papers" in printed
+    assert str(maildir.resolve()) in printed.replace("\n", "")
+    assert (tmp_path / "var" / "paperboy.db").exists()
+    assert len(list(mailbox.Maildir(maildir, create=False))) == 2
+
+
+@pytest.mark.parametrize("command", [["up"], ["web"], ["worker"], ["scheduler"]])
+async def test_production_refuses_an_unsafe_configuration(
+    tmp_path: Path, command: list[str]
+) -> None:
+    env = CLEAN_ENV | {"PAPERBOY_ENVIRONMENT": "production", "COLUMNS": "200"}
+    process = await asyncio.create_subprocess_exec(
+        PAPERBOY,
+        *command,
+        cwd=tmp_path,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, stderr = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 1
+    said = stderr.decode()
+    assert "refusing to start in production" in said
+    assert "PAPERBOY_SECRET_KEY is the development default" in said
+    assert "PAPERBOY_BASE_URL points at this machine" in said
+    assert not (tmp_path / "var").exists()  # nothing was started or written
+
+
+def test_a_safe_production_configuration_passes() -> None:
+    safe = Settings(
+        environment="production",
+        secret_key="x" * 48,
+        base_url="https://papers.example.net",
+        mail_from="Paperboy <digest@papers.example.net>",
+    )
+    assert safe.unsafe_for_production() == []
+    plain_http = safe.model_copy(update={"base_url": "http://papers.example.net"})
+    assert plain_http.unsafe_for_production() == [
+        "PAPERBOY_BASE_URL must be https:// in production"
+    ]
+
+
+def test_json_logs(capsys: pytest.CaptureFixture[str]) -> None:
+    configure_logging(Settings(log_format="json"))
+    try:
+        logging.getLogger("paperboy.test").warning("sent %d digests", 3)
+        try:
+            raise RuntimeError("boom")
+        except RuntimeError:
+            logging.getLogger("paperboy.test").exception("it broke")
+        lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    finally:
+        logging.getLogger().handlers = []
+    assert lines[0]["message"] == "sent 3 digests" and lines[0]["level"] == "warning"
+    assert lines[0]["logger"] == "paperboy.test" and lines[0]["time"].endswith("+00:00")
+    assert "RuntimeError: boom" in lines[1]["exception"]
+    assert isinstance(JsonLines().format(logging.makeLogRecord({"msg": "x"})), str)
+
+
+async def test_metrics(settings: Settings, engine: object) -> None:
+    with serve_app(settings) as web:
+        async with httpx.AsyncClient(base_url=web.base_url) as client:
+            answer = await client.get("/metrics")
+    assert answer.status_code == 200
+    assert answer.headers["content-type"].startswith("text/plain")
+    text = answer.text
+    for name in (
+        'paperboy_digests{status="queued"}',
+        'paperboy_subscribers{status="active"}',
+        "paperboy_papers ",
+        "paperboy_send_latency_seconds_bucket",
+        "paperboy_messages_total",
+        "paperboy_smtp_errors_total",
+        "paperboy_papers_ingested_total",
+    ):
+        assert name in text, name

@@ -1,0 +1,160 @@
+"""The scheduler's jobs: how they are scheduled, that a broken or unreachable source never stops
+the others, that two schedulers at once cause no duplicate digest or mail, and `paperboy
+scheduler --run JOB` for cron users."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.config import Settings
+from app.jobs import ingest_job
+from app.models import Digest, IngestRun, Paper
+from app.scheduler import build_scheduler, expand_source, run_compose, run_ingest, run_send
+from app.subscribers import Preferences, add_active_subscriber
+from tests.http_server import Route, serve
+from tests.smtp_sink import smtp_sink
+
+Sessions = async_sessionmaker[AsyncSession]
+PAPERBOY = str(Path(sys.executable).parent / "paperboy")
+
+
+def test_sources_name_today() -> None:
+    now = datetime(2026, 11, 26, 23, 30, tzinfo=UTC)
+    source = "https://huggingface.co/api/daily_papers?date={date}"
+    assert expand_source(source, now).endswith("date=2026-11-26")
+    assert expand_source("feed-{yesterday}.json", now) == "feed-2026-11-25.json"
+
+
+async def test_jobs_are_scheduled_once_at_a_time(
+    session_factory: Sessions, settings: Settings
+) -> None:
+    scheduler = build_scheduler(
+        session_factory=session_factory,
+        settings=settings.model_copy(update={"ingest_cron": "5 */2 * * *"}),
+    )
+    scheduler.start(paused=True)
+    try:
+        jobs = {job.id: job for job in scheduler.get_jobs()}
+    finally:
+        scheduler.shutdown(wait=False)
+    assert set(jobs) == {"ingest", "compose", "send"}
+    assert isinstance(jobs["ingest"].trigger, CronTrigger)
+    assert str(jobs["ingest"].trigger.fields[5]) == "*/2"  # hour field
+    assert isinstance(jobs["compose"].trigger, IntervalTrigger)
+    for job in jobs.values():
+        assert job.coalesce and job.max_instances == 1 and job.misfire_grace_time >= 60
+    assert "send" not in {
+        j.id
+        for j in build_scheduler(
+            session_factory=session_factory, settings=settings, include_send=False
+        ).get_jobs()
+    }
+    with pytest.raises(ValueError, match="crontab"):
+        Settings(ingest_cron="every day at noon")
+
+
+async def test_a_failing_source_never_stops_the_others(
+    session_factory: Sessions,
+    settings: Settings,
+    sample_page: Path,
+    data: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    routes = {
+        "/broken": Route(always=503),
+        "/daily.json": Route(body=(data / "hf-daily.json").read_bytes()),
+    }
+    with serve(routes) as server:
+        configured = settings.model_copy(
+            update={
+                "sources": [
+                    server.url("/broken"),
+                    "/no/such/file.jsonl",
+                    "http://127.0.0.1:9/unreachable",
+                    str(sample_page),
+                    server.url("/daily.json"),
+                ],
+                "http_retries": 0,
+                "http_timeout": 2.0,
+            }
+        )
+        with caplog.at_level(logging.WARNING, logger="paperboy.scheduler"):
+            reports = await run_ingest(session_factory=session_factory, settings=configured)
+    assert [r.ok for r in reports] == [False, False, False, True, True]
+    assert sum("failed" in record.getMessage() for record in caplog.records) == 3
+    async with session_factory() as session:
+        papers = await session.scalar(select(func.count()).select_from(Paper))
+        runs = await session.scalar(select(func.count()).select_from(IngestRun))
+    assert papers is not None and papers >= 185
+    assert runs == 5
+
+
+async def test_two_schedulers_make_no_duplicate_work(
+    session_factory: Sessions, settings: Settings, sample_page: Path
+) -> None:
+    await ingest_job(str(sample_page), session_factory=session_factory, settings=settings)
+    addresses = [f"twice{n}@example.org" for n in range(30)]
+    async with session_factory() as session:
+        for address in addresses:
+            await add_active_subscriber(
+                address, Preferences(["mixture of experts"]), session=session
+            )
+        await session.commit()
+    with smtp_sink() as (sink, port):
+        configured = settings.model_copy(update={"mail_url": f"smtp://127.0.0.1:{port}"})
+        today = datetime.now(UTC).date()
+        await asyncio.gather(
+            run_compose(session_factory=session_factory, settings=configured, on_date=today),
+            run_compose(session_factory=session_factory, settings=configured, on_date=today),
+        )
+        await asyncio.gather(
+            run_send(session_factory=session_factory, settings=configured),
+            run_send(session_factory=session_factory, settings=configured),
+        )
+    async with session_factory() as session:
+        digests = await session.scalar(select(func.count()).select_from(Digest))
+    assert digests == 30
+    assert sink.per_recipient() == {address: 1 for address in addresses}
+
+
+async def test_run_one_job_from_the_command_line(database_url: str, engine: object) -> None:
+    env = os.environ | {"PAPERBOY_DATABASE_URL": database_url}
+    done = subprocess.run(  # noqa: ASYNC221 - a short command, the loop has nothing else to do
+        [PAPERBOY, "scheduler", "--run", "compose"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    unknown = subprocess.run(  # noqa: ASYNC221
+        [PAPERBOY, "scheduler", "--run", "dance"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert unknown.returncode == 2 and "is not one of" in unknown.stderr
+    no_sources = subprocess.run(  # noqa: ASYNC221
+        [PAPERBOY, "scheduler", "--run", "ingest"],
+        env=env | {"PAPERBOY_SOURCES": "/no/such/source.json"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert no_sources.returncode == 1
