@@ -326,3 +326,15 @@ async def test_probes(client: httpx.AsyncClient) -> None:
     assert ready.status_code == 200 and ready.text == "ready"
     missing = await client.get("/no/such/page")
     assert missing.status_code == 404 and "Nothing here" in missing.text
+
+
+async def test_api_description_is_served_without_third_party_assets(
+    client: httpx.AsyncClient,
+) -> None:
+    schema = (await client.get("/openapi.json")).json()
+    assert "/admin/api/subscribers" in schema["paths"]
+    assert not any(path.startswith(("/subscribe", "/confirm")) for path in schema["paths"])
+    page = await client.get("/docs")
+    assert page.status_code == 200
+    assert "/admin/api/subscribers/import" in page.text and "PATCH" in page.text
+    assert "cdn" not in page.text.lower() and "<script src=\"/static/paperboy.js\"" in page.text
