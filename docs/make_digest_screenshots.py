@@ -45,7 +45,9 @@ async def render(workdir: Path) -> str:
         await ingest_job(str(source), session_factory=sessions, settings=settings)
     async with sessions() as session:
         await add_active_subscriber(
-            "ada@example.org", Preferences(TOPICS, digest_size=8, trending_weight=0.0), session=session
+            "ada@example.org",
+            Preferences(TOPICS, digest_size=8, trending_weight=0.0),
+            session=session,
         )
         await session.commit()
     await compose_job(session_factory=sessions, settings=settings, on_date=DAY)
