@@ -19,9 +19,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.config import Settings
 from app.delivery import Outcome, claim_digests, record_outcomes, release_digests
+from app.digest_views import DigestView, load_digest_views
 from app.ingest import IngestReport, upsert_papers
 from app.localtime import digest_day_end
-from app.mailer import DigestView, Mailer, load_digest_views
+from app.mailer import Mailer
 from app.metrics import MESSAGES, PAPERS_INGESTED, SEND_LATENCY, SMTP_ERRORS, error_class
 from app.models import DigestStatus, IngestRun, IngestStatus
 from app.normalise import PreparedBatch, prepare_batches

@@ -21,16 +21,16 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.config import Settings
-from app.jobs import compose_job, ingest_job
-from app.mailer import (
+from app.digest_views import (
     DigestView,
-    Mailer,
     PreviewError,
     load_digest_views,
     preview_digest_view,
     shorten_authors,
     summarise,
 )
+from app.jobs import compose_job, ingest_job
+from app.mailer import Mailer
 from app.models import Digest, DigestItem, Paper, Subscriber
 from app.subscribers import Preferences, add_active_subscriber
 from app.tokens import Purpose, TokenError, make_token, read_token

@@ -17,8 +17,9 @@ from app.cli.base import checked_settings, cli, console, fail, output, run_with_
 from app.config import Settings
 from app.db import create_session_factory
 from app.delivery import count_due_digests
+from app.digest_views import PreviewError, preview_digest_view
 from app.jobs import SendReport, compose_job, send_job
-from app.mailer import Mailer, PreviewError, RenderedDigest, preview_digest_view
+from app.mailer import Mailer, RenderedDigest
 
 if TYPE_CHECKING:
     from app.digests import ComposeReport

@@ -19,8 +19,9 @@ from app.db import create_engine, create_session_factory
 from app.mailer import Mailer
 from app.metrics import render_metrics
 from app.transports import open_transport
-from app.web import admin, pages
+from app.web import admin, pages, subscription
 from app.web.deps import WebState
+from app.web.rendering import page
 from app.web.security import SecurityHeaders, SlidingWindowLimiter
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
@@ -67,6 +68,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(SecurityHeaders)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.include_router(pages.router)
+    app.include_router(subscription.router)
     app.include_router(admin.router)
 
     @app.get("/metrics", include_in_schema=False)
@@ -77,7 +79,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.get("/docs", include_in_schema=False)
     async def api_docs(request: Request) -> HTMLResponse:
-        return pages.page(request, "api_docs.html", {"schema": app.openapi()})
+        return page(request, "api_docs.html", {"schema": app.openapi()})
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, error: StarletteHTTPException) -> Response:
@@ -86,7 +88,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 {"detail": error.detail}, status_code=error.status_code, headers=error.headers
             )
         what = "This page does not exist." if error.status_code == 404 else str(error.detail)
-        return pages.page(request, "not_found.html", {"what": what}, status_code=error.status_code)
+        return page(request, "not_found.html", {"what": what}, status_code=error.status_code)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, error: RequestValidationError) -> Response:
@@ -99,6 +101,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ]
         if request.url.path.startswith("/admin/api"):
             return JSONResponse({"detail": "invalid request", "errors": problems}, status_code=422)
-        return pages.page(request, "invalid.html", {"problems": problems}, status_code=422)
+        return page(request, "invalid.html", {"problems": problems}, status_code=422)
 
     return app

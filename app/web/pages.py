@@ -1,69 +1,39 @@
-"""The public pages: the trending front page with its subscribe box, signup with double opt-in,
-confirmation, preferences (with a preview of today's digest), unsubscribe (a button on GET, done on
-POST, RFC 8058 one-click included) and resubscribe, the digest in the browser, and the probes.
+"""The public pages before a subscription: the trending front page with its subscribe box,
+signup with double opt-in, a fresh link for whoever lost theirs, confirmation, and the probes.
 Every answer to a signup is the same page whatever the address's state; mail goes out after the
 response, so timing tells nothing either."""
 
 from __future__ import annotations
 
 import logging
-from datetime import UTC, date, datetime, timedelta
-from typing import Annotated, Any
+from datetime import UTC, datetime, timedelta
+from typing import Annotated
 
 from fastapi import APIRouter, BackgroundTasks, Form, Query, Request
-from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
-from fastapi.templating import Jinja2Templates
-from jinja2 import Environment, FileSystemLoader
-from sqlalchemy import select, text
+from fastapi.responses import HTMLResponse, PlainTextResponse, Response
+from sqlalchemy import text
 
-from app.mailer import TEMPLATES_DIR, PreviewError, load_digest_views, preview_digest_view
-from app.models import Digest, DigestStatus, Subscriber, SubscriberStatus
+from app.models import SubscriberStatus
 from app.subscribers import (
-    Preferences,
     SignupMail,
     SignupOutcome,
     SubscriberError,
     confirm,
-    known_timezones,
     normalise_email,
     request_links,
     request_signup,
-    resubscribe,
     subscriber_for_token,
-    unsubscribe,
-    update_preferences,
 )
-from app.tokens import Purpose, TokenError, make_token
+from app.tokens import Purpose, TokenError
 from app.transports import Verdict
 from app.trending import topic_suggestions, trending_papers
 from app.web.deps import ClientIp, Session, State, WebState
-from app.web.security import MAIL_PAGE_CSP
+from app.web.rendering import TIMEZONES, form_preferences, link, link_problem, page
 
 logger = logging.getLogger("paperboy.web")
 router = APIRouter(include_in_schema=False)
-templates = Jinja2Templates(
-    env=Environment(
-        loader=FileSystemLoader(TEMPLATES_DIR / "web"),
-        autoescape=True,
-        auto_reload=False,
-    )
-)
-TIMEZONES = sorted(known_timezones())
 PER_PAGE = 20
 HONEYPOT_FIELD = "website"
-
-
-def page(
-    request: Request, name: str, context: dict[str, Any] | None = None, status_code: int = 200
-) -> HTMLResponse:
-    return templates.TemplateResponse(request, name, context or {}, status_code=status_code)
-
-
-def link(state: WebState, purpose: Purpose, subscriber: Subscriber, path: str) -> str:
-    token = make_token(
-        state.settings.secret_key, purpose, subscriber.public_id, subscriber.token_version
-    )
-    return f"{state.settings.base_url}/{path}/{token}"
 
 
 async def send_signup_mail(state: WebState, outcome: SignupOutcome) -> None:
@@ -109,18 +79,6 @@ async def send_signup_mail(state: WebState, outcome: SignupOutcome) -> None:
         logger.warning(
             "signup mail to subscriber %s not delivered: %s", subscriber.id, delivery.detail
         )
-
-
-def form_preferences(
-    topics: str, timezone: str, send_hour: int, digest_size: int, trending_weight: float
-) -> Preferences:
-    return Preferences(
-        topics=[line for line in topics.replace("\r", "").split("\n") if line.strip()],
-        timezone=timezone.strip() or "UTC",
-        send_hour=send_hour,
-        digest_size=digest_size,
-        trending_weight=trending_weight,
-    )
 
 
 @router.get("/", response_class=HTMLResponse)
@@ -242,15 +200,6 @@ async def resend_links(
     return page(request, "check_inbox.html")
 
 
-def link_problem(request: Request, error: TokenError) -> HTMLResponse:
-    return page(
-        request,
-        "link_problem.html",
-        {"problem": str(error), "expired": error.expired},
-        status_code=400,
-    )
-
-
 @router.get("/confirm/{token}", response_class=HTMLResponse)
 async def confirm_page(
     request: Request, token: str, state: State, session: Session, client_ip: ClientIp
@@ -273,180 +222,6 @@ async def confirm_page(
             "preferences_url": link(state, Purpose.PREFERENCES, subscriber, "preferences"),
         },
     )
-
-
-async def preview_for(
-    state: WebState, session: Session, subscriber: Subscriber
-) -> tuple[list[Any], str | None]:
-    if subscriber.status is not SubscriberStatus.ACTIVE:
-        return [], None
-    try:
-        view = await preview_digest_view(
-            subscriber.email,
-            session=session,
-            settings=state.settings,
-            now=datetime.now(UTC),
-            on_date=None,
-        )
-    except PreviewError as error:
-        return [], str(error)
-    return view.papers, None
-
-
-@router.get("/preferences/{token}", response_class=HTMLResponse)
-async def preferences_page(
-    request: Request, token: str, state: State, session: Session, saved: bool = False
-) -> HTMLResponse:
-    try:
-        subscriber = await subscriber_for_token(
-            state.settings.secret_key, Purpose.PREFERENCES, token, session=session
-        )
-    except TokenError as error:
-        return link_problem(request, error)
-    preview, preview_note = await preview_for(state, session, subscriber)
-    return page(
-        request,
-        "preferences.html",
-        {
-            "subscriber": subscriber,
-            "token": token,
-            "saved": saved,
-            "preview": preview,
-            "preview_note": preview_note,
-            "timezones": TIMEZONES,
-            "suggestions": await topic_suggestions(session=session),
-            "unsubscribe_url": link(state, Purpose.UNSUBSCRIBE, subscriber, "unsubscribe"),
-        },
-    )
-
-
-@router.post("/preferences/{token}", response_model=None)
-async def save_preferences(
-    request: Request,
-    token: str,
-    state: State,
-    session: Session,
-    topics: Annotated[str, Form(max_length=4000)] = "",
-    timezone: Annotated[str, Form(max_length=64)] = "UTC",
-    send_hour: Annotated[int, Form(ge=0, le=23)] = 7,
-    digest_size: Annotated[int, Form(ge=1, le=50)] = 10,
-    trending_weight: Annotated[float, Form(ge=0, le=1)] = 0.3,
-    paused: Annotated[bool, Form()] = False,
-) -> Response:
-    try:
-        subscriber = await subscriber_for_token(
-            state.settings.secret_key, Purpose.PREFERENCES, token, session=session
-        )
-    except TokenError as error:
-        return link_problem(request, error)
-    try:
-        update_preferences(
-            subscriber,
-            form_preferences(topics, timezone, send_hour, digest_size, trending_weight),
-            paused=paused,
-        )
-    except SubscriberError as error:
-        await session.rollback()
-        subscriber = await subscriber_for_token(
-            state.settings.secret_key, Purpose.PREFERENCES, token, session=session
-        )
-        return page(
-            request,
-            "preferences.html",
-            {
-                "subscriber": subscriber,
-                "token": token,
-                "error": str(error),
-                "preview": [],
-                "preview_note": None,
-                "timezones": TIMEZONES,
-                "suggestions": [],
-                "unsubscribe_url": link(state, Purpose.UNSUBSCRIBE, subscriber, "unsubscribe"),
-            },
-            status_code=400,
-        )
-    await session.commit()
-    return RedirectResponse(f"/preferences/{token}?saved=1", status_code=303)
-
-
-@router.get("/unsubscribe/{token}", response_class=HTMLResponse)
-async def unsubscribe_page(
-    request: Request, token: str, state: State, session: Session
-) -> HTMLResponse:
-    # Only shows a button: mail scanners that follow links must not unsubscribe anyone.
-    try:
-        subscriber = await subscriber_for_token(
-            state.settings.secret_key, Purpose.UNSUBSCRIBE, token, session=session
-        )
-    except TokenError as error:
-        return link_problem(request, error)
-    return page(request, "unsubscribe.html", {"subscriber": subscriber, "token": token})
-
-
-@router.post("/unsubscribe/{token}", response_class=HTMLResponse)
-async def unsubscribe_now(
-    request: Request, token: str, state: State, session: Session
-) -> HTMLResponse:
-    """The page's button and RFC 8058 one-click (`List-Unsubscribe=One-Click` posted by the
-    mailbox provider, no cookies): both unsubscribe at once and answer 200."""
-    try:
-        subscriber = await subscriber_for_token(
-            state.settings.secret_key, Purpose.UNSUBSCRIBE, token, session=session
-        )
-    except TokenError as error:
-        return link_problem(request, error)
-    unsubscribe(subscriber, now=datetime.now(UTC))
-    await session.commit()
-    return page(request, "unsubscribed.html", {"subscriber": subscriber, "token": token})
-
-
-@router.post("/resubscribe/{token}", response_class=HTMLResponse)
-async def resubscribe_now(
-    request: Request, token: str, state: State, session: Session
-) -> HTMLResponse:
-    try:
-        subscriber = await subscriber_for_token(
-            state.settings.secret_key, Purpose.UNSUBSCRIBE, token, session=session
-        )
-    except TokenError as error:
-        return link_problem(request, error)
-    resubscribe(subscriber, now=datetime.now(UTC))
-    await session.commit()
-    return page(
-        request,
-        "confirmed.html",
-        {
-            "subscriber": subscriber,
-            "preferences_url": link(state, Purpose.PREFERENCES, subscriber, "preferences"),
-            "welcome_back": True,
-        },
-    )
-
-
-@router.get("/digests/{token}/{digest_date}", response_class=HTMLResponse)
-async def digest_in_browser(
-    request: Request, token: str, digest_date: date, state: State, session: Session
-) -> HTMLResponse:
-    try:
-        subscriber = await subscriber_for_token(
-            state.settings.secret_key, Purpose.DIGEST, token, session=session
-        )
-    except TokenError as error:
-        return link_problem(request, error)
-    digest_id = await session.scalar(
-        select(Digest.id).where(
-            Digest.subscriber_id == subscriber.id,
-            Digest.digest_date == digest_date,
-            Digest.status != DigestStatus.SKIPPED,
-        )
-    )
-    if digest_id is None:
-        return page(
-            request, "not_found.html", {"what": f"No digest for {digest_date}."}, status_code=404
-        )
-    view = (await load_digest_views([digest_id], session=session))[0]
-    html = state.mailer.render(view, for_browser=True).html
-    return HTMLResponse(html, headers={"content-security-policy": MAIL_PAGE_CSP})
 
 
 @router.get("/healthz", response_class=PlainTextResponse)

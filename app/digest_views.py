@@ -1,0 +1,243 @@
+"""What a digest shows, loaded from the database: each paper's card (title, links, shortened
+authors, a summary cut at a sentence), the digest's items with why each was chosen, and the
+subscriber the links are for; for stored digests, for planned ones, and for previews (the frozen
+digest when it exists, else what compose would pick now). Rendering lives in `app.mailer`."""
+
+from __future__ import annotations
+
+import re
+import textwrap
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from functools import lru_cache
+from urllib.parse import quote_plus
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.config import Settings
+from app.localtime import zone
+from app.models import Digest, DigestItem, Paper, Subscriber, SubscriberStatus
+
+ARXIV_TITLE_SEARCH = "https://arxiv.org/search/?searchtype=title&query="
+SUMMARY_CHARS = 320
+MAX_AUTHORS = 3
+TEXT_WIDTH = 72
+SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\\$(])")
+
+
+@dataclass(frozen=True, slots=True)
+class PaperView:
+    """One paper in one digest: the paper's card, its rank and why it was chosen."""
+
+    rank: int
+    card: PaperCard
+    matched_topic: str | None
+    matched_terms: list[str]
+
+
+@dataclass(slots=True)
+class DigestView:
+    digest_id: int | None
+    digest_date: date
+    subscriber_id: int
+    email: str
+    timezone: str
+    public_id: uuid.UUID
+    token_version: int
+    topics: list[str]
+    papers: list[PaperView] = field(default_factory=list)
+
+
+def shorten_authors(authors: Sequence[str] | None) -> str:
+    names = [name for name in (authors or []) if name]
+    if len(names) <= MAX_AUTHORS + 1:
+        return ", ".join(names)
+    return ", ".join(names[:MAX_AUTHORS]) + " et al."
+
+
+@lru_cache(maxsize=8192)
+def summary_of(ai_summary: str | None, abstract: str) -> tuple[str, str]:
+    """A paper's summary, and the same wrapped for the text part (papers repeat across digests,
+    so each is worked out once)."""
+    summary = summarise(ai_summary, abstract)
+    wrapped = textwrap.fill(summary, TEXT_WIDTH, initial_indent="   ", subsequent_indent="   ")
+    return summary, wrapped
+
+
+def summarise(ai_summary: str | None, abstract: str, limit: int = SUMMARY_CHARS) -> str:
+    """The source's own summary when it has one, else the abstract's first sentences, cut at a
+    sentence boundary (or, for one over-long sentence, at a word, with an ellipsis)."""
+    if ai_summary:
+        return ai_summary
+    summary = ""
+    for sentence in SENTENCE_END.split(abstract.strip()):
+        candidate = f"{summary} {sentence}".strip()
+        if len(candidate) > limit:
+            break
+        summary = candidate
+    if summary:
+        return summary
+    return abstract[:limit].rsplit(" ", 1)[0].rstrip(",;:") + "…"
+
+
+@dataclass(frozen=True, slots=True)
+class PaperCard:
+    """What a digest shows of a paper whoever reads it; worked out once per paper and batch."""
+
+    title: str
+    url: str | None
+    abstract_url: str | None
+    pdf_url: str | None
+    code_url: str | None
+    authors: str
+    summary: str
+    wrapped_summary: str
+    upvotes: int | None
+    comments: int | None
+
+
+def paper_card(paper: Paper) -> PaperCard:
+    abstract_url = f"https://arxiv.org/abs/{paper.arxiv_id}" if paper.arxiv_id else None
+    summary, wrapped = summary_of(paper.ai_summary, paper.abstract)
+    return PaperCard(
+        title=paper.title,
+        # Papers from the papers page carry no link: an arXiv title search still finds them.
+        url=paper.url or abstract_url or f"{ARXIV_TITLE_SEARCH}{quote_plus(paper.title)}",
+        abstract_url=abstract_url,
+        pdf_url=paper.pdf_url,
+        code_url=paper.github_repo,
+        authors=shorten_authors(paper.authors),
+        summary=summary,
+        wrapped_summary=wrapped,
+        upvotes=paper.upvotes,
+        comments=paper.comments,
+    )
+
+
+def _digest_view(
+    digest_id: int | None,
+    digest_date: date,
+    subscriber: Subscriber,
+    items: Iterable[tuple[int, int, str | None, list[str]]],
+    cards: dict[int, PaperCard],
+) -> DigestView:
+    return DigestView(
+        digest_id=digest_id,
+        digest_date=digest_date,
+        subscriber_id=subscriber.id,
+        email=subscriber.email,
+        timezone=subscriber.timezone,
+        public_id=subscriber.public_id,
+        token_version=subscriber.token_version,
+        topics=list(subscriber.topics or []),
+        papers=[
+            PaperView(rank, cards[paper_id], topic, list(terms or []))
+            for paper_id, rank, topic, terms in sorted(items, key=lambda item: item[1])
+            if paper_id in cards
+        ],
+    )
+
+
+async def load_digest_views(
+    digest_ids: Sequence[int], *, session: AsyncSession
+) -> list[DigestView]:
+    """Views of stored digests, in the order asked, with two queries whatever their number."""
+    if not digest_ids:
+        return []
+    rows = (
+        await session.execute(
+            select(Digest.id, Digest.digest_date, Subscriber)
+            .join(Subscriber, Subscriber.id == Digest.subscriber_id)
+            .where(Digest.id.in_(digest_ids))
+        )
+    ).all()
+    items = (
+        await session.execute(
+            select(
+                DigestItem.digest_id,
+                DigestItem.paper_id,
+                DigestItem.rank,
+                DigestItem.matched_topic,
+                DigestItem.matched_terms,
+            ).where(DigestItem.digest_id.in_(digest_ids))
+        )
+    ).all()
+    cards = await _paper_cards({item.paper_id for item in items}, session=session)
+    by_digest: dict[int, list[tuple[int, int, str | None, list[str]]]] = {}
+    for item in items:
+        by_digest.setdefault(item.digest_id, []).append(
+            (item.paper_id, item.rank, item.matched_topic, item.matched_terms)
+        )
+    views = {
+        digest_id: _digest_view(
+            digest_id, digest_date, subscriber, by_digest.get(digest_id, []), cards
+        )
+        for digest_id, digest_date, subscriber in rows
+    }
+    return [views[digest_id] for digest_id in digest_ids if digest_id in views]
+
+
+async def planned_digest_view(
+    subscriber: Subscriber,
+    digest_date: date,
+    items: Iterable[tuple[int, int, str | None, list[str]]],
+    *,
+    session: AsyncSession,
+) -> DigestView:
+    """A view of a digest that was planned but not stored (previews)."""
+    chosen = list(items)
+    cards = await _paper_cards({paper_id for paper_id, *_ in chosen}, session=session)
+    return _digest_view(None, digest_date, subscriber, chosen, cards)
+
+
+async def _paper_cards(paper_ids: set[int], *, session: AsyncSession) -> dict[int, PaperCard]:
+    papers = await session.scalars(select(Paper).where(Paper.id.in_(paper_ids)))
+    return {paper.id: paper_card(paper) for paper in papers}
+
+
+class PreviewError(LookupError):
+    pass
+
+
+async def preview_digest_view(
+    email: str, *, session: AsyncSession, settings: Settings, now: datetime, on_date: date | None
+) -> DigestView:
+    """The digest a subscriber got (or would get) on a date, writing nothing: the frozen one
+    when it exists, else what compose would choose for them now."""
+    address = email.strip().lower()
+    subscriber = await session.scalar(
+        select(Subscriber).where(func.lower(Subscriber.email) == address)
+    )
+    if subscriber is None:
+        raise PreviewError(f"no subscriber with the address {email!r}")
+    digest_date = on_date or now.astimezone(zone(subscriber.timezone)).date()
+    digest_id = await session.scalar(
+        select(Digest.id).where(
+            Digest.subscriber_id == subscriber.id, Digest.digest_date == digest_date
+        )
+    )
+    if digest_id is not None:
+        return (await load_digest_views([digest_id], session=session))[0]
+    # Imported here: ranking's numerical stack takes a second to load, and only previews and
+    # compose need it, not every worker that sends mail.
+    from app.digests import plan_digests
+
+    if subscriber.status is not SubscriberStatus.ACTIVE:
+        raise PreviewError(f"{email} is {subscriber.status.value}: no digest is composed for them")
+    report = await plan_digests(
+        session=session,
+        now=now,
+        on_date=digest_date,
+        window=timedelta(days=settings.compose_window_days),
+        max_candidates=settings.compose_max_candidates,
+        threshold=settings.relevance_threshold,
+        only_subscriber=subscriber.id,
+    )
+    plans = report.plans
+    if not plans or not plans[0].items:
+        raise PreviewError(f"no new paper qualifies for {email} on {digest_date}")
+    items = [(i.paper_id, i.rank, i.matched_topic, i.matched_terms) for i in plans[0].items]
+    return await planned_digest_view(subscriber, digest_date, items, session=session)

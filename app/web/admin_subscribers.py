@@ -1,0 +1,237 @@
+"""The admin API's subscriber routes: search with cursor pages, get, create, update (revoking
+links too), GDPR erase, CSV import with a dry run, CSV export, and digest previews."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, date, datetime
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, File, HTTPException, Query, UploadFile
+from fastapi.responses import HTMLResponse, PlainTextResponse, Response, StreamingResponse
+from sqlalchemy import delete, func, select
+
+from app.digest_views import PreviewError, preview_digest_view
+from app.models import (
+    Digest,
+    Subscriber,
+    SubscriberStatus,
+    utcnow,
+)
+from app.subscriber_csv import export_subscribers, import_subscribers
+from app.subscribers import (
+    Preferences,
+    SubscriberError,
+    find_by_email,
+    normalise_email,
+    validate_preferences,
+)
+from app.web.deps import Session, State
+from app.web.paging import Cursor, Id, Limit, after, like_pattern, next_cursor
+from app.web.schemas import (
+    ImportRejection,
+    ImportReport,
+    SubscriberCreate,
+    SubscriberOut,
+    SubscriberPage,
+    SubscriberUpdate,
+)
+
+router = APIRouter(tags=["subscribers"])
+UPLOAD_LIMIT = 512 * 1024 * 1024
+
+
+async def subscriber_or_404(session: Session, subscriber_id: Id) -> Subscriber:
+    subscriber = await session.get(Subscriber, subscriber_id)
+    if subscriber is None:
+        raise HTTPException(status_code=404, detail=f"no subscriber {subscriber_id}")
+    return subscriber
+
+
+def bad_request(error: Exception) -> HTTPException:
+    return HTTPException(status_code=422, detail=str(error))
+
+
+@router.get("/subscribers", response_model=SubscriberPage)
+async def list_subscribers(
+    session: Session,
+    status: SubscriberStatus | None = None,
+    topic: Annotated[str | None, Query(max_length=100, description="Has this topic.")] = None,
+    q: Annotated[str | None, Query(max_length=320, description="Address contains.")] = None,
+    cursor: Cursor = None,
+    limit: Limit = 50,
+) -> SubscriberPage:
+    query = select(Subscriber).where(Subscriber.id > after(cursor))
+    if status is not None:
+        query = query.where(Subscriber.status == status)
+    if q:
+        query = query.where(func.lower(Subscriber.email).like(like_pattern(q), escape="\\"))
+    rows: list[Subscriber] = []
+    # Topics live in a JSON list (JSONB on Postgres, JSON on SQLite): filter them here, page by
+    # page, so both databases answer the same.
+    batch_after = after(cursor)
+    while len(rows) < limit:
+        batch = (
+            await session.scalars(
+                query.where(Subscriber.id > batch_after).order_by(Subscriber.id).limit(limit * 4)
+            )
+        ).all()
+        if not batch:
+            break
+        for subscriber in batch:
+            if topic is None or topic.lower() in (t.lower() for t in subscriber.topics):
+                rows.append(subscriber)
+                if len(rows) == limit:
+                    break
+        batch_after = batch[-1].id
+    items = [SubscriberOut.model_validate(s) for s in rows]
+    return SubscriberPage(items=items, next_cursor=next_cursor([s.id for s in rows], limit))
+
+
+@router.get("/subscribers/export", response_class=StreamingResponse)
+async def export_csv(state: State) -> StreamingResponse:
+    async def rows() -> AsyncIterator[str]:
+        async with state.sessions() as session:
+            async for line in export_subscribers(session=session):
+                yield line
+
+    return StreamingResponse(
+        rows(),
+        media_type="text/csv; charset=utf-8",
+        headers={"content-disposition": 'attachment; filename="subscribers.csv"'},
+    )
+
+
+@router.post("/subscribers/import", response_model=ImportReport)
+async def import_csv(
+    session: Session,
+    file: Annotated[UploadFile, File(description="CSV with a header row.")],
+    dry_run: Annotated[bool, Query(description="Report only; change nothing.")] = False,
+) -> ImportReport:
+    raw = await file.read(UPLOAD_LIMIT + 1)
+    if len(raw) > UPLOAD_LIMIT:
+        raise HTTPException(status_code=413, detail="the file is too large")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise HTTPException(status_code=422, detail="the file is not UTF-8 text") from error
+    try:
+        report = await import_subscribers(text, session=session)
+    except SubscriberError as error:
+        raise bad_request(error) from error
+    if dry_run:
+        await session.rollback()
+    else:
+        await session.commit()
+    return ImportReport(
+        dry_run=dry_run,
+        rows=report.rows,
+        created=report.created,
+        updated=report.updated,
+        rejected=[ImportRejection(line=n, email=e, reason=r) for n, e, r in report.rejected],
+    )
+
+
+@router.get("/subscribers/{subscriber_id}", response_model=SubscriberOut)
+async def get_subscriber(session: Session, subscriber_id: Id) -> SubscriberOut:
+    return SubscriberOut.model_validate(await subscriber_or_404(session, subscriber_id))
+
+
+@router.post("/subscribers", response_model=SubscriberOut, status_code=201)
+async def create_subscriber(session: Session, body: SubscriberCreate) -> SubscriberOut:
+    try:
+        address = normalise_email(body.email)
+        preferences = validate_preferences(
+            Preferences(
+                body.topics, body.timezone, body.send_hour, body.digest_size, body.trending_weight
+            )
+        )
+    except SubscriberError as error:
+        raise bad_request(error) from error
+    if await find_by_email(address, session=session) is not None:
+        raise HTTPException(status_code=409, detail="a subscriber with this address exists")
+    subscriber = Subscriber(
+        email=address,
+        status=SubscriberStatus(body.status),
+        topics=preferences.topics,
+        timezone=preferences.timezone,
+        send_hour=preferences.send_hour,
+        digest_size=preferences.digest_size,
+        trending_weight=preferences.trending_weight,
+        confirmed_at=utcnow() if body.status == "active" else None,
+    )
+    session.add(subscriber)
+    await session.commit()
+    return SubscriberOut.model_validate(subscriber)
+
+
+@router.patch("/subscribers/{subscriber_id}", response_model=SubscriberOut)
+async def update_subscriber(
+    session: Session, subscriber_id: Id, body: SubscriberUpdate
+) -> SubscriberOut:
+    subscriber = await subscriber_or_404(session, subscriber_id)
+    try:
+        preferences = validate_preferences(
+            Preferences(
+                body.topics if body.topics is not None else subscriber.topics,
+                body.timezone or subscriber.timezone,
+                body.send_hour if body.send_hour is not None else subscriber.send_hour,
+                body.digest_size if body.digest_size is not None else subscriber.digest_size,
+                body.trending_weight
+                if body.trending_weight is not None
+                else subscriber.trending_weight,
+            )
+        )
+    except SubscriberError as error:
+        raise bad_request(error) from error
+    subscriber.topics = preferences.topics
+    subscriber.timezone = preferences.timezone
+    subscriber.send_hour = preferences.send_hour
+    subscriber.digest_size = preferences.digest_size
+    subscriber.trending_weight = preferences.trending_weight
+    if body.status is not None and body.status is not subscriber.status:
+        subscriber.status = body.status
+        if body.status is SubscriberStatus.ACTIVE:
+            subscriber.bounce_count = 0  # an operator lifting a suppression starts afresh
+            subscriber.confirmed_at = subscriber.confirmed_at or utcnow()
+        if body.status is SubscriberStatus.UNSUBSCRIBED:
+            subscriber.unsubscribed_at = utcnow()
+    if body.revoke_links:
+        subscriber.token_version += 1
+    await session.commit()
+    return SubscriberOut.model_validate(subscriber)
+
+
+@router.delete("/subscribers/{subscriber_id}", status_code=204)
+async def erase_subscriber(session: Session, subscriber_id: Id) -> Response:
+    """GDPR erase: the subscriber and every digest made for them, at once."""
+    subscriber = await subscriber_or_404(session, subscriber_id)
+    await session.execute(delete(Digest).where(Digest.subscriber_id == subscriber.id))
+    await session.delete(subscriber)
+    await session.commit()
+    return Response(status_code=204)
+
+
+@router.get("/subscribers/{subscriber_id}/preview", response_model=None)
+async def preview_subscriber_digest(
+    session: Session,
+    state: State,
+    subscriber_id: Id,
+    on_date: Annotated[date | None, Query(alias="date")] = None,
+    output: Annotated[Literal["html", "text"], Query(alias="format")] = "html",
+) -> Response:
+    subscriber = await subscriber_or_404(session, subscriber_id)
+    try:
+        view = await preview_digest_view(
+            subscriber.email,
+            session=session,
+            settings=state.settings,
+            now=datetime.now(UTC),
+            on_date=on_date,
+        )
+    except PreviewError as error:
+        raise HTTPException(status_code=404, detail=str(error)) from error
+    rendered = state.mailer.render(view)
+    if output == "text":
+        return PlainTextResponse(rendered.text)
+    return HTMLResponse(rendered.html)

@@ -1,0 +1,63 @@
+"""How the public pages answer: the page templates (loaded once, autoescaped), signed links back
+to the site, the form's preferences, and the page for a link that does not work."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import Request
+from fastapi.responses import HTMLResponse
+from fastapi.templating import Jinja2Templates
+from jinja2 import Environment, FileSystemLoader
+
+from app.mailer import TEMPLATES_DIR
+from app.models import Subscriber
+from app.subscribers import (
+    Preferences,
+    known_timezones,
+)
+from app.tokens import Purpose, TokenError, make_token
+from app.web.deps import WebState
+
+templates = Jinja2Templates(
+    env=Environment(
+        loader=FileSystemLoader(TEMPLATES_DIR / "web"),
+        autoescape=True,
+        auto_reload=False,
+    )
+)
+TIMEZONES = sorted(known_timezones())
+
+
+def page(
+    request: Request, name: str, context: dict[str, Any] | None = None, status_code: int = 200
+) -> HTMLResponse:
+    return templates.TemplateResponse(request, name, context or {}, status_code=status_code)
+
+
+def link(state: WebState, purpose: Purpose, subscriber: Subscriber, path: str) -> str:
+    token = make_token(
+        state.settings.secret_key, purpose, subscriber.public_id, subscriber.token_version
+    )
+    return f"{state.settings.base_url}/{path}/{token}"
+
+
+def form_preferences(
+    topics: str, timezone: str, send_hour: int, digest_size: int, trending_weight: float
+) -> Preferences:
+    return Preferences(
+        topics=[line for line in topics.replace("\r", "").split("\n") if line.strip()],
+        timezone=timezone.strip() or "UTC",
+        send_hour=send_hour,
+        digest_size=digest_size,
+        trending_weight=trending_weight,
+    )
+
+
+def link_problem(request: Request, error: TokenError) -> HTMLResponse:
+    return page(
+        request,
+        "link_problem.html",
+        {"problem": str(error), "expired": error.expired},
+        status_code=400,
+    )

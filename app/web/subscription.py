@@ -1,0 +1,203 @@
+"""The pages a subscriber reaches from the links in their mail: preferences (with a preview of
+today's digest), unsubscribe (a button on GET, done on POST, RFC 8058 one-click included),
+resubscribe, and the digest in the browser."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Form, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from sqlalchemy import select
+
+from app.digest_views import PreviewError, load_digest_views, preview_digest_view
+from app.models import Digest, DigestStatus, Subscriber, SubscriberStatus
+from app.subscribers import (
+    SubscriberError,
+    resubscribe,
+    subscriber_for_token,
+    unsubscribe,
+    update_preferences,
+)
+from app.tokens import Purpose, TokenError
+from app.trending import topic_suggestions
+from app.web.deps import Session, State, WebState
+from app.web.rendering import TIMEZONES, form_preferences, link, link_problem, page
+from app.web.security import MAIL_PAGE_CSP
+
+router = APIRouter(include_in_schema=False)
+
+
+async def preview_for(
+    state: WebState, session: Session, subscriber: Subscriber
+) -> tuple[list[Any], str | None]:
+    if subscriber.status is not SubscriberStatus.ACTIVE:
+        return [], None
+    try:
+        view = await preview_digest_view(
+            subscriber.email,
+            session=session,
+            settings=state.settings,
+            now=datetime.now(UTC),
+            on_date=None,
+        )
+    except PreviewError as error:
+        return [], str(error)
+    return view.papers, None
+
+
+@router.get("/preferences/{token}", response_class=HTMLResponse)
+async def preferences_page(
+    request: Request, token: str, state: State, session: Session, saved: bool = False
+) -> HTMLResponse:
+    try:
+        subscriber = await subscriber_for_token(
+            state.settings.secret_key, Purpose.PREFERENCES, token, session=session
+        )
+    except TokenError as error:
+        return link_problem(request, error)
+    preview, preview_note = await preview_for(state, session, subscriber)
+    return page(
+        request,
+        "preferences.html",
+        {
+            "subscriber": subscriber,
+            "token": token,
+            "saved": saved,
+            "preview": preview,
+            "preview_note": preview_note,
+            "timezones": TIMEZONES,
+            "suggestions": await topic_suggestions(session=session),
+            "unsubscribe_url": link(state, Purpose.UNSUBSCRIBE, subscriber, "unsubscribe"),
+        },
+    )
+
+
+@router.post("/preferences/{token}", response_model=None)
+async def save_preferences(
+    request: Request,
+    token: str,
+    state: State,
+    session: Session,
+    topics: Annotated[str, Form(max_length=4000)] = "",
+    timezone: Annotated[str, Form(max_length=64)] = "UTC",
+    send_hour: Annotated[int, Form(ge=0, le=23)] = 7,
+    digest_size: Annotated[int, Form(ge=1, le=50)] = 10,
+    trending_weight: Annotated[float, Form(ge=0, le=1)] = 0.3,
+    paused: Annotated[bool, Form()] = False,
+) -> Response:
+    try:
+        subscriber = await subscriber_for_token(
+            state.settings.secret_key, Purpose.PREFERENCES, token, session=session
+        )
+    except TokenError as error:
+        return link_problem(request, error)
+    try:
+        update_preferences(
+            subscriber,
+            form_preferences(topics, timezone, send_hour, digest_size, trending_weight),
+            paused=paused,
+        )
+    except SubscriberError as error:
+        await session.rollback()
+        subscriber = await subscriber_for_token(
+            state.settings.secret_key, Purpose.PREFERENCES, token, session=session
+        )
+        return page(
+            request,
+            "preferences.html",
+            {
+                "subscriber": subscriber,
+                "token": token,
+                "error": str(error),
+                "preview": [],
+                "preview_note": None,
+                "timezones": TIMEZONES,
+                "suggestions": [],
+                "unsubscribe_url": link(state, Purpose.UNSUBSCRIBE, subscriber, "unsubscribe"),
+            },
+            status_code=400,
+        )
+    await session.commit()
+    return RedirectResponse(f"/preferences/{token}?saved=1", status_code=303)
+
+
+@router.get("/unsubscribe/{token}", response_class=HTMLResponse)
+async def unsubscribe_page(
+    request: Request, token: str, state: State, session: Session
+) -> HTMLResponse:
+    # Only shows a button: mail scanners that follow links must not unsubscribe anyone.
+    try:
+        subscriber = await subscriber_for_token(
+            state.settings.secret_key, Purpose.UNSUBSCRIBE, token, session=session
+        )
+    except TokenError as error:
+        return link_problem(request, error)
+    return page(request, "unsubscribe.html", {"subscriber": subscriber, "token": token})
+
+
+@router.post("/unsubscribe/{token}", response_class=HTMLResponse)
+async def unsubscribe_now(
+    request: Request, token: str, state: State, session: Session
+) -> HTMLResponse:
+    """The page's button and RFC 8058 one-click (`List-Unsubscribe=One-Click` posted by the
+    mailbox provider, no cookies): both unsubscribe at once and answer 200."""
+    try:
+        subscriber = await subscriber_for_token(
+            state.settings.secret_key, Purpose.UNSUBSCRIBE, token, session=session
+        )
+    except TokenError as error:
+        return link_problem(request, error)
+    unsubscribe(subscriber, now=datetime.now(UTC))
+    await session.commit()
+    return page(request, "unsubscribed.html", {"subscriber": subscriber, "token": token})
+
+
+@router.post("/resubscribe/{token}", response_class=HTMLResponse)
+async def resubscribe_now(
+    request: Request, token: str, state: State, session: Session
+) -> HTMLResponse:
+    try:
+        subscriber = await subscriber_for_token(
+            state.settings.secret_key, Purpose.UNSUBSCRIBE, token, session=session
+        )
+    except TokenError as error:
+        return link_problem(request, error)
+    resubscribe(subscriber, now=datetime.now(UTC))
+    await session.commit()
+    return page(
+        request,
+        "confirmed.html",
+        {
+            "subscriber": subscriber,
+            "preferences_url": link(state, Purpose.PREFERENCES, subscriber, "preferences"),
+            "welcome_back": True,
+        },
+    )
+
+
+@router.get("/digests/{token}/{digest_date}", response_class=HTMLResponse)
+async def digest_in_browser(
+    request: Request, token: str, digest_date: date, state: State, session: Session
+) -> HTMLResponse:
+    try:
+        subscriber = await subscriber_for_token(
+            state.settings.secret_key, Purpose.DIGEST, token, session=session
+        )
+    except TokenError as error:
+        return link_problem(request, error)
+    digest_id = await session.scalar(
+        select(Digest.id).where(
+            Digest.subscriber_id == subscriber.id,
+            Digest.digest_date == digest_date,
+            Digest.status != DigestStatus.SKIPPED,
+        )
+    )
+    if digest_id is None:
+        return page(
+            request, "not_found.html", {"what": f"No digest for {digest_date}."}, status_code=404
+        )
+    view = (await load_digest_views([digest_id], session=session))[0]
+    html = state.mailer.render(view, for_browser=True).html
+    return HTMLResponse(html, headers={"content-security-policy": MAIL_PAGE_CSP})
