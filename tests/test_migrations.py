@@ -14,7 +14,7 @@ from sqlalchemy import inspect
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from app.db import Base, create_engine, current_revision, migrate
+from app.db import Base, create_engine, create_session_factory, current_revision, migrate
 from app.models import Subscriber
 from tests.conftest import ON_POSTGRES, drop_postgres_database, fresh_database_url
 
@@ -41,6 +41,13 @@ async def test_upgrade_downgrade_upgrade_on_a_fresh_database(tmp_path: Path) -> 
         await migrate(engine)  # a second upgrade is a no-op
         async with engine.connect() as connection:
             assert await connection.run_sync(table_names) == TABLES
+        # The case-insensitive unique address survives every migration, there and back.
+        async with create_session_factory(engine)() as session:
+            session.add(Subscriber(email="Ada@Example.org"))
+            await session.commit()
+            session.add(Subscriber(email="ada@example.ORG"))
+            with pytest.raises(IntegrityError):
+                await session.commit()
     finally:
         await engine.dispose()
         if ON_POSTGRES:

@@ -16,13 +16,17 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 
+# Plain ALTER TABLE on both databases (SQLite has ADD and DROP COLUMN since 3.35): a batch
+# "move and copy" on SQLite would silently lose the expression index on lower(email).
+
+
 def upgrade() -> None:
-    with op.batch_alter_table("subscriber") as batch:
-        batch.add_column(sa.Column("consent_ip", sa.String(length=45), nullable=True))
-        batch.add_column(sa.Column("signup_mail_at", sa.DateTime(timezone=True), nullable=True))
+    op.add_column("subscriber", sa.Column("consent_ip", sa.String(length=45), nullable=True))
+    op.add_column(
+        "subscriber", sa.Column("signup_mail_at", sa.DateTime(timezone=True), nullable=True)
+    )
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("subscriber") as batch:
-        batch.drop_column("signup_mail_at")
-        batch.drop_column("consent_ip")
+    op.drop_column("subscriber", "signup_mail_at")
+    op.drop_column("subscriber", "consent_ip")
