@@ -18,10 +18,11 @@ from app.config import Settings, get_settings
 from app.db import create_engine, create_session_factory
 from app.mailer import Mailer
 from app.metrics import render_metrics
+from app.tokens import TokenError
 from app.transports import open_transport
 from app.web import admin, pages, subscription
 from app.web.deps import WebState
-from app.web.rendering import page
+from app.web.rendering import link_problem, page
 from app.web.security import SecurityHeaders, SlidingWindowLimiter
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
@@ -89,6 +90,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             )
         what = "This page does not exist." if error.status_code == 404 else str(error.detail)
         return page(request, "not_found.html", {"what": what}, status_code=error.status_code)
+
+    @app.exception_handler(TokenError)
+    async def bad_link(request: Request, error: TokenError) -> Response:
+        return link_problem(request, error)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, error: RequestValidationError) -> Response:

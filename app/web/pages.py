@@ -22,13 +22,19 @@ from app.subscribers import (
     normalise_email,
     request_links,
     request_signup,
-    subscriber_for_token,
 )
 from app.tokens import Purpose, TokenError
 from app.transports import Verdict
 from app.trending import topic_suggestions, trending_papers
 from app.web.deps import ClientIp, Session, State, WebState
-from app.web.rendering import TIMEZONES, form_preferences, link, link_problem, page
+from app.web.rendering import (
+    TIMEZONES,
+    form_preferences,
+    link,
+    link_problem,
+    linked_subscriber,
+    page,
+)
 
 logger = logging.getLogger("paperboy.web")
 router = APIRouter(include_in_schema=False)
@@ -204,12 +210,7 @@ async def resend_links(
 async def confirm_page(
     request: Request, token: str, state: State, session: Session, client_ip: ClientIp
 ) -> HTMLResponse:
-    try:
-        subscriber = await subscriber_for_token(
-            state.settings.secret_key, Purpose.CONFIRM, token, session=session
-        )
-    except TokenError as error:
-        return link_problem(request, error)
+    subscriber = await linked_subscriber(state, session, Purpose.CONFIRM, token)
     if subscriber.status in (SubscriberStatus.UNSUBSCRIBED, SubscriberStatus.BOUNCED):
         return link_problem(request, TokenError("This confirmation link is no longer valid."))
     confirm(subscriber, now=datetime.now(UTC), client_ip=client_ip)

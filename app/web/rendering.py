@@ -1,5 +1,6 @@
 """How the public pages answer: the page templates (loaded once, autoescaped), signed links back
-to the site, the form's preferences, and the page for a link that does not work."""
+to the site and the subscriber a link names, the form's preferences, and the page for a link
+that does not work."""
 
 from __future__ import annotations
 
@@ -9,12 +10,14 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 from jinja2 import Environment, FileSystemLoader
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.mailer import TEMPLATES_DIR
 from app.models import Subscriber
 from app.subscribers import (
     Preferences,
     known_timezones,
+    subscriber_for_token,
 )
 from app.tokens import Purpose, TokenError, make_token
 from app.web.deps import WebState
@@ -52,6 +55,14 @@ def form_preferences(
         digest_size=digest_size,
         trending_weight=trending_weight,
     )
+
+
+async def linked_subscriber(
+    state: WebState, session: AsyncSession, purpose: Purpose, token: str
+) -> Subscriber:
+    """The subscriber a link's token names; a bad token raises TokenError, which the app answers
+    with the link-problem page."""
+    return await subscriber_for_token(state.settings.secret_key, purpose, token, session=session)
 
 
 def link_problem(request: Request, error: TokenError) -> HTMLResponse:

@@ -16,14 +16,19 @@ from app.models import Digest, DigestStatus, Subscriber, SubscriberStatus
 from app.subscribers import (
     SubscriberError,
     resubscribe,
-    subscriber_for_token,
     unsubscribe,
     update_preferences,
 )
-from app.tokens import Purpose, TokenError
+from app.tokens import Purpose
 from app.trending import topic_suggestions
 from app.web.deps import Session, State, WebState
-from app.web.rendering import TIMEZONES, form_preferences, link, link_problem, page
+from app.web.rendering import (
+    TIMEZONES,
+    form_preferences,
+    link,
+    linked_subscriber,
+    page,
+)
 from app.web.security import MAIL_PAGE_CSP
 
 router = APIRouter(include_in_schema=False)
@@ -47,29 +52,30 @@ async def preview_for(
     return view.papers, None
 
 
+def preferences_context(state: WebState, subscriber: Subscriber, token: str) -> dict[str, Any]:
+    return {
+        "subscriber": subscriber,
+        "token": token,
+        "timezones": TIMEZONES,
+        "unsubscribe_url": link(state, Purpose.UNSUBSCRIBE, subscriber, "unsubscribe"),
+    }
+
+
 @router.get("/preferences/{token}", response_class=HTMLResponse)
 async def preferences_page(
     request: Request, token: str, state: State, session: Session, saved: bool = False
 ) -> HTMLResponse:
-    try:
-        subscriber = await subscriber_for_token(
-            state.settings.secret_key, Purpose.PREFERENCES, token, session=session
-        )
-    except TokenError as error:
-        return link_problem(request, error)
+    subscriber = await linked_subscriber(state, session, Purpose.PREFERENCES, token)
     preview, preview_note = await preview_for(state, session, subscriber)
     return page(
         request,
         "preferences.html",
-        {
-            "subscriber": subscriber,
-            "token": token,
+        preferences_context(state, subscriber, token)
+        | {
             "saved": saved,
             "preview": preview,
             "preview_note": preview_note,
-            "timezones": TIMEZONES,
             "suggestions": await topic_suggestions(session=session),
-            "unsubscribe_url": link(state, Purpose.UNSUBSCRIBE, subscriber, "unsubscribe"),
         },
     )
 
@@ -87,12 +93,7 @@ async def save_preferences(
     trending_weight: Annotated[float, Form(ge=0, le=1)] = 0.3,
     paused: Annotated[bool, Form()] = False,
 ) -> Response:
-    try:
-        subscriber = await subscriber_for_token(
-            state.settings.secret_key, Purpose.PREFERENCES, token, session=session
-        )
-    except TokenError as error:
-        return link_problem(request, error)
+    subscriber = await linked_subscriber(state, session, Purpose.PREFERENCES, token)
     try:
         update_preferences(
             subscriber,
@@ -101,24 +102,9 @@ async def save_preferences(
         )
     except SubscriberError as error:
         await session.rollback()
-        subscriber = await subscriber_for_token(
-            state.settings.secret_key, Purpose.PREFERENCES, token, session=session
-        )
-        return page(
-            request,
-            "preferences.html",
-            {
-                "subscriber": subscriber,
-                "token": token,
-                "error": str(error),
-                "preview": [],
-                "preview_note": None,
-                "timezones": TIMEZONES,
-                "suggestions": [],
-                "unsubscribe_url": link(state, Purpose.UNSUBSCRIBE, subscriber, "unsubscribe"),
-            },
-            status_code=400,
-        )
+        subscriber = await linked_subscriber(state, session, Purpose.PREFERENCES, token)
+        context = preferences_context(state, subscriber, token) | {"error": str(error)}
+        return page(request, "preferences.html", context, status_code=400)
     await session.commit()
     return RedirectResponse(f"/preferences/{token}?saved=1", status_code=303)
 
@@ -128,12 +114,7 @@ async def unsubscribe_page(
     request: Request, token: str, state: State, session: Session
 ) -> HTMLResponse:
     # Only shows a button: mail scanners that follow links must not unsubscribe anyone.
-    try:
-        subscriber = await subscriber_for_token(
-            state.settings.secret_key, Purpose.UNSUBSCRIBE, token, session=session
-        )
-    except TokenError as error:
-        return link_problem(request, error)
+    subscriber = await linked_subscriber(state, session, Purpose.UNSUBSCRIBE, token)
     return page(request, "unsubscribe.html", {"subscriber": subscriber, "token": token})
 
 
@@ -143,12 +124,7 @@ async def unsubscribe_now(
 ) -> HTMLResponse:
     """The page's button and RFC 8058 one-click (`List-Unsubscribe=One-Click` posted by the
     mailbox provider, no cookies): both unsubscribe at once and answer 200."""
-    try:
-        subscriber = await subscriber_for_token(
-            state.settings.secret_key, Purpose.UNSUBSCRIBE, token, session=session
-        )
-    except TokenError as error:
-        return link_problem(request, error)
+    subscriber = await linked_subscriber(state, session, Purpose.UNSUBSCRIBE, token)
     unsubscribe(subscriber, now=datetime.now(UTC))
     await session.commit()
     return page(request, "unsubscribed.html", {"subscriber": subscriber, "token": token})
@@ -158,12 +134,7 @@ async def unsubscribe_now(
 async def resubscribe_now(
     request: Request, token: str, state: State, session: Session
 ) -> HTMLResponse:
-    try:
-        subscriber = await subscriber_for_token(
-            state.settings.secret_key, Purpose.UNSUBSCRIBE, token, session=session
-        )
-    except TokenError as error:
-        return link_problem(request, error)
+    subscriber = await linked_subscriber(state, session, Purpose.UNSUBSCRIBE, token)
     resubscribe(subscriber, now=datetime.now(UTC))
     await session.commit()
     return page(
@@ -181,12 +152,7 @@ async def resubscribe_now(
 async def digest_in_browser(
     request: Request, token: str, digest_date: date, state: State, session: Session
 ) -> HTMLResponse:
-    try:
-        subscriber = await subscriber_for_token(
-            state.settings.secret_key, Purpose.DIGEST, token, session=session
-        )
-    except TokenError as error:
-        return link_problem(request, error)
+    subscriber = await linked_subscriber(state, session, Purpose.DIGEST, token)
     digest_id = await session.scalar(
         select(Digest.id).where(
             Digest.subscriber_id == subscriber.id,
