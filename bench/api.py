@@ -15,13 +15,13 @@ import sys
 import tempfile
 import time
 import uuid
-from datetime import UTC, datetime
 from multiprocessing.queues import Queue
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import httpx
+from population import copy_subscribers
 from rich.console import Console
 from rich.table import Table
 
@@ -30,41 +30,13 @@ from app.tokens import Purpose, make_token
 
 PAPERBOY = str(Path(sys.executable).parent / "paperboy")
 SECRET = "bench-secret-key-0123456789abcdef"  # noqa: S105 - a throwaway database
-DEFAULTS = ("active", "[]", "UTC", 7, 10, 0.3, 1, 0)
 
 
 async def prepare(url: str, subscribers: int) -> list[uuid.UUID]:
     engine = create_engine(url)
     await migrate(engine)
     await engine.dispose()
-    ids = [uuid.uuid4() for _ in range(subscribers)]
-    now = datetime.now(UTC)
-    connection = await asyncpg.connect(url.replace("postgresql+asyncpg", "postgresql"))
-    try:
-        await connection.copy_records_to_table(
-            "subscriber",
-            records=[
-                (public_id, f"reader{i}@example.org", *DEFAULTS, now, now)
-                for i, public_id in enumerate(ids)
-            ],
-            columns=[
-                "public_id",
-                "email",
-                "status",
-                "topics",
-                "timezone",
-                "send_hour",
-                "digest_size",
-                "trending_weight",
-                "token_version",
-                "bounce_count",
-                "created_at",
-                "updated_at",
-            ],
-        )
-    finally:
-        await connection.close()
-    return ids
+    return await copy_subscribers(url, [[] for _ in range(subscribers)])
 
 
 def request_for(scenario: str, n: int, tokens: list[str]) -> tuple[str, str, dict[str, Any]]:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import asyncpg
 import orjson
+from population import copy_subscribers
 from rich.console import Console
 from rich.table import Table
 
@@ -112,42 +113,9 @@ async def load_database(
             ],
             columns=["title", "title_key", "abstract", "source", "first_seen_at", "updated_at"],
         )
-        await connection.copy_records_to_table(
-            "subscriber",
-            records=[
-                (
-                    uuid.uuid4(),
-                    f"reader{i}@example.org",
-                    "active",
-                    orjson.dumps(topics).decode(),
-                    "UTC",
-                    7,
-                    10,
-                    0.3,
-                    1,
-                    0,
-                    NOW,
-                    NOW,
-                )
-                for i, topics in enumerate(subscribers)
-            ],
-            columns=[
-                "public_id",
-                "email",
-                "status",
-                "topics",
-                "timezone",
-                "send_hour",
-                "digest_size",
-                "trending_weight",
-                "token_version",
-                "bounce_count",
-                "created_at",
-                "updated_at",
-            ],
-        )
     finally:
         await connection.close()
+    await copy_subscribers(url, subscribers)
 
 
 async def compose_child(url: str) -> None:

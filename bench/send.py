@@ -13,7 +13,7 @@ import os
 import sys
 import time
 import uuid
-from datetime import UTC, date, datetime
+from datetime import date
 from multiprocessing.sharedctypes import Synchronized
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ import aiosmtplib
 import asyncpg
 import orjson
 import psutil
+from population import copy_subscribers
 from rich.console import Console
 from rich.table import Table
 
@@ -33,7 +34,6 @@ SAMPLE = Path(__file__).resolve().parent.parent / "app" / "sample" / "trending-p
 PAPERBOY = str(Path(sys.executable).parent / "paperboy")
 DAY = date(2026, 11, 26)
 SENDER = "digest@papers.example.org"
-DEFAULTS = (7, 10, 0.3, 1, 0)  # send hour, digest size, trending weight, token version, bounces
 
 
 def run_sink(port: int, received: Synchronized[int], ready: Any) -> None:
@@ -62,32 +62,7 @@ async def prepare(url: str, subscribers: int) -> tuple[float, int]:
     settings = Settings(database_url=url)
     sessions = create_session_factory(engine)
     await ingest_job(str(SAMPLE), session_factory=sessions, settings=settings)
-    now = datetime.now(UTC)
-    connection = await asyncpg.connect(url.replace("postgresql+asyncpg", "postgresql"))
-    try:
-        await connection.copy_records_to_table(
-            "subscriber",
-            records=[
-                (uuid.uuid4(), f"reader{i}@example.org", "active", "[]", "UTC", *DEFAULTS, now, now)
-                for i in range(subscribers)
-            ],
-            columns=[
-                "public_id",
-                "email",
-                "status",
-                "topics",
-                "timezone",
-                "send_hour",
-                "digest_size",
-                "trending_weight",
-                "token_version",
-                "bounce_count",
-                "created_at",
-                "updated_at",
-            ],
-        )
-    finally:
-        await connection.close()
+    await copy_subscribers(url, [[] for _ in range(subscribers)])
     started = time.perf_counter()
     report = await compose_job(session_factory=sessions, settings=settings, on_date=DAY)
     await engine.dispose()

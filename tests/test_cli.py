@@ -90,3 +90,13 @@ def test_unsupported_database_url_fails_clearly(sample_page: Path) -> None:
     result = paperboy("mysql://root@localhost/x", "ingest", str(sample_page))
     assert result.returncode != 0
     assert "PAPERBOY_DATABASE_URL must start with" in result.stderr
+
+
+def test_commands_that_never_rank_do_not_load_the_ranking_stack() -> None:
+    # Workers and ingest stay small and start fast: scikit-learn and SciPy load only for
+    # compose, preview, eval and the web app.
+    probe = "import sys, app.cli, app.jobs; print(sorted({'sklearn', 'scipy'} & set(sys.modules)))"
+    loaded = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert loaded.stdout.strip() == "[]"

@@ -8,16 +8,18 @@ import asyncio
 import contextlib
 import signal
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
 
-from app.allinone import Started, run_all
 from app.cli.base import checked_settings, cli, console, output
 from app.config import Settings
 from app.db import create_engine, create_session_factory
 from app.scheduler import JOBS, build_scheduler, run_job_now
+
+if TYPE_CHECKING:
+    from app.allinone import Started
 
 
 def where_mail_goes(settings: Settings) -> str:
@@ -42,6 +44,9 @@ def up_command(
 ) -> None:
     """Start everything in one process: migrate, seed the sample papers into an empty database,
     then serve the web app with the scheduler and a delivery worker. Ctrl-C stops cleanly."""
+    # Imported here: the web app loads the ranking stack (~1 s), which other commands skip.
+    from app.allinone import run_all
+
     settings = checked_settings()
 
     def started(info: Started) -> None:
