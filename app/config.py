@@ -4,6 +4,7 @@ everything with no server installed; a `postgresql+asyncpg://` URL switches to P
 
 from __future__ import annotations
 
+import re
 from email.utils import parseaddr
 from functools import lru_cache
 from typing import Annotated, Literal
@@ -12,6 +13,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+ARXIV_CATEGORY = re.compile(r"[a-z-]+(\.[A-Za-z-]+)?")
 # The embedded default, good for a laptop; production mode refuses it.
 INSECURE_SECRET = "paperboy-development-secret-change-me"  # noqa: S105
 
@@ -106,6 +108,14 @@ class Settings(BaseSettings):
         description="Sources the scheduled ingest reads: paths or http(s) URLs, separated by "
         "spaces or commas.",
     )
+    arxiv_categories: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="arXiv categories (e.g. cs.LG cs.CL) the scheduled ingest queries the arXiv "
+        "API for, newest first, separated by spaces or commas.",
+    )
+    arxiv_max_results: int = Field(
+        default=200, ge=1, le=2000, description="Papers asked of the arXiv API per category."
+    )
     admin_token: str | None = Field(
         default=None,
         min_length=16,
@@ -163,12 +173,20 @@ class Settings(BaseSettings):
         address = parseaddr(self.mail_from)[1]
         return address.rpartition("@")[2] or "localhost"
 
-    @field_validator("sources", mode="before")
+    @field_validator("sources", "arxiv_categories", mode="before")
     @classmethod
     def _split_sources(cls, value: object) -> object:
         if isinstance(value, str):
             return [part for part in value.replace(",", " ").split() if part]
         return value
+
+    @field_validator("arxiv_categories")
+    @classmethod
+    def _valid_categories(cls, categories: list[str]) -> list[str]:
+        for category in categories:
+            if not ARXIV_CATEGORY.fullmatch(category):
+                raise ValueError(f"{category!r} is not an arXiv category like cs.LG or hep-th")
+        return categories
 
     @field_validator("ingest_cron")
     @classmethod

@@ -1,7 +1,8 @@
 """The scheduler: APScheduler 3 (AsyncIOScheduler, UTC) calling the same job functions as the CLI.
-Ingest runs on `PAPERBOY_INGEST_CRON` over `PAPERBOY_SOURCES` (each source on its own, so one that
-fails or cannot be reached is reported and the others still load; `{date}` in a source becomes
-today's UTC date, for the daily-papers API); compose runs every few minutes and freezes the
+Ingest runs on `PAPERBOY_INGEST_CRON` over `PAPERBOY_SOURCES` and an arXiv API query per category
+of `PAPERBOY_ARXIV_CATEGORIES` (each source on its own, so one that fails or cannot be reached is
+reported and the others still load; `{date}` in a source becomes today's UTC date, for the
+daily-papers API); compose runs every few minutes and freezes the
 digests whose subscriber-local send time has come; a send trigger delivers what is due. Jobs
 coalesce, never overlap, and survive their own exceptions. A second scheduler is harmless: the
 database keys make every job idempotent."""
@@ -33,6 +34,21 @@ MISFIRE_GRACE_SECONDS = 600
 Sessions = async_sessionmaker[AsyncSession]
 
 
+ARXIV_QUERY = (
+    "http://export.arxiv.org/api/query?search_query=cat:{category}"
+    "&sortBy=submittedDate&sortOrder=descending&max_results={count}"
+)
+
+
+def scheduled_sources(settings: Settings, now: datetime) -> list[str]:
+    """What one scheduled ingest reads: the configured sources (with `{date}` filled in), then
+    an arXiv API query per configured category."""
+    return [expand_source(location, now) for location in settings.sources] + [
+        ARXIV_QUERY.format(category=category, count=settings.arxiv_max_results)
+        for category in settings.arxiv_categories
+    ]
+
+
 def expand_source(location: str, now: datetime) -> str:
     today = now.astimezone(UTC).date()
     return location.replace("{date}", today.isoformat()).replace(
@@ -43,10 +59,8 @@ def expand_source(location: str, now: datetime) -> str:
 async def run_ingest(
     *, session_factory: Sessions, settings: Settings, now: datetime | None = None
 ) -> list[IngestReport]:
-    moment = now or datetime.now(UTC)
     reports = []
-    for location in settings.sources:
-        source = expand_source(location, moment)
+    for source in scheduled_sources(settings, now or datetime.now(UTC)):
         try:
             report = await ingest_job(source, session_factory=session_factory, settings=settings)
         except Exception:  # one broken source must not keep the others from loading
@@ -160,7 +174,8 @@ async def run_job_now(name: str, *, session_factory: Sessions, settings: Setting
     """One job, now (for cron users and operators); whether it went well."""
     if name == "ingest":
         reports = await run_ingest(session_factory=session_factory, settings=settings)
-        return len(reports) == len(settings.sources) and all(r.ok for r in reports)
+        expected = len(scheduled_sources(settings, datetime.now(UTC)))
+        return len(reports) == expected and all(r.ok for r in reports)
     if name == "compose":
         await run_compose(session_factory=session_factory, settings=settings)
         return True

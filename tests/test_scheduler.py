@@ -21,7 +21,14 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.config import Settings
 from app.jobs import ingest_job
 from app.models import Digest, IngestRun, Paper
-from app.scheduler import build_scheduler, expand_source, run_compose, run_ingest, run_send
+from app.scheduler import (
+    build_scheduler,
+    expand_source,
+    run_compose,
+    run_ingest,
+    run_send,
+    scheduled_sources,
+)
 from app.subscribers import Preferences, add_active_subscriber
 from tests.http_server import Route, serve
 from tests.smtp_sink import smtp_sink
@@ -30,11 +37,24 @@ Sessions = async_sessionmaker[AsyncSession]
 PAPERBOY = str(Path(sys.executable).parent / "paperboy")
 
 
-def test_sources_name_today() -> None:
+def test_sources_name_today_and_each_arxiv_category() -> None:
     now = datetime(2026, 11, 26, 23, 30, tzinfo=UTC)
     source = "https://huggingface.co/api/daily_papers?date={date}"
     assert expand_source(source, now).endswith("date=2026-11-26")
     assert expand_source("feed-{yesterday}.json", now) == "feed-2026-11-25.json"
+    configured = Settings(
+        sources=f"{source}, papers.jsonl", arxiv_categories="cs.LG cs.CL", arxiv_max_results=50
+    )
+    assert scheduled_sources(configured, now) == [
+        "https://huggingface.co/api/daily_papers?date=2026-11-26",
+        "papers.jsonl",
+        "http://export.arxiv.org/api/query?search_query=cat:cs.LG"
+        "&sortBy=submittedDate&sortOrder=descending&max_results=50",
+        "http://export.arxiv.org/api/query?search_query=cat:cs.CL"
+        "&sortBy=submittedDate&sortOrder=descending&max_results=50",
+    ]
+    with pytest.raises(ValueError, match="not an arXiv category"):
+        Settings(arxiv_categories="cs.LG; DROP TABLE")
 
 
 async def test_jobs_are_scheduled_once_at_a_time(

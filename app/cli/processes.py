@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -16,7 +17,7 @@ from rich.markup import escape
 from app.cli.base import checked_settings, cli, console, output
 from app.config import Settings
 from app.db import create_engine, create_session_factory
-from app.scheduler import JOBS, build_scheduler, run_job_now
+from app.scheduler import JOBS, build_scheduler, run_job_now, scheduled_sources
 
 if TYPE_CHECKING:
     from app.allinone import Started
@@ -104,7 +105,7 @@ def scheduler_command(
             scheduler.start()
             console.print(
                 f"scheduler running: ingest at '{settings.ingest_cron}' (UTC) over "
-                f"{len(settings.sources)} sources, compose every "
+                f"{len(scheduled_sources(settings, datetime.now(UTC)))} sources, compose every "
                 f"{settings.compose_interval_seconds} s, send every "
                 f"{settings.send_interval_seconds} s; Ctrl-C stops"
             )

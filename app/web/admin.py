@@ -24,6 +24,7 @@ from app.models import (
     Subscriber,
     SubscriberStatus,
 )
+from app.scheduler import scheduled_sources
 from app.sources import FORMATS
 from app.web import admin_subscribers
 from app.web.deps import AdminGuard, Session, State
@@ -247,9 +248,12 @@ async def run_job(
                 "errors": sent.errors[:20],
             },
         )
-    sources = source or list(state.settings.sources)
+    sources = source or scheduled_sources(state.settings, datetime.now(UTC))
     if not sources:
-        raise HTTPException(status_code=422, detail="no source given and PAPERBOY_SOURCES is empty")
+        raise HTTPException(
+            status_code=422,
+            detail="no source given; PAPERBOY_SOURCES and PAPERBOY_ARXIV_CATEGORIES are empty",
+        )
     if dry_run:
         return JobResult(job=job, dry_run=True, report={"sources": sources})
     results = []
