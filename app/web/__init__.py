@@ -26,6 +26,7 @@ from app.web.rendering import link_problem, page
 from app.web.security import SecurityHeaders, SlidingWindowLimiter
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
+MAIL_DRAIN_SECONDS = 10.0  # at shutdown, how long signup mails still being sent may take
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -53,6 +54,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            await app.state.paperboy.drain(MAIL_DRAIN_SECONDS)
             await transport.close()
             await engine.dispose()
 

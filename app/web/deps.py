@@ -4,9 +4,10 @@ client's address, and the admin API's bearer-token guard."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from typing import Annotated
+import asyncio
+from collections.abc import AsyncIterator, Coroutine
+from dataclasses import dataclass, field
+from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -27,6 +28,18 @@ class WebState:
     transport: Transport
     signup_limiter: SlidingWindowLimiter  # requests per client address
     address_limiter: SlidingWindowLimiter  # link requests per mail address, known or not
+    mail_tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def send_later(self, mail: Coroutine[Any, Any, None]) -> None:
+        """Send a mail after the answer, apart from the request: a slow mail server or disk
+        never holds up the connection the request came on. Shutdown waits for these."""
+        task = asyncio.create_task(mail)
+        self.mail_tasks.add(task)
+        task.add_done_callback(self.mail_tasks.discard)
+
+    async def drain(self, seconds: float) -> None:
+        if self.mail_tasks:
+            await asyncio.wait(self.mail_tasks, timeout=seconds)
 
 
 def _state(request: Request) -> WebState:

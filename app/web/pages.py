@@ -9,7 +9,7 @@ import logging
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, BackgroundTasks, Form, Query, Request
+from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse, Response
 from sqlalchemy import text
 
@@ -130,7 +130,6 @@ async def subscribe(
     state: State,
     session: Session,
     client_ip: ClientIp,
-    background: BackgroundTasks,
     email: Annotated[str, Form(max_length=320)],
     topics: Annotated[str, Form(max_length=4000)] = "",
     timezone: Annotated[str, Form(max_length=64)] = "UTC",
@@ -173,7 +172,7 @@ async def subscribe(
     if outcome.rate_limited:
         return page(request, "limited.html", status_code=429)
     await session.commit()
-    background.add_task(send_signup_mail, state, outcome)
+    state.send_later(send_signup_mail(state, outcome))
     return page(request, "check_inbox.html")
 
 
@@ -183,7 +182,6 @@ async def resend_links(
     state: State,
     session: Session,
     client_ip: ClientIp,
-    background: BackgroundTasks,
     email: Annotated[str, Form(max_length=320)],
 ) -> HTMLResponse:
     """A fresh confirmation or preferences link by mail, for whoever lost theirs."""
@@ -202,7 +200,7 @@ async def resend_links(
         mail_interval=timedelta(seconds=state.settings.signup_mail_interval_seconds),
     )
     await session.commit()
-    background.add_task(send_signup_mail, state, outcome)
+    state.send_later(send_signup_mail(state, outcome))
     return page(request, "check_inbox.html")
 
 
