@@ -23,6 +23,7 @@ from app.jobs import compose_job, ingest_job
 from app.models import Paper, Subscriber, SubscriberStatus
 from app.subscribers import Preferences, add_active_subscriber
 from app.tokens import Purpose, make_token
+from app.web.security import SlidingWindowLimiter
 from tests.web_app import RunningApp, link_in, serve_app
 
 Sessions = async_sessionmaker[AsyncSession]
@@ -338,3 +339,31 @@ async def test_api_description_is_served_without_third_party_assets(
     assert page.status_code == 200
     assert "/admin/api/subscribers/import" in page.text and "PATCH" in page.text
     assert "cdn" not in page.text.lower() and '<script src="/static/paperboy.js"' in page.text
+
+
+async def test_waiting_signup_mails_are_bounded_and_drained(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from app.web import deps
+
+    monkeypatch.setattr(deps, "MAX_PENDING_MAILS", 2)
+    state = deps.WebState(
+        settings=settings,
+        sessions=None,  # type: ignore[arg-type]
+        mailer=None,  # type: ignore[arg-type]
+        transport=None,  # type: ignore[arg-type]
+        signup_limiter=SlidingWindowLimiter(1, 1),
+        address_limiter=SlidingWindowLimiter(1, 1),
+    )
+    server_back = asyncio.Event()
+    delivered: list[int] = []
+
+    async def mail(number: int) -> None:
+        await server_back.wait()
+        delivered.append(number)
+
+    assert state.send_later(mail(1)) and state.send_later(mail(2))
+    assert not state.send_later(mail(3))  # the mail server is stuck: no unbounded pile-up
+    server_back.set()
+    await state.drain(5)
+    assert sorted(delivered) == [1, 2] and not state.mail_tasks

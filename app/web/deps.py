@@ -5,6 +5,7 @@ client's address, and the admin API's bearer-token guard."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass, field
 from typing import Annotated, Any
@@ -16,6 +17,9 @@ from app.config import Settings
 from app.mailer import Mailer
 from app.transports import Transport
 from app.web.security import SlidingWindowLimiter, bearer_matches
+
+logger = logging.getLogger("paperboy.web")
+MAX_PENDING_MAILS = 1000
 
 
 @dataclass
@@ -30,12 +34,21 @@ class WebState:
     address_limiter: SlidingWindowLimiter  # link requests per mail address, known or not
     mail_tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
-    def send_later(self, mail: Coroutine[Any, Any, None]) -> None:
+    def send_later(self, mail: Coroutine[Any, Any, None]) -> bool:
         """Send a mail after the answer, apart from the request: a slow mail server or disk
-        never holds up the connection the request came on. Shutdown waits for these."""
+        never holds up the connection the request came on. Shutdown waits for these. While the
+        mail server is down, at most MAX_PENDING_MAILS wait (the rest are dropped and logged;
+        a subscriber can ask for a new link)."""
+        if len(self.mail_tasks) >= MAX_PENDING_MAILS:
+            mail.close()
+            logger.warning(
+                "%d signup mails already waiting: this one is dropped", MAX_PENDING_MAILS
+            )
+            return False
         task = asyncio.create_task(mail)
         self.mail_tasks.add(task)
         task.add_done_callback(self.mail_tasks.discard)
+        return True
 
     async def drain(self, seconds: float) -> None:
         if self.mail_tasks:
