@@ -1,6 +1,7 @@
 """The web app's dependencies as `Annotated` aliases: settings, a database session per request
 (handlers commit what they change), the mailer and mail transport, the rate limiters, the
-client's address, and the admin API's bearer-token guard."""
+client's address, and the admin API's bearer-token guard. All are `async def`: FastAPI runs a
+plain `def` dependency in a thread pool, a thread hop per dependency per request."""
 
 from __future__ import annotations
 
@@ -55,22 +56,22 @@ class WebState:
             await asyncio.wait(self.mail_tasks, timeout=seconds)
 
 
-def _state(request: Request) -> WebState:
+async def _state(request: Request) -> WebState:
     state: WebState = request.app.state.paperboy
     return state
 
 
 async def _session(request: Request) -> AsyncIterator[AsyncSession]:
-    async with _state(request).sessions() as session:
+    async with (await _state(request)).sessions() as session:
         yield session
 
 
-def _client_ip(request: Request) -> str:
+async def _client_ip(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
-def _admin(request: Request) -> None:
-    token = _state(request).settings.admin_token
+async def _admin(request: Request) -> None:
+    token = (await _state(request)).settings.admin_token
     if token is None:
         # Closed by default: without a configured token the admin API does not exist.
         raise HTTPException(status_code=404, detail="Not Found")
