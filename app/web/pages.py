@@ -39,7 +39,6 @@ from app.web.rendering import (
 logger = logging.getLogger("paperboy.web")
 router = APIRouter(include_in_schema=False)
 PER_PAGE = 20
-HONEYPOT_FIELD = "website"
 
 
 async def send_signup_mail(state: WebState, outcome: SignupOutcome) -> None:
