@@ -14,12 +14,13 @@ from datetime import date, datetime, timedelta
 from functools import lru_cache
 from urllib.parse import quote_plus
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
 from app.localtime import zone
 from app.models import Digest, DigestItem, Paper, Subscriber, SubscriberStatus
+from app.subscribers import find_by_email
 
 ARXIV_TITLE_SEARCH = "https://arxiv.org/search/?searchtype=title&query="
 SUMMARY_CHARS = 320
@@ -205,14 +206,26 @@ class PreviewError(LookupError):
 async def preview_digest_view(
     email: str, *, session: AsyncSession, settings: Settings, now: datetime, on_date: date | None
 ) -> DigestView:
-    """The digest a subscriber got (or would get) on a date, writing nothing: the frozen one
-    when it exists, else what compose would choose for them now."""
-    address = email.strip().lower()
-    subscriber = await session.scalar(
-        select(Subscriber).where(func.lower(Subscriber.email) == address)
-    )
+    """`subscriber_preview` for the subscriber with this address (any case)."""
+    subscriber = await find_by_email(email.strip(), session=session)
     if subscriber is None:
         raise PreviewError(f"no subscriber with the address {email!r}")
+    return await subscriber_preview(
+        subscriber, session=session, settings=settings, now=now, on_date=on_date
+    )
+
+
+async def subscriber_preview(
+    subscriber: Subscriber,
+    *,
+    session: AsyncSession,
+    settings: Settings,
+    now: datetime,
+    on_date: date | None,
+) -> DigestView:
+    """The digest a subscriber got (or would get) on a date, writing nothing: the frozen one
+    when it exists, else what compose would choose for them now."""
+    email = subscriber.email
     digest_date = on_date or now.astimezone(zone(subscriber.timezone)).date()
     digest_id = await session.scalar(
         select(Digest.id).where(

@@ -11,7 +11,7 @@ from fastapi import APIRouter, File, HTTPException, Query, UploadFile
 from fastapi.responses import HTMLResponse, PlainTextResponse, Response, StreamingResponse
 from sqlalchemy import delete, func, select
 
-from app.digest_views import PreviewError, preview_digest_view
+from app.digest_views import PreviewError, subscriber_preview
 from app.models import (
     Digest,
     Subscriber,
@@ -222,8 +222,8 @@ async def preview_subscriber_digest(
 ) -> Response:
     subscriber = await subscriber_or_404(session, subscriber_id)
     try:
-        view = await preview_digest_view(
-            subscriber.email,
+        view = await subscriber_preview(
+            subscriber,
             session=session,
             settings=state.settings,
             now=datetime.now(UTC),

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy import select
 
-from app.digest_views import PreviewError, load_digest_views, preview_digest_view
+from app.digest_views import PreviewError, load_digest_views, subscriber_preview
 from app.models import Digest, DigestStatus, Subscriber, SubscriberStatus
 from app.subscribers import (
     SubscriberError,
@@ -40,8 +40,8 @@ async def preview_for(
     if subscriber.status is not SubscriberStatus.ACTIVE:
         return [], None
     try:
-        view = await preview_digest_view(
-            subscriber.email,
+        view = await subscriber_preview(
+            subscriber,
             session=session,
             settings=state.settings,
             now=datetime.now(UTC),
