@@ -46,7 +46,7 @@ class RenderedDigest:
     subject: str
     html: str
     text: str
-    links: Links | None
+    links: Links
 
 
 def header_text(value: str) -> str:
@@ -151,14 +151,21 @@ class Mailer:
         sending together; `binascii` encodes in C and the headers here are few and fixed. The
         tests read every message back with the stdlib parser."""
         rendered = rendered or self.render(view)
-        links = rendered.links or self.links(view)
+        links = rendered.links
         list_headers = [
             ("List-Id", f"Paperboy digest <digest.{self.domain}>"),
             ("List-Unsubscribe", f"<{links.unsubscribe}>, <{links.unsubscribe_mailto}>"),
             ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"),
             ("Precedence", "bulk"),
         ]
-        return self._mime(view.email, rendered, self.message_id(view), list_headers)
+        return self._mime(
+            view.email,
+            rendered.subject,
+            rendered.text,
+            rendered.html,
+            self.message_id(view),
+            list_headers,
+        )
 
     def notice(
         self,
@@ -182,13 +189,16 @@ class Mailer:
         }
         html = self.environment.get_template("email/notice.html").render(context)
         text = self.environment.get_template("email/notice.txt").render(context)
-        rendered = RenderedDigest(subject, self.inliner.inline(html), text, None)
-        return self._mime(email, rendered, make_msgid(domain=self.domain), [])
+        return self._mime(
+            email, subject, text, self.inliner.inline(html), make_msgid(domain=self.domain), []
+        )
 
     def _mime(
         self,
         email: str,
-        rendered: RenderedDigest,
+        subject: str,
+        text: str,
+        html: str,
         message_id: str,
         extra_headers: list[tuple[str, str]],
     ) -> OutgoingMail:
@@ -196,7 +206,7 @@ class Mailer:
         headers = [
             ("From", self.from_header),
             ("To", header_text(email)),
-            ("Subject", _encoded_header(header_text(rendered.subject))),
+            ("Subject", _encoded_header(header_text(subject))),
             ("Date", formatdate(usegmt=True)),
             ("Message-ID", message_id),
             *extra_headers,
@@ -206,8 +216,8 @@ class Mailer:
         ]
         head = "".join(f"{name}: {value}\r\n" for name, value in headers).encode()
         parts = [
-            _text_part(rendered.text, "text/plain", boundary),
-            _text_part(rendered.html, "text/html", boundary),
+            _text_part(text, "text/plain", boundary),
+            _text_part(html, "text/html", boundary),
             f"--{boundary}--\r\n".encode(),
         ]
         data = head + b"\r\n" + b"".join(parts)
