@@ -10,11 +10,11 @@ import math
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import orjson
-from sqlalchemy import func, insert, select
+from sqlalchemy import Select, func, insert, select
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -29,6 +29,7 @@ from app.selection import select as select_papers
 # carry a first_seen_at slightly older than that compose: look back this far, and rely on the
 # already-sent exclusion to keep them from repeating.
 FIRST_SEEN_SLACK = timedelta(minutes=30)
+Query = TypeVar("Query", bound="Select[*tuple[Any, ...]]")
 
 
 @dataclass(slots=True)
@@ -84,24 +85,60 @@ def _aware(moment: datetime) -> datetime:
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
-async def load_candidates(*, session: AsyncSession, since: datetime, limit: int) -> list[Candidate]:
-    """Papers first seen since `since`, the most engaged and newest first, at most `limit`."""
+def _most_engaged_since(query: Query, since: datetime, limit: int) -> Query:
     engagement = func.coalesce(Paper.upvotes, 0) + 3 * func.coalesce(Paper.comments, 0)
-    rows = await session.execute(
-        select(
-            Paper.id,
-            Paper.title,
-            Paper.abstract,
-            Paper.title_key,
-            Paper.arxiv_id,
-            Paper.upvotes,
-            Paper.comments,
-            Paper.published_at,
-            Paper.first_seen_at,
-        )
-        .where(Paper.first_seen_at > since)
+    return (
+        query.where(Paper.first_seen_at > since)
         .order_by(engagement.desc(), Paper.first_seen_at.desc(), Paper.id)
         .limit(limit)
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Engagement:
+    paper_id: int
+    upvotes: int | None
+    comments: int | None
+    seen_at: datetime
+
+
+async def load_engagement(
+    *, session: AsyncSession, since: datetime, limit: int
+) -> list[Engagement]:
+    """What trend needs of the same papers `load_candidates` picks, without their text."""
+    rows = await session.execute(
+        _most_engaged_since(
+            select(
+                Paper.id, Paper.upvotes, Paper.comments, Paper.published_at, Paper.first_seen_at
+            ),
+            since,
+            limit,
+        )
+    )
+    return [
+        Engagement(row.id, row.upvotes, row.comments, _aware(row.published_at or row.first_seen_at))
+        for row in rows
+    ]
+
+
+async def load_candidates(*, session: AsyncSession, since: datetime, limit: int) -> list[Candidate]:
+    """Papers first seen since `since`, the most engaged and newest first, at most `limit`."""
+    rows = await session.execute(
+        _most_engaged_since(
+            select(
+                Paper.id,
+                Paper.title,
+                Paper.abstract,
+                Paper.title_key,
+                Paper.arxiv_id,
+                Paper.upvotes,
+                Paper.comments,
+                Paper.published_at,
+                Paper.first_seen_at,
+            ),
+            since,
+            limit,
+        )
     )
     return [
         Candidate(

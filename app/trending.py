@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.digest_views import PaperCard, paper_card
-from app.digests import load_candidates
+from app.digests import load_engagement
 from app.models import Paper
 from app.ranking import STOP_WORDS
 from app.selection import trend_scores
@@ -40,12 +40,12 @@ async def trending_papers(
     per_page: int,
     max_candidates: int = 5000,
 ) -> TrendingPage:
-    candidates = await load_candidates(session=session, since=now - window, limit=max_candidates)
+    candidates = await load_engagement(session=session, since=now - window, limit=max_candidates)
     if not candidates:
         newest = await session.scalar(select(func.max(Paper.first_seen_at)))
         if newest is not None:
             # A quiet week: show what the corpus has, newest first, rather than nothing.
-            candidates = await load_candidates(
+            candidates = await load_engagement(
                 session=session, since=newest - window, limit=max_candidates
             )
     trend = trend_scores(
