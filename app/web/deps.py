@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass, field
 from typing import Annotated, Any
@@ -17,10 +18,12 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.config import Settings
 from app.mailer import Mailer
 from app.transports import Transport
+from app.trending import topic_suggestions
 from app.web.security import SlidingWindowLimiter, bearer_matches
 
 logger = logging.getLogger("paperboy.web")
 MAX_PENDING_MAILS = 1000
+SUGGESTIONS_SECONDS = 600.0
 
 
 @dataclass
@@ -34,6 +37,18 @@ class WebState:
     signup_limiter: SlidingWindowLimiter  # requests per client address
     address_limiter: SlidingWindowLimiter  # link requests per mail address, known or not
     mail_tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    cached_suggestions: tuple[float, list[str]] | None = None
+
+    async def suggestions(self, session: AsyncSession) -> list[str]:
+        """Topic suggestions for the forms, worked out at most once per SUGGESTIONS_SECONDS:
+        they read the 2,000 newest titles, and change only when papers arrive."""
+        now = time.monotonic()
+        if (
+            self.cached_suggestions is None
+            or now - self.cached_suggestions[0] > SUGGESTIONS_SECONDS
+        ):
+            self.cached_suggestions = (now, await topic_suggestions(session=session))
+        return self.cached_suggestions[1]
 
     def send_later(self, mail: Coroutine[Any, Any, None]) -> bool:
         """Send a mail after the answer, apart from the request: a slow mail server or disk

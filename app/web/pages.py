@@ -25,7 +25,7 @@ from app.subscribers import (
 )
 from app.tokens import Purpose, TokenError
 from app.transports import Verdict
-from app.trending import topic_suggestions, trending_papers
+from app.trending import trending_papers
 from app.web.deps import ClientIp, Session, State, WebState
 from app.web.rendering import (
     TIMEZONES,
@@ -105,7 +105,10 @@ async def front_page(
 
 @router.get("/subscribe", response_class=HTMLResponse)
 async def subscribe_form(
-    request: Request, session: Session, topic: Annotated[list[str] | None, Query()] = None
+    request: Request,
+    state: State,
+    session: Session,
+    topic: Annotated[list[str] | None, Query()] = None,
 ) -> HTMLResponse:
     return page(
         request,
@@ -117,7 +120,7 @@ async def subscribe_form(
                 "send_hour": 7,
                 "digest_size": 10,
             },
-            "suggestions": await topic_suggestions(session=session),
+            "suggestions": await state.suggestions(session),
             "timezones": TIMEZONES,
         },
     )
@@ -163,7 +166,7 @@ async def subscribe(
             {
                 "error": str(error),
                 "values": values,
-                "suggestions": await topic_suggestions(session=session),
+                "suggestions": await state.suggestions(session),
                 "timezones": TIMEZONES,
             },
             status_code=400,

@@ -20,7 +20,6 @@ from app.subscribers import (
     update_preferences,
 )
 from app.tokens import Purpose
-from app.trending import topic_suggestions
 from app.web.deps import Session, State, WebState
 from app.web.rendering import (
     TIMEZONES,
@@ -75,7 +74,7 @@ async def preferences_page(
             "saved": saved,
             "preview": preview,
             "preview_note": preview_note,
-            "suggestions": await topic_suggestions(session=session),
+            "suggestions": await state.suggestions(session),
         },
     )
 
