@@ -6,43 +6,31 @@ idempotent: a second run, or a concurrent one, creates nothing twice."""
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
-from typing import Any, TypeVar
+from datetime import date, datetime, timedelta
+from typing import Any
 
 import numpy as np
 import orjson
-from sqlalchemy import Select, func, insert, select
+from numpy.typing import NDArray
+from sqlalchemy import func, insert, select
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.candidates import Candidate, load_candidates
 from app.db import is_postgres, minus
-from app.localtime import local_digest_date
+from app.localtime import as_utc, local_digest_date
 from app.models import Digest, DigestItem, DigestStatus, Paper, Subscriber, SubscriberStatus
 from app.ranking import PaperText, RelevanceIndex
-from app.selection import DEFAULT_THRESHOLD, Reader, trend_scores
+from app.selection import DEFAULT_THRESHOLD, Picks, Reader, trend_scores
 from app.selection import select as select_papers
 
 # Papers committed by an ingest that started before the previous compose but finished after it
 # carry a first_seen_at slightly older than that compose: look back this far, and rely on the
 # already-sent exclusion to keep them from repeating.
 FIRST_SEEN_SLACK = timedelta(minutes=30)
-Query = TypeVar("Query", bound="Select[*tuple[Any, ...]]")
-
-
-@dataclass(slots=True)
-class Candidate:
-    paper_id: int
-    title: str
-    abstract: str
-    title_key: str
-    arxiv_id: str | None
-    upvotes: int | None
-    comments: int | None
-    seen_at: datetime
-    first_seen_at: datetime
+SUBSCRIBER_BATCH = 5000  # subscriber rows fetched at a time
 
 
 @dataclass(slots=True)
@@ -80,80 +68,21 @@ class ComposeReport:
         return self.composition.plans() if self.composition is not None else []
 
 
-def _aware(moment: datetime) -> datetime:
-    # SQLite hands back naive datetimes; everything Paperboy stores is UTC.
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+@dataclass(slots=True)
+class DueSubscribers:
+    """Who is due in one compose run, in subscriber id order, as parallel lists."""
+
+    ids: list[int] = field(default_factory=list)
+    emails: list[str] = field(default_factory=list)
+    dates: list[date] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.ids)
 
 
-def _most_engaged_since(query: Query, since: datetime, limit: int) -> Query:
-    engagement = func.coalesce(Paper.upvotes, 0) + 3 * func.coalesce(Paper.comments, 0)
-    return (
-        query.where(Paper.first_seen_at > since)
-        .order_by(engagement.desc(), Paper.first_seen_at.desc(), Paper.id)
-        .limit(limit)
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class Engagement:
-    paper_id: int
-    upvotes: int | None
-    comments: int | None
-    seen_at: datetime
-
-
-async def load_engagement(
-    *, session: AsyncSession, since: datetime, limit: int
-) -> list[Engagement]:
-    """What trend needs of the same papers `load_candidates` picks, without their text."""
-    rows = await session.execute(
-        _most_engaged_since(
-            select(
-                Paper.id, Paper.upvotes, Paper.comments, Paper.published_at, Paper.first_seen_at
-            ),
-            since,
-            limit,
-        )
-    )
-    return [
-        Engagement(row.id, row.upvotes, row.comments, _aware(row.published_at or row.first_seen_at))
-        for row in rows
-    ]
-
-
-async def load_candidates(*, session: AsyncSession, since: datetime, limit: int) -> list[Candidate]:
-    """Papers first seen since `since`, the most engaged and newest first, at most `limit`."""
-    rows = await session.execute(
-        _most_engaged_since(
-            select(
-                Paper.id,
-                Paper.title,
-                Paper.abstract,
-                Paper.title_key,
-                Paper.arxiv_id,
-                Paper.upvotes,
-                Paper.comments,
-                Paper.published_at,
-                Paper.first_seen_at,
-            ),
-            since,
-            limit,
-        )
-    )
-    return [
-        Candidate(
-            paper_id=row.id,
-            title=row.title,
-            abstract=row.abstract,
-            title_key=row.title_key,
-            arxiv_id=row.arxiv_id,
-            upvotes=row.upvotes,
-            comments=row.comments,
-            seen_at=_aware(row.published_at or row.first_seen_at),
-            first_seen_at=_aware(row.first_seen_at),
-        )
-        for row in rows
-    ]
+def _possible_dates(now: datetime) -> set[date]:
+    """Every local date some time zone has at `now` (offsets run from -12 to +14 hours)."""
+    return {(now + timedelta(hours=hours)).date() for hours in (-12, 0, 14)}
 
 
 async def plan_digests(
@@ -169,36 +98,47 @@ async def plan_digests(
     """Decide every due subscriber's digest without writing anything. With `on_date`, every
     active subscriber without a digest for that date is due, whatever the hour."""
     report = ComposeReport()
-    query = select(
-        Subscriber.id,
-        Subscriber.email,
-        Subscriber.topics,
-        Subscriber.timezone,
-        Subscriber.send_hour,
-        Subscriber.digest_size,
-        Subscriber.trending_weight,
-    ).where(Subscriber.status == SubscriberStatus.ACTIVE)
+    dates = {on_date} if on_date else _possible_dates(now)
+    composed = {
+        (subscriber_id, digest_date)
+        for subscriber_id, digest_date in await session.execute(
+            select(Digest.subscriber_id, Digest.digest_date).where(Digest.digest_date.in_(dates))
+        )
+    }
+    query = (
+        select(
+            Subscriber.id,
+            Subscriber.email,
+            Subscriber.topics,
+            Subscriber.timezone,
+            Subscriber.send_hour,
+            Subscriber.digest_size,
+            Subscriber.trending_weight,
+        )
+        .where(Subscriber.status == SubscriberStatus.ACTIVE)
+        .order_by(Subscriber.id)
+    )
     if only_subscriber is not None:
         query = query.where(Subscriber.id == only_subscriber)
-    subscribers = (await session.execute(query)).all()
-
-    dates: dict[int, date] = {}
-    for row in subscribers:
-        digest_date = on_date or local_digest_date(now, row.timezone, row.send_hour)
-        if digest_date is not None:
-            dates[row.id] = digest_date
-    if not dates:
-        return report
-    existing = await session.execute(
-        select(Digest.subscriber_id, Digest.digest_date).where(
-            Digest.digest_date.in_(set(dates.values()))
-        )
-    )
-    for subscriber_id, digest_date in existing:
-        if dates.get(subscriber_id) == digest_date:
-            del dates[subscriber_id]
-            report.already_composed += 1
-    due = [row for row in subscribers if row.id in dates]
+    # Streamed, and kept only as readers: a hundred thousand full rows would double the memory
+    # a compose needs.
+    due, readers = DueSubscribers(), list[Reader]()
+    topic_row: dict[str, int] = {}
+    connection = await session.connection()
+    result = await connection.stream(query.execution_options(yield_per=SUBSCRIBER_BATCH))
+    async for batch in result.partitions():
+        for subscriber_id, email, topics, timezone, send_hour, size, weight in batch:
+            digest_date = on_date or local_digest_date(now, timezone, send_hour)
+            if digest_date is None:
+                continue
+            if (subscriber_id, digest_date) in composed:
+                report.already_composed += 1
+                continue
+            due.ids.append(subscriber_id)
+            due.emails.append(email)
+            due.dates.append(digest_date)
+            rows = [topic_row.setdefault(t, len(topic_row)) for t in dict.fromkeys(topics or ())]
+            readers.append(Reader(rows, size, weight))
     report.due = len(due)
     if not due:
         return report
@@ -206,12 +146,49 @@ async def plan_digests(
     window_start = now - window
     candidates = await load_candidates(session=session, since=window_start, limit=max_candidates)
     report.candidates = len(candidates)
+    await _set_history(readers, due.ids, candidates, session=session, window_start=window_start)
+    index = RelevanceIndex([PaperText(c.title, c.abstract) for c in candidates])
+    topics = list(topic_row)
+    picks = select_papers(
+        readers,
+        index.score(topics),
+        trend_scores(
+            [c.upvotes for c in candidates],
+            [c.comments for c in candidates],
+            [c.seen_at for c in candidates],
+            now=now,
+        ),
+        first_seen=np.asarray([c.first_seen_at.timestamp() for c in candidates], np.float64),
+        threshold=threshold,
+        dedupe_keys=[c.arxiv_id or c.title_key for c in candidates],
+    )
+    report.composition = Composition(
+        due=due, picks=picks, candidates=candidates, topics=topics, index=index
+    )
+    return report
+
+
+async def _set_history(
+    readers: list[Reader],
+    subscriber_ids: list[int],
+    candidates: list[Candidate],
+    *,
+    session: AsyncSession,
+    window_start: datetime,
+) -> None:
+    """Each reader's cutoff (papers first seen since their previous digest, within the window)
+    and the candidates they already received."""
+    # Only a previous digest newer than this moves a cutoff past the window's start.
+    recent = window_start + FIRST_SEEN_SLACK
     previous = dict(
         (
             await session.execute(
-                select(Digest.subscriber_id, func.max(Digest.created_at)).group_by(
-                    Digest.subscriber_id
+                select(Digest.subscriber_id, func.max(Digest.created_at))
+                .where(
+                    Digest.digest_date >= (recent - timedelta(days=1)).date(),
+                    Digest.created_at > recent,
                 )
+                .group_by(Digest.subscriber_id)
             )
         ).all()
     )
@@ -219,115 +196,145 @@ async def plan_digests(
     already_sent = await _already_sent(
         session=session, paper_ids=list(column_of), since=window_start
     )
-
-    index = RelevanceIndex([PaperText(c.title, c.abstract) for c in candidates])
-    topics = list(dict.fromkeys(t for row in due for t in (row.topics or [])))
-    topic_row = {t: i for i, t in enumerate(topics)}
-    scores = index.score(topics)
-    trend = trend_scores(
-        [c.upvotes for c in candidates],
-        [c.comments for c in candidates],
-        [c.seen_at for c in candidates],
-        now=now,
-    )
-    first_seen = np.asarray([c.first_seen_at.timestamp() for c in candidates], np.float64)
-    readers = []
-    for row in due:
-        last = previous.get(row.id)
-        seen_after = max(
-            window_start.timestamp(),
-            (_aware(last) - FIRST_SEEN_SLACK).timestamp() if last else -math.inf,
+    window_seconds = window_start.timestamp()
+    for reader, subscriber_id in zip(readers, subscriber_ids, strict=True):
+        last = previous.get(subscriber_id)
+        reader.seen_after = (
+            max(window_seconds, (as_utc(last) - FIRST_SEEN_SLACK).timestamp())
+            if last
+            else window_seconds
         )
-        readers.append(
-            Reader(
-                topics=[topic_row[t] for t in dict.fromkeys(row.topics or [])],
-                size=row.digest_size,
-                trending_weight=row.trending_weight,
-                seen_after=seen_after,
-                excluded=frozenset(
-                    column_of[p] for p in already_sent.get(row.id, ()) if p in column_of
-                ),
-            )
-        )
-    select_papers(
-        readers,
-        scores,
-        trend,
-        first_seen=first_seen,
-        threshold=threshold,
-        dedupe_keys=[c.arxiv_id or c.title_key for c in candidates],
-    )
-    report.composition = Composition(
-        due=due, readers=readers, dates=dates, candidates=candidates, topics=topics, index=index
-    )
-    return report
+        sent = already_sent.get(subscriber_id)
+        if sent:
+            reader.excluded = frozenset(column_of[p] for p in sent if p in column_of)
 
 
 @dataclass(slots=True)
 class Composition:
-    """The picks of one compose run, turned into plans a slice at a time so that a run over
-    many subscribers never holds every digest's items in memory at once."""
+    """The picks of one compose run, turned into rows a slice of subscribers at a time, as
+    columns: a run over a hundred thousand subscribers never makes an object per item."""
 
-    due: list[Any]
-    readers: list[Reader]
-    dates: dict[int, date]
+    due: DueSubscribers
+    picks: Picks
     candidates: list[Candidate]
     topics: list[str]
     index: RelevanceIndex
-    terms_json: dict[tuple[int | None, int], str] = field(default_factory=dict)
+    # (topic row, candidate column) -> matched terms as JSON text, shared by every subscriber
+    # who follows the topic.
+    terms_json: dict[tuple[int, int], str] = field(default_factory=dict)
 
-    def frozen(self, start: int = 0, stop: int | None = None) -> list[FrozenDigest]:
-        """Rows to store for a slice of the due subscribers (no per-item objects)."""
-        digests = []
-        topics, candidates, cache = self.topics, self.candidates, self.terms_json
-        for row, reader in zip(self.due[start:stop], self.readers[start:stop], strict=True):
-            items = []
-            for rank, pick in enumerate(reader.picks, start=1):
-                topic = None if pick.topic is None else topics[pick.topic]
-                key = (pick.topic, pick.paper)
-                terms = cache.get(key)
-                if terms is None:
-                    words = self.index.matched_terms(topic, pick.paper) if topic else []
-                    terms = cache[key] = orjson.dumps(words).decode()
-                items.append(
-                    (
-                        candidates[pick.paper].paper_id,
-                        rank,
-                        round(pick.score, 6),
-                        round(pick.relevance, 6),
-                        round(pick.trend, 6),
-                        topic,
-                        terms,
-                    )
-                )
-            digests.append(FrozenDigest(row.id, self.dates[row.id], items))
-        return digests
+    def frozen(self, start: int = 0, stop: int | None = None) -> FrozenDigests:
+        """Rows to store for the due subscribers `start:stop`."""
+        stop = len(self.due) if stop is None else min(stop, len(self.due))
+        picks, offsets = self.picks, self.picks.offsets
+        first, last = int(offsets[start]), int(offsets[stop])
+        columns = picks.paper[first:last]
+        topic_rows = picks.topic[first:last]
+        paper_ids = np.asarray([c.paper_id for c in self.candidates], np.int64)
+        # One explanation per distinct (topic, paper) of the slice, spread to its items by
+        # numpy: many subscribers share a topic, and a per-item Python loop was a second's work.
+        papers = len(self.candidates)
+        pairs, pair_of_item = np.unique(
+            topic_rows.astype(np.int64) * papers + columns, return_inverse=True
+        )
+        topic_text = np.empty(len(pairs), object)
+        terms_text = np.empty(len(pairs), object)
+        for i, pair in enumerate(pairs.tolist()):
+            if pair < 0:  # chosen on trend alone (topic row -1)
+                topic_text[i], terms_text[i] = None, "[]"
+            else:
+                topic_text[i], terms_text[i] = self._explanation(*divmod(pair, papers))
+        counts = np.diff(offsets[start : stop + 1])
+        return FrozenDigests(
+            subscriber_ids=self.due.ids[start:stop],
+            digest_dates=self.due.dates[start:stop],
+            item_counts=counts,
+            paper_id=paper_ids[columns],
+            rank=np.arange(last - first) - np.repeat(offsets[start:stop] - first, counts) + 1,
+            score=picks.score[first:last].astype(np.float64).round(6),
+            relevance=picks.relevance[first:last].astype(np.float64).round(6),
+            trend=picks.trend[first:last].astype(np.float64).round(6),
+            matched_topic=topic_text[pair_of_item].tolist(),
+            matched_terms=terms_text[pair_of_item].tolist(),
+        )
+
+    def _explanation(self, topic_row: int, column: int) -> tuple[str, str]:
+        """The topic and, as JSON text, its words found in the paper."""
+        terms = self.terms_json.get((topic_row, column))
+        topic = self.topics[topic_row]
+        if terms is None:
+            words = self.index.matched_terms(topic, column)
+            terms = self.terms_json[topic_row, column] = orjson.dumps(words).decode()
+        return topic, terms
 
     def plans(self, start: int = 0, stop: int | None = None) -> list[PlannedDigest]:
         """The same digests as `frozen`, readable (titles, addresses): for dry runs."""
         titles = {c.paper_id: c.title for c in self.candidates}
-        emails = {row.id: row.email for row in self.due[start:stop]}
-        return [
-            PlannedDigest(
-                subscriber_id=digest.subscriber_id,
-                email=emails[digest.subscriber_id],
-                digest_date=digest.digest_date,
-                items=[
-                    PlannedItem(
-                        paper_id=paper_id,
-                        rank=rank,
-                        score=score,
-                        relevance=relevance,
-                        trend=trend,
-                        matched_topic=topic,
-                        matched_terms=orjson.loads(terms),
-                        title=titles[paper_id],
-                    )
-                    for paper_id, rank, score, relevance, trend, topic, terms in digest.items
-                ],
+        frozen = self.frozen(start, stop)
+        rows = frozen.item_rows(np.ones(len(frozen.subscriber_ids), np.int64))  # ids unused
+        plans, first = [], 0
+        for subscriber_id, email, digest_date, count in zip(
+            frozen.subscriber_ids,
+            self.due.emails[start:stop],
+            frozen.digest_dates,
+            frozen.item_counts.tolist(),
+            strict=True,
+        ):
+            items = [
+                PlannedItem(
+                    paper_id=paper_id,
+                    rank=rank,
+                    score=score,
+                    relevance=relevance,
+                    trend=trend,
+                    matched_topic=topic,
+                    matched_terms=orjson.loads(terms),
+                    title=titles[paper_id],
+                )
+                for _, paper_id, rank, score, relevance, trend, topic, terms in rows[
+                    first : first + count
+                ]
+            ]
+            first += count
+            plans.append(PlannedDigest(subscriber_id, email, digest_date, items))
+        return plans
+
+
+@dataclass(slots=True)
+class FrozenDigests:
+    """Digests ready to store, as columns: one entry per digest in `subscriber_ids`,
+    `digest_dates` and `item_counts`, then the items of every digest in turn."""
+
+    subscriber_ids: list[int]
+    digest_dates: list[date]
+    item_counts: NDArray[np.int64]
+    paper_id: NDArray[np.int64]
+    rank: NDArray[np.int64]
+    score: NDArray[np.float64]
+    relevance: NDArray[np.float64]
+    trend: NDArray[np.float64]
+    matched_topic: list[str | None]
+    matched_terms: list[str]  # JSON text
+
+    def item_rows(self, digest_ids: NDArray[np.int64]) -> list[tuple[Any, ...]]:
+        """Item rows (ITEM_COLUMNS) given each digest's id; digests with id 0 are left out."""
+        owner = np.repeat(digest_ids, self.item_counts)
+        rows = list(
+            zip(
+                owner.tolist(),
+                self.paper_id.tolist(),
+                self.rank.tolist(),
+                self.score.tolist(),
+                self.relevance.tolist(),
+                self.trend.tolist(),
+                self.matched_topic,
+                self.matched_terms,
+                strict=True,
             )
-            for digest in self.frozen(start, stop)
-        ]
+        )
+        if digest_ids.all():
+            return rows
+        return [row for row in rows if row[0]]
 
 
 async def _already_sent(
@@ -353,40 +360,30 @@ async def _already_sent(
     return sent
 
 
-@dataclass(slots=True)
-class FrozenDigest:
-    """A digest ready to store: item rows are (paper_id, rank, score, relevance, trend,
-    matched_topic, matched_terms as JSON text)."""
-
-    subscriber_id: int
-    digest_date: date
-    items: list[tuple[Any, ...]]
-
-
 async def freeze_digests(
-    digests: list[FrozenDigest], *, session: AsyncSession, now: datetime
+    digests: FrozenDigests, *, session: AsyncSession, now: datetime
 ) -> tuple[int, int, int]:
     """Store digests: (queued, skipped, items) actually created. A digest that another compose
     created first is left as it is, with its items."""
-    if not digests:
+    if not digests.subscriber_ids:
         return 0, 0, 0
     created = await _insert_digests(digests, session=session, now=now)
-    items = [
-        (created[digest.subscriber_id], *item)
-        for digest in digests
-        if digest.subscriber_id in created
-        for item in digest.items
-    ]
+    digest_ids = np.asarray([created.get(s, 0) for s in digests.subscriber_ids], np.int64)
+    items = digests.item_rows(digest_ids)
     await _insert_items(items, session=session)
-    queued = sum(1 for d in digests if d.subscriber_id in created and d.items)
+    made = digest_ids > 0
+    queued = int(np.count_nonzero(made & (digests.item_counts > 0)))
     return queued, len(created) - queued, len(items)
 
 
 async def _insert_digests(
-    digests: list[FrozenDigest], *, session: AsyncSession, now: datetime
+    digests: FrozenDigests, *, session: AsyncSession, now: datetime
 ) -> dict[int, int]:
     """Insert the digest rows that do not exist yet; subscriber id -> new digest id."""
-    statuses = [(DigestStatus.QUEUED if d.items else DigestStatus.SKIPPED).value for d in digests]
+    statuses = [
+        (DigestStatus.QUEUED if count else DigestStatus.SKIPPED).value
+        for count in digests.item_counts.tolist()
+    ]
     if is_postgres(session):
         connection = await session.connection()
         raw = await connection.get_raw_connection()
@@ -394,8 +391,8 @@ async def _insert_digests(
             "INSERT INTO digest (subscriber_id, digest_date, status, attempts, created_at) "
             "SELECT s, d, t, 0, $4 FROM unnest($1::bigint[], $2::date[], $3::text[]) AS u(s, d, t) "
             "ON CONFLICT (subscriber_id, digest_date) DO NOTHING RETURNING id, subscriber_id",
-            [d.subscriber_id for d in digests],
-            [d.digest_date for d in digests],
+            digests.subscriber_ids,
+            digests.digest_dates,
             statuses,
             now,
         )
@@ -406,13 +403,15 @@ async def _insert_digests(
         .returning(Digest.id, Digest.subscriber_id),
         [
             {
-                "subscriber_id": d.subscriber_id,
-                "digest_date": d.digest_date,
+                "subscriber_id": subscriber_id,
+                "digest_date": digest_date,
                 "status": status,
                 "attempts": 0,
                 "created_at": now,
             }
-            for d, status in zip(digests, statuses, strict=True)
+            for subscriber_id, digest_date, status in zip(
+                digests.subscriber_ids, digests.digest_dates, statuses, strict=True
+            )
         ],
     )
     return {subscriber_id: digest_id for digest_id, subscriber_id in result}

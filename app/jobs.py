@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, cast
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.config import Settings
+from app.db import is_postgres
 from app.delivery import Outcome, claim_digests, record_outcomes, release_digests
 from app.digest_views import DigestView, load_digest_views
 from app.ingest import IngestReport, upsert_papers
@@ -37,7 +38,10 @@ if TYPE_CHECKING:
 ProgressCallback = Callable[[int, int | None], None]
 WORKER_MIN_BYTES = 16 * 1024 * 1024  # files this large are parsed in worker processes
 PARSING_WORKERS = 2  # splittable files (plain JSON Lines) are cut into this many byte ranges
-COMPOSE_SLICE = 10_000  # subscribers whose digests are materialised and written at a time
+COMPOSE_SLICE = 5_000  # subscribers whose digests are written (and committed) at a time
+# Slices written at once on Postgres: while one connection's server process checks and stores
+# items, the next slice's rows are being prepared and sent on another.
+COMPOSE_WRITERS = 3
 
 
 async def _record_run(
@@ -196,17 +200,27 @@ async def compose_job(
             max_candidates=settings.compose_max_candidates,
             threshold=settings.relevance_threshold,
         )
-        if dry_run or report.composition is None:
-            return report
-        due = len(report.composition.due)
-        for start in range(0, due, COMPOSE_SLICE):
-            digests = report.composition.frozen(start, start + COMPOSE_SLICE)
-            queued, skipped, items = await freeze_digests(digests, session=session, now=moment)
+        writers = COMPOSE_WRITERS if is_postgres(session) else 1
+    composition = report.composition
+    if dry_run or composition is None:
+        return report
+    # Each slice's digests and items commit together: a crash keeps whole digests only, and a
+    # re-run composes the rest. Slices follow subscriber id order in every process, so two
+    # concurrent composes wait on each other's rows instead of deadlocking.
+    slices = iter(range(0, len(composition.due), COMPOSE_SLICE))
+
+    async def write_slices() -> None:
+        for start in slices:
+            digests = composition.frozen(start, start + COMPOSE_SLICE)
+            async with session_factory() as session:
+                queued, skipped, items = await freeze_digests(digests, session=session, now=moment)
+                await session.commit()
             report.queued += queued
             report.skipped += skipped
             report.items += items
-            report.already_composed += len(digests) - queued - skipped
-        await session.commit()
+            report.already_composed += len(digests.subscriber_ids) - queued - skipped
+
+    await asyncio.gather(*(write_slices() for _ in range(writers)))
     return report
 
 

@@ -195,9 +195,9 @@ class DigestItem(Base):
     digest_id: Mapped[int] = mapped_column(
         BigInteger, ForeignKey("digest.id", ondelete="CASCADE"), primary_key=True
     )
-    paper_id: Mapped[int] = mapped_column(
-        BigInteger, ForeignKey("paper.id", ondelete="CASCADE"), primary_key=True, index=True
-    )
+    # No foreign key to paper: an item is a frozen record, papers are never deleted, and the
+    # per-row check was the largest cost of freezing a day's digests (see the migration).
+    paper_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     rank: Mapped[int] = mapped_column(SmallInteger)
     score: Mapped[float] = mapped_column(Float)
     relevance: Mapped[float] = mapped_column(Float)
@@ -206,7 +206,9 @@ class DigestItem(Base):
     matched_terms: Mapped[list[str]] = mapped_column(JsonValue, default=list)
 
     digest: Mapped[Digest] = relationship(back_populates="items")
-    paper: Mapped[Paper] = relationship()
+    paper: Mapped[Paper] = relationship(
+        primaryjoin="foreign(DigestItem.paper_id) == Paper.id", viewonly=True
+    )
 
 
 class IngestRun(Base):

@@ -6,10 +6,9 @@ of `app.ranking`, exact, and fast enough for a hundred thousand subscribers a ru
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -66,7 +65,106 @@ class Reader:
     trending_weight: float
     seen_after: float = -math.inf  # only papers first seen after this (epoch seconds) qualify
     excluded: frozenset[int] = frozenset()  # candidate columns this reader already received
-    picks: list[Pick] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Picks:
+    """Every reader's picks as flat arrays, best first within a reader: the picks of reader `r`
+    are the entries `offsets[r]:offsets[r + 1]`. A million picks stay a few tens of MB and are
+    written to the database without one Python object per pick."""
+
+    offsets: NDArray[np.int64]
+    paper: NDArray[np.int32]  # column in the candidate set
+    topic: NDArray[np.int32]  # row in TopicScores, -1 when chosen on trend alone
+    score: Matrix
+    relevance: Matrix
+    trend: Matrix
+
+    def __len__(self) -> int:
+        return len(self.paper)
+
+    def of(self, reader: int) -> list[Pick]:
+        """One reader's picks as objects (previews, dry runs and tests)."""
+        start, stop = int(self.offsets[reader]), int(self.offsets[reader + 1])
+        return [
+            Pick(paper, score, relevance, trend, None if topic < 0 else topic)
+            for paper, score, relevance, trend, topic in zip(
+                self.paper[start:stop].tolist(),
+                self.score[start:stop].tolist(),
+                self.relevance[start:stop].tolist(),
+                self.trend[start:stop].tolist(),
+                self.topic[start:stop].tolist(),
+                strict=True,
+            )
+        ]
+
+
+@dataclass(slots=True)
+class _Chosen:
+    """Picks of some readers, in no particular order (reader, position, paper, topic, score)."""
+
+    reader: list[NDArray[np.int32]] = field(default_factory=list)
+    position: list[NDArray[np.int32]] = field(default_factory=list)
+    paper: list[NDArray[np.int32]] = field(default_factory=list)
+    topic: list[NDArray[np.int32]] = field(default_factory=list)
+    score: list[Matrix] = field(default_factory=list)
+
+    def add_rows(
+        self,
+        readers: NDArray[np.int64],
+        chosen: NDArray[np.bool_],
+        rank: NDArray[np.int64],
+        paper: NDArray[np.int64],
+        topic: NDArray[np.int64],
+        score: Matrix,
+    ) -> None:
+        self.reader.append(np.broadcast_to(readers[:, None], chosen.shape)[chosen].astype(np.int32))
+        self.position.append((rank[chosen] - 1).astype(np.int32))
+        self.paper.append(paper[chosen].astype(np.int32))
+        self.topic.append(topic[chosen].astype(np.int32))
+        self.score.append(score[chosen].astype(np.float32))
+
+    def picks(self, readers: int, matrix: Matrix, trend: Matrix) -> Picks:
+        if not self.reader:
+            empty = np.zeros(0, np.int32)
+            nothing = np.zeros(0, np.float32)
+            return Picks(np.zeros(readers + 1, np.int64), empty, empty, nothing, nothing, nothing)
+        reader = np.concatenate(self.reader)
+        order = np.lexsort((np.concatenate(self.position), reader))
+        paper = np.concatenate(self.paper)[order]
+        topic = np.concatenate(self.topic)[order]
+        score = np.concatenate(self.score)[order]
+        self.reader, self.position, self.paper, self.topic, self.score = [], [], [], [], []
+        offsets = np.zeros(readers + 1, np.int64)
+        np.cumsum(np.bincount(reader, minlength=readers), out=offsets[1:])
+        relevance = np.zeros(len(paper), np.float32)
+        matched = topic >= 0
+        relevance[matched] = matrix[topic[matched], paper[matched]]
+        return Picks(
+            offsets=offsets,
+            paper=paper,
+            topic=topic,
+            score=score,
+            relevance=relevance,
+            trend=trend[paper],
+        )
+
+
+def _first_picks(
+    score: Matrix, paper: NDArray[np.int64], sizes: NDArray[np.int64], key_of: NDArray[np.int64]
+) -> tuple[NDArray[np.bool_], NDArray[np.int64]]:
+    """For rows sorted best first: which entries are picked (qualifying, not a repeat of an
+    earlier entry's dedupe key, within the reader's size) and each entry's running rank."""
+    keys = key_of[paper]
+    by_key = np.argsort(keys, axis=1, kind="stable")  # stable: a key's best entry comes first
+    sorted_keys = np.take_along_axis(keys, by_key, axis=1)
+    repeat_sorted = np.zeros(keys.shape, np.bool_)
+    repeat_sorted[:, 1:] = sorted_keys[:, 1:] == sorted_keys[:, :-1]
+    repeat = np.empty_like(repeat_sorted)
+    np.put_along_axis(repeat, by_key, repeat_sorted, axis=1)
+    valid = (score >= 0) & ~repeat
+    rank = np.cumsum(valid, axis=1, dtype=np.int64)
+    return valid & (rank <= sizes[:, None]), rank
 
 
 def select(
@@ -78,58 +176,67 @@ def select(
     threshold: float = DEFAULT_THRESHOLD,
     dedupe_keys: Sequence[str] | None = None,
     chunk: int = 1024,
-) -> None:
-    """Fill each reader's `picks`: papers first seen after the reader's `seen_after`, not
-    excluded, over the relevance threshold for one of their topics, best `(1 - w) relevance +
-    w trend` first, at most `size`. A reader without topics gets the most trending papers.
-    Papers sharing a dedupe key never both appear."""
+) -> Picks:
+    """Every reader's picks: papers first seen after the reader's `seen_after`, not excluded,
+    over the relevance threshold for one of their topics, best `(1 - w) relevance + w trend`
+    first, at most `size`. A reader without topics gets the most trending papers. Papers
+    sharing a dedupe key never both appear."""
     papers = trend.shape[0]
+    chosen = _Chosen()
     if papers == 0:
-        return
+        return chosen.picks(len(readers), scores.matrix, trend)
+    if dedupe_keys is None:
+        key_of = np.arange(papers, dtype=np.int64)
+    else:
+        key_of = np.unique(np.asarray(dedupe_keys, dtype=object), return_inverse=True)[1]
+        key_of = key_of.astype(np.int64)
     # A reader's best papers are among the best papers of each of their topics (their score is
     # the max over topics of (1 - w) relevance + w trend), so readers who share a weight and a
     # "first seen after" cutoff (everyone composed in the same run) are served from one short
     # per-topic list. Readers with exclusions take the exact full-width path.
-    groups: dict[tuple[float, float], list[Reader]] = {}
-    full_width: list[Reader] = []
-    for reader in readers:
+    groups: dict[tuple[float, float], list[int]] = {}
+    full_width: dict[int, list[int]] = {}
+    for number, reader in enumerate(readers):
         if reader.excluded:
-            full_width.append(reader)
+            full_width.setdefault(len(reader.topics), []).append(number)
         else:
-            groups.setdefault((reader.seen_after, reader.trending_weight), []).append(reader)
+            groups.setdefault((reader.seen_after, reader.trending_weight), []).append(number)
     for (seen_after, weight), members in groups.items():
         eligible = first_seen > seen_after if first_seen is not None else np.ones(papers, np.bool_)
-        _select_group(members, scores.matrix, trend, eligible, weight, threshold, dedupe_keys)
-    by_topic_count: dict[int, list[Reader]] = {}
-    for reader in full_width:
-        by_topic_count.setdefault(len(reader.topics), []).append(reader)
-    for same in by_topic_count.values():
+        _select_group(
+            readers, members, scores.matrix, trend, eligible, weight, threshold, key_of, chosen
+        )
+    for same in full_width.values():
         for start in range(0, len(same), chunk):
             _select_chunk(
+                readers,
                 same[start : start + chunk],
                 scores.matrix,
                 trend,
                 first_seen=first_seen,
                 threshold=threshold,
-                dedupe_keys=dedupe_keys,
+                key_of=key_of,
+                chosen=chosen,
             )
+    return chosen.picks(len(readers), scores.matrix, trend)
 
 
 def _select_group(
-    members: Sequence[Reader],
+    readers: Sequence[Reader],
+    members: list[int],
     matrix: Matrix,
     trend: Matrix,
     eligible: NDArray[np.bool_],
     weight: float,
     threshold: float,
-    dedupe_keys: Sequence[str] | None,
+    key_of: NDArray[np.int64],
+    chosen: _Chosen,
 ) -> None:
     papers = trend.shape[0]
-    width = min(papers, max(r.size for r in members) * 2 + 4)
-    used = sorted({t for r in members for t in r.topics})
+    width = min(papers, max(readers[m].size for m in members) * 2 + 4)
+    used = sorted({t for m in members for t in readers[m].topics})
     local = {topic: i for i, topic in enumerate(used)}
-    # Per topic: its `width` best papers for this weight (paper, score, relevance); one extra
-    # empty row pads readers with fewer topics.
+    # Per topic: its `width` best papers for this weight and their scores.
     top = np.empty((len(used), width), np.int64)
     top_score = np.empty((len(used), width), np.float32)
     used_rows = np.asarray(used, np.int64)
@@ -143,144 +250,117 @@ def _select_group(
             best = np.broadcast_to(np.arange(papers), score.shape)
         top[start : start + SCORE_SLICE] = best
         top_score[start : start + SCORE_SLICE] = np.take_along_axis(score, best, axis=1)
-    trend_of = trend.tolist()
-    trending = np.where(eligible, trend, -1.0)
-    trending_order = np.argsort(-trending, kind="stable")[:width].tolist()
-    trending_of = trending.tolist()
-    top_topic = np.repeat(np.arange(len(used), dtype=np.int64)[:, None], width, axis=1)
-    by_count: dict[int, list[Reader]] = {}
-    for reader in members:
-        by_count.setdefault(len(reader.topics), []).append(reader)
+    by_count: dict[int, list[int]] = {}
+    for member in members:
+        by_count.setdefault(len(readers[member].topics), []).append(member)
     slice_size = 8192  # readers gathered at once: bounds the temporary arrays
-    for count, readers_with_count in by_count.items():
+    for count, with_count in by_count.items():
         if count == 0:
-            ranked = [(c, trending_of[c], 0.0, None) for c in trending_order]
-            for reader in readers_with_count:
-                _take(reader, ranked, dedupe_keys, trend_of)
+            trending = np.where(eligible, trend, -1.0).astype(np.float32)
+            order = np.argsort(-trending, kind="stable")[:width]
+            no_topic = np.full(len(order), -1, np.int64)
+            _add_same_list(readers, with_count, trending[order], order, no_topic, key_of, chosen)
             continue
-        for begin in range(0, len(readers_with_count), slice_size):
-            _take_slice(
-                readers_with_count[begin : begin + slice_size],
-                count,
-                width,
-                local,
-                used,
+        for begin in range(0, len(with_count), slice_size):
+            numbers = np.asarray(with_count[begin : begin + slice_size], np.int64)
+            rows = np.asarray(
+                [[local[t] for t in readers[n].topics] for n in numbers.tolist()], np.int64
+            )
+            sizes = np.asarray([readers[n].size for n in numbers.tolist()], np.int64)
+            candidates = top_score[rows].reshape(len(rows), count * width)
+            order = np.argsort(-candidates, axis=1, kind="stable")
+            # The head of each sorted row is enough unless repeats of one paper across the
+            # reader's topics use it up: those readers are redone over their whole row.
+            needed = min(count * width, int(sizes.max()) + 2 * count + 4)
+            short = _take_sorted(
+                numbers,
+                rows,
+                sizes,
+                candidates,
+                order[:, :needed],
                 top,
-                top_score,
-                top_topic,
-                matrix,
-                weight,
-                trend_of,
-                dedupe_keys,
+                width,
+                used_rows,
+                key_of,
+                chosen,
             )
+            if needed < count * width and short.any():
+                _take_sorted(
+                    numbers[short],
+                    rows[short],
+                    sizes[short],
+                    candidates[short],
+                    order[short],
+                    top,
+                    width,
+                    used_rows,
+                    key_of,
+                    chosen,
+                )
 
 
-def _take_slice(
-    same: Sequence[Reader],
-    count: int,
+def _take_sorted(
+    numbers: NDArray[np.int64],
+    rows: NDArray[np.int64],
+    sizes: NDArray[np.int64],
+    candidates: Matrix,
+    order: NDArray[np.int64],
+    top: NDArray[np.int64],
     width: int,
-    local: dict[int, int],
-    used: list[int],
-    top: NDArray[Any],
-    top_score: Matrix,
-    top_topic: NDArray[np.int64],
-    matrix: Matrix,
-    weight: float,
-    trend_of: list[float],
-    dedupe_keys: Sequence[str] | None,
+    used_rows: NDArray[np.int64],
+    key_of: NDArray[np.int64],
+    chosen: _Chosen,
+) -> NDArray[np.bool_]:
+    """Pick from each reader's merged per-topic lists, read in `order`; returns which readers
+    came up short of their size with this much of their row (they are not added)."""
+    score = np.take_along_axis(candidates, order, axis=1)
+    topic_position = order // width
+    paper = top[np.take_along_axis(rows, topic_position, axis=1), order % width]
+    picked, rank = _first_picks(score, paper, sizes, key_of)
+    # Short of its size although the last entry read still qualifies: more may lie beyond.
+    short: NDArray[np.bool_] = (picked.sum(axis=1) < sizes) & (score[:, -1] >= 0)
+    if order.shape[1] == candidates.shape[1]:
+        short[:] = False
+    keep = ~short
+    topic = used_rows[np.take_along_axis(rows, topic_position, axis=1)]
+    chosen.add_rows(numbers[keep], picked[keep], rank[keep], paper[keep], topic[keep], score[keep])
+    return short
+
+
+def _add_same_list(
+    readers: Sequence[Reader],
+    numbers: list[int],
+    score: Matrix,
+    paper: NDArray[np.int64],
+    topic: NDArray[np.int64],
+    key_of: NDArray[np.int64],
+    chosen: _Chosen,
 ) -> None:
-    rows = np.asarray([[local[t] for t in r.topics] for r in same], np.int64)
-
-    def gather(
-        table: NDArray[Any], rows: NDArray[np.int64] = rows, shape: int = count * width
-    ) -> NDArray[Any]:
-        return table[rows].reshape(len(rows), shape)
-
-    candidates = gather(top_score)
-    order = np.argsort(-candidates, axis=1, kind="stable")
-    # Only the head of each sorted row becomes Python objects (the conversion is the slow
-    # part); a reader whose head runs dry because of repeats falls back to the whole row.
-    needed = min(count * width, max(r.size for r in same) + 2 * count + 4)
-    slots = len(used) + 1
-    packed = gather(top) * slots + gather(top_topic)  # paper column and topic in one int
-    head = order[:, :needed]
-    packed_of = np.take_along_axis(packed, head, axis=1).tolist()
-    scores_of = np.take_along_axis(candidates, head, axis=1).tolist()
-    for i, reader in enumerate(same):
-        codes, scores = packed_of[i], scores_of[i]
-        while True:
-            _take_packed(reader, codes, scores, slots, used, matrix, weight, trend_of, dedupe_keys)
-            if len(reader.picks) >= reader.size or len(codes) == count * width:
-                break
-            reader.picks.clear()
-            codes, scores = packed[i, order[i]].tolist(), candidates[i, order[i]].tolist()
-
-
-def _take_packed(
-    reader: Reader,
-    packed: list[int],
-    scores: list[float],
-    slots: int,
-    used: list[int],
-    matrix: Matrix,
-    weight: float,
-    trend_of: list[float],
-    dedupe_keys: Sequence[str] | None,
-) -> None:
-    taken: set[object] = set()
-    picks = reader.picks
-    for code, score_value in zip(packed, scores, strict=True):
-        if score_value < 0 or len(picks) >= reader.size:
-            break
-        column, local = divmod(code, slots)
-        key = dedupe_keys[column] if dedupe_keys is not None else column
-        if key in taken:
-            continue
-        taken.add(key)
-        trend_value = trend_of[column]
-        relevance_value = (
-            (score_value - weight * trend_value) / (1 - weight)
-            if weight < 1
-            else float(matrix[used[local], column])
-        )
-        picks.append(Pick(column, score_value, relevance_value, trend_value, used[local]))
-
-
-def _take(
-    reader: Reader,
-    ranked: Iterable[tuple[int, float, float, int | None]],
-    dedupe_keys: Sequence[str] | None,
-    trend_of: list[float],
-) -> None:
-    """Append the first qualifying papers of `ranked` (best first) not taken yet."""
-    taken: set[object] = set()
-    for column, score_value, relevance_value, topic_row in ranked:
-        if score_value < 0 or len(reader.picks) >= reader.size:
-            break
-        key = dedupe_keys[column] if dedupe_keys is not None else column
-        if key in taken:
-            continue
-        taken.add(key)
-        reader.picks.append(
-            Pick(
-                paper=column,
-                score=score_value,
-                relevance=relevance_value,
-                trend=trend_of[column],
-                topic=topic_row,
-            )
-        )
+    """Readers who all read one ranked list: each takes its first `size` picks of it."""
+    sizes = np.asarray([readers[n].size for n in numbers], np.int64)
+    picked, _ = _first_picks(score[None, :], paper[None, :], sizes.max(keepdims=True), key_of)
+    columns = np.flatnonzero(picked[0])
+    counts = np.minimum(sizes, len(columns))
+    position = np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
+    chosen.reader.append(np.repeat(np.asarray(numbers, np.int32), counts))
+    chosen.position.append(position.astype(np.int32))
+    chosen.paper.append(paper[columns][position].astype(np.int32))
+    chosen.topic.append(topic[columns][position].astype(np.int32))
+    chosen.score.append(score[columns][position].astype(np.float32))
 
 
 def _select_chunk(
-    group: Sequence[Reader],
+    readers: Sequence[Reader],
+    numbers: list[int],
     matrix: Matrix,
     trend: Matrix,
     *,
     first_seen: NDArray[np.float64] | None,
     threshold: float,
-    dedupe_keys: Sequence[str] | None,
+    key_of: NDArray[np.int64],
+    chosen: _Chosen,
 ) -> None:
+    group = [readers[n] for n in numbers]
     count, papers = len(group), trend.shape[0]
     topic_count = len(group[0].topics)
     rows = np.asarray([r.topics for r in group], np.int64).reshape(count, topic_count)
@@ -300,8 +380,7 @@ def _select_chunk(
         cutoffs = np.asarray([r.seen_after for r in group], np.float64)[:, None]
         score[first_seen[None, :] <= cutoffs] = -1.0
     for i, reader in enumerate(group):
-        if reader.excluded:
-            score[i, list(reader.excluded)] = -1.0
+        score[i, list(reader.excluded)] = -1.0
     # Twice the digest size (plus slack for duplicates) is all a reader can use.
     width = min(papers, max(r.size for r in group) * 2 + 4)
     if width < papers:
@@ -315,14 +394,9 @@ def _select_chunk(
     if topic_count:
         # Which topic matched, only for the few papers that can be picked.
         per_topic = matrix[rows[:, :, None], top[:, None, :]]  # readers x topics x width
-        best = per_topic.argmax(axis=1)
-        topic_of = np.take_along_axis(rows, best, axis=1).tolist()
-        relevance_of = per_topic.max(axis=1).tolist()
+        topic = np.take_along_axis(rows, per_topic.argmax(axis=1), axis=1)
     else:
-        topic_of = relevance_of = np.zeros_like(top).tolist()
-    # Whole-chunk conversion to Python lists: per-element numpy indexing costs far more.
-    columns, scores_of, trend_of = top.tolist(), top_scores.tolist(), trend.tolist()
-    for i, reader in enumerate(group):
-        topics = topic_of[i] if topic_count else [None] * len(columns[i])
-        ranked = zip(columns[i], scores_of[i], relevance_of[i], topics, strict=True)
-        _take(reader, ranked, dedupe_keys, trend_of)
+        topic = np.full(top.shape, -1, np.int64)
+    sizes = np.asarray([r.size for r in group], np.int64)
+    picked, rank = _first_picks(top_scores, top, sizes, key_of)
+    chosen.add_rows(np.asarray(numbers, np.int64), picked, rank, top, topic, top_scores)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
@@ -17,6 +17,7 @@ from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.localtime import as_utc
 from app.models import Subscriber, SubscriberStatus, utcnow
 from app.tokens import Purpose, TokenError, read_token
 
@@ -145,7 +146,7 @@ async def request_signup(
     checked = validate_preferences(preferences)
     subscriber = await find_by_email(address, session=session)
     last_mail = subscriber.signup_mail_at if subscriber is not None else None
-    if last_mail is not None and _aware(last_mail) > now - mail_interval:
+    if last_mail is not None and as_utc(last_mail) > now - mail_interval:
         return SignupOutcome(subscriber, SignupMail.NONE, rate_limited=True)
     if subscriber is None:
         subscriber = Subscriber(email=address, status=SubscriberStatus.PENDING)
@@ -176,7 +177,7 @@ async def request_links(
     if subscriber is None:
         return SignupOutcome(None, SignupMail.NONE)
     last_mail = subscriber.signup_mail_at
-    if last_mail is not None and _aware(last_mail) > now - mail_interval:
+    if last_mail is not None and as_utc(last_mail) > now - mail_interval:
         return SignupOutcome(subscriber, SignupMail.NONE)
     mail = {
         SubscriberStatus.PENDING: SignupMail.CONFIRM,
@@ -186,11 +187,6 @@ async def request_links(
     subscriber.signup_mail_at = now
     await session.flush()
     return SignupOutcome(subscriber, mail)
-
-
-def _aware(moment: datetime) -> datetime:
-    # SQLite hands back naive datetimes; every stored time is UTC.
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def _apply(subscriber: Subscriber, preferences: Preferences) -> None:

@@ -14,8 +14,8 @@ from itertools import pairwise
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.candidates import load_engagement
 from app.digest_views import PaperCard, paper_card
-from app.digests import load_engagement
 from app.models import Paper
 from app.ranking import STOP_WORDS
 from app.selection import trend_scores

@@ -79,8 +79,8 @@ def rank_in_memory(
     scores = index.score(distinct)
     trend = trend_scores([None] * len(papers), [None] * len(papers), [NOW] * len(papers), now=NOW)
     readers = [Reader([row[t] for t in topics], 10, 0.3) for topics in subscribers]
-    select(readers, scores, trend)
-    return time.perf_counter() - started, sum(len(r.picks) for r in readers)
+    picks = select(readers, scores, trend)
+    return time.perf_counter() - started, len(picks)
 
 
 def naive_per_subscriber(

@@ -109,14 +109,17 @@ def test_select_mixes_relevance_and_trend_and_respects_threshold_and_size() -> N
     trend_heavy = reader([0], weight=0.9)
     both_topics = reader([0, 1], size=10)
     no_topics = reader([], size=2)
-    select([relevance_first, trend_heavy, both_topics, no_topics], scores, trend, threshold=0.3)
-    assert [p.paper for p in relevance_first.picks] == [0, 1, 3]
-    assert trend_heavy.picks[0].paper == 1
-    assert {p.paper for p in both_topics.picks} == {0, 1, 2, 3}
-    assert next(p for p in both_topics.picks if p.paper == 2).topic == 1
-    assert all(p.relevance >= 0.3 for p in both_topics.picks)
-    assert [p.paper for p in no_topics.picks] == [1, 3]
-    assert all(p.topic is None for p in no_topics.picks)
+    picks = select(
+        [relevance_first, trend_heavy, both_topics, no_topics], scores, trend, threshold=0.3
+    )
+    assert [p.paper for p in picks.of(0)] == [0, 1, 3]
+    assert picks.of(1)[0].paper == 1
+    assert {p.paper for p in picks.of(2)} == {0, 1, 2, 3}
+    assert next(p for p in picks.of(2) if p.paper == 2).topic == 1
+    assert all(p.relevance >= 0.3 for p in picks.of(2))
+    assert [p.paper for p in picks.of(3)] == [1, 3]
+    assert all(p.topic is None and p.relevance == 0 for p in picks.of(3))
+    assert list(picks.offsets) == [0, 3, 6, 10, 12]
 
 
 def test_select_honours_cutoffs_exclusions_and_duplicates() -> None:
@@ -125,10 +128,10 @@ def test_select_honours_cutoffs_exclusions_and_duplicates() -> None:
     first_seen = np.asarray([100.0, 200.0, 300.0, 400.0])
     late = reader([0], size=10, seen_after=150.0, excluded=frozenset({2}))
     deduped = reader([0], size=10)
-    select([late], scores, trend, first_seen=first_seen)
-    select([deduped], scores, trend, dedupe_keys=["k1", "k1", "k2", "k3"])
-    assert [p.paper for p in late.picks] == [1, 3]
-    assert [p.paper for p in deduped.picks] == [0, 2, 3]
+    late_picks = select([late], scores, trend, first_seen=first_seen).of(0)
+    deduped_picks = select([deduped], scores, trend, dedupe_keys=["k1", "k1", "k2", "k3"]).of(0)
+    assert [p.paper for p in late_picks] == [1, 3]
+    assert [p.paper for p in deduped_picks] == [0, 2, 3]
 
 
 def test_readers_whose_topics_agree_still_get_a_full_digest() -> None:
@@ -137,5 +140,71 @@ def test_readers_whose_topics_agree_still_get_a_full_digest() -> None:
     row = np.linspace(1.0, 0.3, 40, dtype=np.float32)
     scores = TopicScores(list("abcde"), np.tile(row, (5, 1)))
     reader_ = reader([0, 1, 2, 3, 4], size=10)
-    select([reader_], scores, np.zeros(40, np.float32))
-    assert [p.paper for p in reader_.picks] == list(range(10))
+    picks = select([reader_], scores, np.zeros(40, np.float32))
+    assert [p.paper for p in picks.of(0)] == list(range(10))
+
+
+def one_by_one(
+    reader_: Reader,
+    matrix: np.ndarray,
+    trend: np.ndarray,
+    first_seen: np.ndarray,
+    keys: list[str],
+    threshold: float,
+) -> list[tuple[int, int | None]]:
+    """The selection rule applied to one reader at a time, in plain Python."""
+    ranked = []
+    w = reader_.trending_weight
+    for paper in range(len(trend)):
+        if first_seen[paper] <= reader_.seen_after or paper in reader_.excluded:
+            continue
+        if not reader_.topics:
+            ranked.append((float(trend[paper]), paper, None))
+            continue
+        topic = max(reader_.topics, key=lambda t: matrix[t, paper])
+        if matrix[topic, paper] >= threshold:
+            score = (1 - w) * float(matrix[topic, paper]) + w * float(trend[paper])
+            ranked.append((score, paper, topic))
+    ranked.sort(key=lambda entry: -entry[0])
+    picks: list[tuple[int, int | None]] = []
+    taken: set[str] = set()
+    for _, paper, topic in ranked:
+        if keys[paper] not in taken and len(picks) < reader_.size:
+            taken.add(keys[paper])
+            picks.append((paper, topic))
+    return picks
+
+
+def test_selection_agrees_with_choosing_one_reader_at_a_time() -> None:
+    rng = np.random.default_rng(3)
+    papers, topics = 300, 40
+    matrix = rng.random((topics, papers), dtype=np.float32) ** 3
+    trend = rng.random(papers, dtype=np.float32)
+    first_seen = rng.random(papers) * 100
+    # A few papers share a dedupe key (the same arXiv id under two rows).
+    keys = [f"k{i if rng.random() > 0.05 else i - 1}" for i in range(papers)]
+    readers = []
+    for _ in range(400):
+        chosen = rng.choice(topics, int(rng.integers(0, 6)), replace=False).tolist()
+        extra: dict[str, object] = {}
+        if rng.random() < 0.3:
+            extra["excluded"] = frozenset(rng.choice(papers, 20, replace=False).tolist())
+        if rng.random() < 0.3:
+            extra["seen_after"] = 50.0
+        weight = float(rng.choice([0.0, 0.3, 0.8]))
+        readers.append(reader(chosen, size=int(rng.integers(1, 15)), weight=weight, **extra))
+    picks = select(
+        readers,
+        TopicScores([str(t) for t in range(topics)], matrix),
+        trend,
+        first_seen=first_seen,
+        threshold=0.2,
+        dedupe_keys=keys,
+    )
+    for number, reader_ in enumerate(readers):
+        expected = one_by_one(reader_, matrix, trend, first_seen, keys, 0.2)
+        assert [(p.paper, p.topic) for p in picks.of(number)] == expected, number
+        for pick in picks.of(number):
+            relevance = 0.0 if pick.topic is None else float(matrix[pick.topic, pick.paper])
+            assert pick.relevance == pytest.approx(relevance)
+            assert pick.trend == pytest.approx(float(trend[pick.paper]))
