@@ -153,7 +153,7 @@ def one_by_one(
     threshold: float,
 ) -> list[tuple[int, int | None]]:
     """The selection rule applied to one reader at a time, in plain Python."""
-    ranked = []
+    ranked: list[tuple[float, int, int | None]] = []
     w = reader_.trending_weight
     for paper in range(len(trend)):
         if first_seen[paper] <= reader_.seen_after or paper in reader_.excluded:
@@ -161,10 +161,10 @@ def one_by_one(
         if not reader_.topics:
             ranked.append((float(trend[paper]), paper, None))
             continue
-        topic = max(reader_.topics, key=lambda t: matrix[t, paper])
-        if matrix[topic, paper] >= threshold:
-            score = (1 - w) * float(matrix[topic, paper]) + w * float(trend[paper])
-            ranked.append((score, paper, topic))
+        best = max(reader_.topics, key=lambda t: matrix[t, paper])
+        if matrix[best, paper] >= threshold:
+            score = (1 - w) * float(matrix[best, paper]) + w * float(trend[paper])
+            ranked.append((score, paper, best))
     ranked.sort(key=lambda entry: -entry[0])
     picks: list[tuple[int, int | None]] = []
     taken: set[str] = set()
