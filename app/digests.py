@@ -6,6 +6,7 @@ idempotent: a second run, or a concurrent one, creates nothing twice."""
 
 from __future__ import annotations
 
+import io
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -22,6 +23,7 @@ from app.candidates import Candidate, load_candidates
 from app.db import is_postgres, minus
 from app.localtime import as_utc, local_digest_date
 from app.models import Digest, DigestItem, DigestStatus, Paper, Subscriber, SubscriberStatus
+from app.pgcopy import copy_payload, jsonb_field, text_field
 from app.ranking import PaperText, RelevanceIndex
 from app.selection import DEFAULT_THRESHOLD, Picks, Reader, trend_scores
 from app.selection import select as select_papers
@@ -219,9 +221,7 @@ class Composition:
     candidates: list[Candidate]
     topics: list[str]
     index: RelevanceIndex
-    # (topic row, candidate column) -> matched terms as JSON text, shared by every subscriber
-    # who follows the topic.
-    terms_json: dict[tuple[int, int], str] = field(default_factory=dict)
+    explanations: Explanations | None = None  # worked out on first use
 
     def frozen(self, start: int = 0, stop: int | None = None) -> FrozenDigests:
         """Rows to store for the due subscribers `start:stop`."""
@@ -229,21 +229,8 @@ class Composition:
         picks, offsets = self.picks, self.picks.offsets
         first, last = int(offsets[start]), int(offsets[stop])
         columns = picks.paper[first:last]
-        topic_rows = picks.topic[first:last]
         paper_ids = np.asarray([c.paper_id for c in self.candidates], np.int64)
-        # One explanation per distinct (topic, paper) of the slice, spread to its items by
-        # numpy: many subscribers share a topic, and a per-item Python loop was a second's work.
-        papers = len(self.candidates)
-        pairs, pair_of_item = np.unique(
-            topic_rows.astype(np.int64) * papers + columns, return_inverse=True
-        )
-        topic_text = np.empty(len(pairs), object)
-        terms_text = np.empty(len(pairs), object)
-        for i, pair in enumerate(pairs.tolist()):
-            if pair < 0:  # chosen on trend alone (topic row -1)
-                topic_text[i], terms_text[i] = None, "[]"
-            else:
-                topic_text[i], terms_text[i] = self._explanation(*divmod(pair, papers))
+        explanations = self._explanations()
         counts = np.diff(offsets[start : stop + 1])
         return FrozenDigests(
             subscriber_ids=self.due.ids[start:stop],
@@ -254,24 +241,40 @@ class Composition:
             score=picks.score[first:last].astype(np.float64).round(6),
             relevance=picks.relevance[first:last].astype(np.float64).round(6),
             trend=picks.trend[first:last].astype(np.float64).round(6),
-            matched_topic=topic_text[pair_of_item].tolist(),
-            matched_terms=terms_text[pair_of_item].tolist(),
+            explanation=explanations.of_pick[first:last],
+            explanations=explanations,
         )
 
-    def _explanation(self, topic_row: int, column: int) -> tuple[str, str]:
-        """The topic and, as JSON text, its words found in the paper."""
-        terms = self.terms_json.get((topic_row, column))
-        topic = self.topics[topic_row]
-        if terms is None:
-            words = self.index.matched_terms(topic, column)
-            terms = self.terms_json[topic_row, column] = orjson.dumps(words).decode()
-        return topic, terms
+    def _explanations(self) -> Explanations:
+        if self.explanations is None:
+            papers = len(self.candidates)
+            pairs, of_pick = np.unique(
+                self.picks.topic.astype(np.int64) * papers + self.picks.paper,
+                return_inverse=True,
+            )
+            explanations = Explanations(
+                of_pick=of_pick.astype(np.int32),
+                topic=np.empty(len(pairs), object),
+                terms=np.empty(len(pairs), object),
+                copy_fields=np.empty(len(pairs), object),
+            )
+            for i, pair in enumerate(pairs.tolist()):
+                topic, terms = None, "[]"
+                if pair >= 0:  # else chosen on trend alone (topic row -1)
+                    topic_row, column = divmod(pair, papers)
+                    topic = self.topics[topic_row]
+                    terms = orjson.dumps(self.index.matched_terms(topic, column)).decode()
+                explanations.topic[i], explanations.terms[i] = topic, terms
+                explanations.copy_fields[i] = text_field(topic) + jsonb_field(terms)
+            self.explanations = explanations
+        return self.explanations
 
     def plans(self, start: int = 0, stop: int | None = None) -> list[PlannedDigest]:
         """The same digests as `frozen`, readable (titles, addresses): for dry runs."""
         titles = {c.paper_id: c.title for c in self.candidates}
         frozen = self.frozen(start, stop)
-        rows = frozen.item_rows(np.ones(len(frozen.subscriber_ids), np.int64))  # ids unused
+        items = frozen.item_columns(np.ones(len(frozen.subscriber_ids), np.int64))  # ids unused
+        rows = list(zip(*items.values(), strict=True))
         plans, first = [], 0
         for subscriber_id, email, digest_date, count in zip(
             frozen.subscriber_ids,
@@ -280,7 +283,7 @@ class Composition:
             frozen.item_counts.tolist(),
             strict=True,
         ):
-            items = [
+            planned = [
                 PlannedItem(
                     paper_id=paper_id,
                     rank=rank,
@@ -296,8 +299,19 @@ class Composition:
                 ]
             ]
             first += count
-            plans.append(PlannedDigest(subscriber_id, email, digest_date, items))
+            plans.append(PlannedDigest(subscriber_id, email, digest_date, planned))
         return plans
+
+
+@dataclass(slots=True)
+class Explanations:
+    """Why each pick was chosen, stored once per distinct (topic, paper): many subscribers
+    share a topic, so a million picks have a few hundred thousand explanations at most."""
+
+    of_pick: NDArray[np.int32]  # explanation of each pick
+    topic: NDArray[np.object_]  # matched topic, None for trend alone
+    terms: NDArray[np.object_]  # matched terms as JSON text
+    copy_fields: NDArray[np.object_]  # both, as binary COPY fields
 
 
 @dataclass(slots=True)
@@ -313,28 +327,43 @@ class FrozenDigests:
     score: NDArray[np.float64]
     relevance: NDArray[np.float64]
     trend: NDArray[np.float64]
-    matched_topic: list[str | None]
-    matched_terms: list[str]  # JSON text
+    explanation: NDArray[np.int32]
+    explanations: Explanations
 
-    def item_rows(self, digest_ids: NDArray[np.int64]) -> list[tuple[Any, ...]]:
-        """Item rows (ITEM_COLUMNS) given each digest's id; digests with id 0 are left out."""
+    def item_columns(self, digest_ids: NDArray[np.int64]) -> dict[str, list[Any]]:
+        """Item columns (ITEM_COLUMNS) given each digest's id; digests with id 0 (created by
+        another compose) are left out."""
         owner = np.repeat(digest_ids, self.item_counts)
-        rows = list(
-            zip(
-                owner.tolist(),
-                self.paper_id.tolist(),
-                self.rank.tolist(),
-                self.score.tolist(),
-                self.relevance.tolist(),
-                self.trend.tolist(),
-                self.matched_topic,
-                self.matched_terms,
-                strict=True,
-            )
+        kept = owner > 0
+        return {
+            "digest_id": owner[kept].tolist(),
+            "paper_id": self.paper_id[kept].tolist(),
+            "rank": self.rank[kept].tolist(),
+            "score": self.score[kept].tolist(),
+            "relevance": self.relevance[kept].tolist(),
+            "trend": self.trend[kept].tolist(),
+            "matched_topic": self.explanations.topic[self.explanation[kept]].tolist(),
+            "matched_terms": self.explanations.terms[self.explanation[kept]].tolist(),
+        }
+
+    def copy_payload(self, digest_ids: NDArray[np.int64]) -> tuple[bytes, int]:
+        """The items as a binary COPY payload (ITEM_COLUMNS) and their number; as
+        `item_columns`, digests with id 0 are left out."""
+        owner = np.repeat(digest_ids, self.item_counts)
+        kept = owner > 0
+        payload = copy_payload(
+            [
+                ("int8", owner[kept]),
+                ("int8", self.paper_id[kept]),
+                ("int2", self.rank[kept]),
+                ("float8", self.score[kept]),
+                ("float8", self.relevance[kept]),
+                ("float8", self.trend[kept]),
+            ],
+            self.explanations.copy_fields[self.explanation[kept]],
+            tail_fields=2,
         )
-        if digest_ids.all():
-            return rows
-        return [row for row in rows if row[0]]
+        return payload, int(np.count_nonzero(kept))
 
 
 async def _already_sent(
@@ -369,11 +398,9 @@ async def freeze_digests(
         return 0, 0, 0
     created = await _insert_digests(digests, session=session, now=now)
     digest_ids = np.asarray([created.get(s, 0) for s in digests.subscriber_ids], np.int64)
-    items = digests.item_rows(digest_ids)
-    await _insert_items(items, session=session)
-    made = digest_ids > 0
-    queued = int(np.count_nonzero(made & (digests.item_counts > 0)))
-    return queued, len(created) - queued, len(items)
+    items = await _insert_items(digests, digest_ids, session=session)
+    queued = int(np.count_nonzero((digest_ids > 0) & (digests.item_counts > 0)))
+    return queued, len(created) - queued, items
 
 
 async def _insert_digests(
@@ -429,17 +456,29 @@ ITEM_COLUMNS = [
 ]
 
 
-async def _insert_items(items: list[tuple[Any, ...]], *, session: AsyncSession) -> None:
-    if not items:
-        return
+async def _insert_items(
+    digests: FrozenDigests, digest_ids: NDArray[np.int64], *, session: AsyncSession
+) -> int:
+    """Insert the items of the digests that were created; returns how many."""
     if is_postgres(session):
-        connection = await session.connection()
-        raw = await connection.get_raw_connection()
-        await raw.driver_connection.copy_records_to_table(  # type: ignore[union-attr]
-            DigestItem.__tablename__, records=items, columns=ITEM_COLUMNS
-        )
-    else:
-        rows = [dict(zip(ITEM_COLUMNS, item, strict=True)) for item in items]
-        for row in rows:
-            row["matched_terms"] = orjson.loads(row["matched_terms"])
+        payload, count = digests.copy_payload(digest_ids)
+        if count:
+            connection = await session.connection()
+            raw = await connection.get_raw_connection()
+            await raw.driver_connection.copy_to_table(  # type: ignore[union-attr]
+                DigestItem.__tablename__,
+                source=io.BytesIO(payload),
+                columns=ITEM_COLUMNS,
+                format="binary",
+            )
+        return count
+    columns = digests.item_columns(digest_ids)
+    rows = [
+        dict(zip(ITEM_COLUMNS, row, strict=True))
+        for row in zip(*(columns[name] for name in ITEM_COLUMNS), strict=True)
+    ]
+    for row in rows:
+        row["matched_terms"] = orjson.loads(row["matched_terms"])
+    if rows:
         await session.execute(insert(DigestItem), rows)
+    return len(rows)

@@ -232,3 +232,52 @@ async def test_two_concurrent_composers_create_each_digest_once(
         items = (await session.execute(select(func.count()).select_from(DigestItem))).scalar_one()
     assert len(per_subscriber) == 40 and all(count == 1 for _, count in per_subscriber)
     assert items == sum(r.items for r in reports)
+
+
+@pytest.mark.usefixtures("sample_loaded")
+async def test_stored_items_are_exactly_what_was_planned(
+    session_factory: Sessions, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Slices of two subscribers, written by several writers at once on Postgres.
+    monkeypatch.setattr("app.jobs.COMPOSE_SLICE", 2)
+    await subscribe(session_factory, "a@example.org", "mixture of experts", "KV cache")
+    await subscribe(session_factory, "b@example.org")  # trending only: no topic, no terms
+    await subscribe(session_factory, "c@example.org", "Müller’s “FPGA” accelerators")
+    await subscribe(session_factory, "d@example.org", "LLM quantization", digest_size=3)
+    await subscribe(session_factory, "e@example.org", "diffusion", "agents", "robotics")
+    dry = await compose_job(
+        session_factory=session_factory, settings=settings, on_date=DAY, dry_run=True
+    )
+    planned = {
+        (plan.subscriber_id, item.rank): (
+            item.paper_id,
+            item.score,
+            item.relevance,
+            item.trend,
+            item.matched_topic,
+            item.matched_terms,
+        )
+        for plan in dry.plans
+        for item in plan.items
+    }
+    report = await compose_job(session_factory=session_factory, settings=settings, on_date=DAY)
+    assert report.queued == 5 and report.items == len(planned)
+    async with session_factory() as session:
+        rows = await session.execute(
+            select(Digest.subscriber_id, DigestItem).join(DigestItem.digest)
+        )
+        stored = {
+            (subscriber_id, item.rank): (
+                item.paper_id,
+                item.score,
+                item.relevance,
+                item.trend,
+                item.matched_topic,
+                item.matched_terms,
+            )
+            for subscriber_id, item in rows
+        }
+    assert stored == planned
+    trending_only = [v for (s, _), v in stored.items() if v[4] is None]
+    assert trending_only and all(v[5] == [] for v in trending_only)
+    assert any(v[4] == "Müller’s “FPGA” accelerators" and "fpga" in v[5] for v in stored.values())
