@@ -10,8 +10,9 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import cast
 
-from sqlalchemy import and_, case, func, or_, select, update
+from sqlalchemy import Table, Update, and_, bindparam, case, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.models import Digest, DigestStatus, Subscriber, SubscriberStatus
@@ -140,19 +141,15 @@ async def record_outcomes(
     sent = [o for o in outcomes if o.status is DigestStatus.SENT]
     if sent:
         await session.execute(
-            update(Digest).execution_options(synchronize_session=False),
-            [
-                {
-                    "id": o.digest_id,
-                    "status": DigestStatus.SENT,
-                    "sent_at": now,
-                    "message_id": o.message_id,
-                    "lease_until": None,
-                    "next_attempt_at": None,
-                    "last_error": None,
-                }
-                for o in sent
-            ],
+            _by_id(
+                status=DigestStatus.SENT.value,
+                sent_at=now,
+                message_id=bindparam("b_message_id"),
+                lease_until=None,
+                next_attempt_at=None,
+                last_error=None,
+            ),
+            [{"b_id": o.digest_id, "b_message_id": o.message_id} for o in sent],
         )
         counts.sent = len(sent)
     retries = []
@@ -165,30 +162,33 @@ async def record_outcomes(
         counts.retry += not final
         retries.append(
             {
-                "id": outcome.digest_id,
-                "status": DigestStatus.FAILED if final else DigestStatus.RETRY,
-                "next_attempt_at": None if final else due,
-                "lease_until": None,
-                "last_error": outcome.detail[:ERROR_CHARS],
+                "b_id": outcome.digest_id,
+                "b_status": (DigestStatus.FAILED if final else DigestStatus.RETRY).value,
+                "b_next_attempt_at": None if final else due,
+                "b_last_error": outcome.detail[:ERROR_CHARS],
             }
         )
     if retries:
-        await session.execute(update(Digest).execution_options(synchronize_session=False), retries)
+        await session.execute(
+            _by_id(
+                status=bindparam("b_status"),
+                next_attempt_at=bindparam("b_next_attempt_at"),
+                lease_until=None,
+                last_error=bindparam("b_last_error"),
+            ),
+            retries,
+        )
     bounced = [o for o in outcomes if o.status is DigestStatus.BOUNCED]
     if bounced:
         counts.bounced = len(bounced)
         await session.execute(
-            update(Digest).execution_options(synchronize_session=False),
-            [
-                {
-                    "id": o.digest_id,
-                    "status": DigestStatus.BOUNCED,
-                    "lease_until": None,
-                    "next_attempt_at": None,
-                    "last_error": o.detail[:ERROR_CHARS],
-                }
-                for o in bounced
-            ],
+            _by_id(
+                status=DigestStatus.BOUNCED.value,
+                lease_until=None,
+                next_attempt_at=None,
+                last_error=bindparam("b_last_error"),
+            ),
+            [{"b_id": o.digest_id, "b_last_error": o.detail[:ERROR_CHARS]} for o in bounced],
         )
         counts.suppressed = await _count_bounces(
             [o.subscriber_id for o in bounced], session=session, limit=bounce_limit, now=now
@@ -196,16 +196,24 @@ async def record_outcomes(
     return counts
 
 
+def _by_id(**values: object) -> Update:
+    """One UPDATE of the digest table by id, run once per parameter set: a plain Core
+    executemany (one prepared statement, pipelined by the driver). The ORM's bulk update by
+    primary key cost about a millisecond of Python per outcome."""
+    table = cast(Table, Digest.__table__)
+    return update(table).where(table.c.id == bindparam("b_id")).values(**values)
+
+
 async def _count_bounces(
     subscriber_ids: list[int], *, session: AsyncSession, limit: int, now: datetime
 ) -> int:
-    for subscriber_id in subscriber_ids:
-        await session.execute(
-            update(Subscriber)
-            .where(Subscriber.id == subscriber_id)
-            .values(bounce_count=Subscriber.bounce_count + 1, updated_at=now)
-            .execution_options(synchronize_session=False)
-        )
+    table = cast(Table, Subscriber.__table__)
+    await session.execute(
+        update(table)
+        .where(table.c.id == bindparam("b_id"))
+        .values(bounce_count=table.c.bounce_count + 1, updated_at=now),
+        [{"b_id": subscriber_id} for subscriber_id in subscriber_ids],
+    )
     suppressed = await session.execute(
         update(Subscriber)
         .where(

@@ -1,8 +1,9 @@
 """The digest as a mail: renders digest views (`app.digest_views`) with Jinja (autoescaped HTML
-with inlined CSS, and plain text), and builds the RFC 5322 message with
-every header a mailbox provider expects (List-Unsubscribe one-click, List-Id, Message-ID on our own
-domain), optionally DKIM-signed. Nothing from a paper reaches a header; subscriber topics do, and
-only after control characters are stripped and the text is RFC 2047-encoded by the email package."""
+whose CSS `app.email_templates` inlined into the templates, and plain text), and builds the
+RFC 5322 message with every header a mailbox provider expects (List-Unsubscribe one-click,
+List-Id, Message-ID on our own domain), optionally DKIM-signed. Nothing from a paper reaches a
+header; subscriber topics do, and only after control characters are stripped and the text is
+RFC 2047-encoded by the email package."""
 
 from __future__ import annotations
 
@@ -16,12 +17,11 @@ from functools import cached_property
 from pathlib import Path
 from urllib.parse import quote
 
-import css_inline
 import dkim
-from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
 from app.config import Settings
 from app.digest_views import DigestView
+from app.email_templates import mail_environment
 from app.tokens import Purpose, make_token
 
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
@@ -85,17 +85,7 @@ class Mailer:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.environment = Environment(
-            loader=FileSystemLoader(TEMPLATES_DIR),
-            autoescape=select_autoescape(["html"]),
-            undefined=StrictUndefined,
-            trim_blocks=True,
-            lstrip_blocks=True,
-            auto_reload=False,
-        )
-        self.inliner = css_inline.CSSInliner(
-            keep_at_rules=True, minify_css=True, load_remote_stylesheets=False
-        )
+        self.environment = mail_environment(TEMPLATES_DIR)
         self.domain = settings.sender_domain
         name, self.sender_address = parseaddr(settings.mail_from)
         self.from_header = formataddr((name, self.sender_address), charset="utf-8")
@@ -133,7 +123,7 @@ class Mailer:
         }
         html = self.environment.get_template("email/digest.html").render(context)
         text = self.environment.get_template("email/digest.txt").render(context)
-        return RenderedDigest(subject, self.inliner.inline(html), text, links)
+        return RenderedDigest(subject, html, text, links)
 
     def message_id(self, view: DigestView) -> str:
         # The same digest always gets the same Message-ID, so a mail client folds the rare
@@ -189,9 +179,7 @@ class Mailer:
         }
         html = self.environment.get_template("email/notice.html").render(context)
         text = self.environment.get_template("email/notice.txt").render(context)
-        return self._mime(
-            email, subject, text, self.inliner.inline(html), make_msgid(domain=self.domain), []
-        )
+        return self._mime(email, subject, text, html, make_msgid(domain=self.domain), [])
 
     def _mime(
         self,

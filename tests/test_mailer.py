@@ -13,10 +13,13 @@ from email.policy import default as default_policy
 from pathlib import Path
 from urllib.parse import unquote
 
+import css_inline
 import dkim
+import lxml.html
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from jinja2 import Environment, FileSystemLoader, select_autoescape
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -29,8 +32,9 @@ from app.digest_views import (
     shorten_authors,
     summarise,
 )
+from app.email_templates import TemplateInliningError, inline_template_source
 from app.jobs import compose_job, ingest_job
-from app.mailer import Mailer
+from app.mailer import TEMPLATES_DIR, Mailer
 from app.models import Digest, DigestItem, Paper, Subscriber
 from app.subscribers import Preferences, add_active_subscriber
 from app.tokens import Purpose, TokenError, make_token, read_token
@@ -184,7 +188,7 @@ async def test_hostile_paper_and_topic_text_never_escapes(
     assert "\n" not in message["Subject"] and "\r" not in message["Subject"]
     html = message.get_body(("html",)).get_content()  # type: ignore[union-attr]
     assert "<script>" not in html
-    assert '&lt;script&gt;alert("x")&lt;/script&gt;' in html
+    assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;" in html
     # The preheader and title both show the text, escaped.
     assert html.count("&lt;script&gt;") >= 2
 
@@ -277,3 +281,86 @@ async def test_preview_renders_without_writing(
         assert subscriber is not None
     rendered = Mailer(mail_settings).render(view)
     assert rendered.subject.startswith("10 new papers on FPGA accelerators")
+
+
+def dom(html: str) -> list[tuple[str, list[tuple[str, str]], str, str]]:
+    """Every element with its attributes and the text around it, whitespace collapsed."""
+    tree = lxml.html.document_fromstring(html)
+    return [
+        (
+            str(element.tag),
+            sorted((str(k), " ".join(str(v).split())) for k, v in element.attrib.items()),
+            " ".join((element.text or "").split()),
+            " ".join((element.tail or "").split()),
+        )
+        for element in tree.iter()
+    ]
+
+
+async def test_templates_inlined_once_render_what_inlining_each_message_gave(
+    session_factory: Sessions, mail_settings: Settings, sample_page: Path
+) -> None:
+    digest_id = await compose_for(session_factory, mail_settings, sample_page)
+    async with session_factory() as session:
+        # Text that Jinja escapes differently from an HTML serializer.
+        await session.execute(
+            update(DigestItem)
+            .where(DigestItem.digest_id == digest_id)
+            .values(matched_topic='Tom\'s "quoted" <topic> & more')
+        )
+        await session.commit()
+    view = await view_of(session_factory, digest_id)
+    mailer = Mailer(mail_settings)
+    plain = Environment(
+        loader=FileSystemLoader(TEMPLATES_DIR),
+        autoescape=select_autoescape(["html"]),
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    inliner = css_inline.CSSInliner(keep_at_rules=True, minify_css=True)
+    for for_browser in (False, True):
+        rendered = mailer.render(view, for_browser=for_browser)
+        context = {
+            "digest": view,
+            "links": rendered.links,
+            "subject": rendered.subject,
+            "day": "Thursday, 26 November 2026",
+            "for_browser": for_browser,
+        }
+        expected = inliner.inline(plain.get_template("email/digest.html").render(context))
+        assert dom(rendered.html) == dom(expected)
+        assert 'style="' in rendered.html and "@media (prefers-color-scheme: dark)" in rendered.html
+    notice = mailer.notice(
+        "ann@example.org",
+        subject="Confirm",
+        heading="One more step",
+        lines=["Line <one>"],
+        button_label="Confirm",
+        button_url="https://papers.example.org/confirm/x?a=1&b=2",
+        footnote="Ignore it otherwise.",
+    )
+    notice_html = parse(notice.data).get_body(("html",)).get_content()  # type: ignore[union-attr]
+    expected_notice = inliner.inline(
+        plain.get_template("email/notice.html").render(
+            subject="Confirm",
+            heading="One more step",
+            lines=["Line <one>"],
+            button_label="Confirm",
+            button_url="https://papers.example.org/confirm/x?a=1&b=2",
+            footnote="Ignore it otherwise.",
+        )
+    )
+    assert dom(notice_html) == dom(expected_notice)
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        # A statement in the title, where an HTML comment is only text: it would be escaped.
+        "<html><head><title>{% if a %}A{% endif %}</title></head><body></body></html>",
+        "<html><body><p>JINJA0X</p></body></html>",  # the placeholder word itself
+    ],
+)
+def test_templates_whose_tags_cannot_survive_inlining_are_refused(source: str) -> None:
+    with pytest.raises(TemplateInliningError):
+        inline_template_source(source, css_inline.CSSInliner(keep_at_rules=True))

