@@ -6,6 +6,7 @@ opens another). Bumping a subscriber's token version revokes every token issued 
 from __future__ import annotations
 
 import enum
+import functools
 import uuid
 from dataclasses import dataclass
 
@@ -42,7 +43,9 @@ class TokenClaims:
     token_version: int
 
 
+@functools.lru_cache(maxsize=32)
 def _serializer(secret_key: str, purpose: Purpose) -> URLSafeTimedSerializer:
+    # Stateless once built; a digest signs three links, a send run hundreds of thousands.
     return URLSafeTimedSerializer(secret_key, salt=f"paperboy.{purpose.value}")
 
 

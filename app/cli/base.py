@@ -4,8 +4,8 @@ itself to, the consoles, and the one way a command gets an engine from the setti
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -28,6 +28,17 @@ console = Console(stderr=True)
 output = Console()
 
 
+def run_async(main: Coroutine[Any, Any, T]) -> T:
+    """Run a command's event loop: uvloop where it is installed (every platform but Windows),
+    else asyncio's own. uvloop cuts the event loop's own share of a send by about a fifth
+    (docs/delivery.md)."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - Windows
+        return asyncio.run(main)
+    return uvloop.run(main)
+
+
 def run_with_engine(work: Callable[[AsyncEngine, Settings], Awaitable[T]]) -> T:
     settings = get_settings()
 
@@ -38,7 +49,7 @@ def run_with_engine(work: Callable[[AsyncEngine, Settings], Awaitable[T]]) -> T:
         finally:
             await engine.dispose()
 
-    return asyncio.run(main())
+    return run_async(main())
 
 
 def fail(message: str) -> typer.Exit:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.markup import escape
 
-from app.cli.base import checked_settings, cli, console, output
+from app.cli.base import checked_settings, cli, console, output, run_async
 from app.config import Settings
 from app.db import create_engine, create_session_factory
 from app.scheduler import JOBS, build_scheduler, run_job_now, scheduled_sources
@@ -74,7 +74,7 @@ def up_command(
         output.print("  Ctrl-C stops")
 
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run_all(settings, host=host, port=port, send_now=send_now, on_started=started))
+        run_async(run_all(settings, host=host, port=port, send_now=send_now, on_started=started))
 
 
 @cli.command("scheduler")
@@ -115,5 +115,5 @@ def scheduler_command(
         finally:
             await engine.dispose()
 
-    if not asyncio.run(main()):
+    if not run_async(main()):
         raise typer.Exit(code=1)
