@@ -1,8 +1,9 @@
 """The Jinja environment of the mail templates, whose CSS is inlined once, when a template is
 loaded, instead of in every rendered message: css-inline runs over the template source with each
-Jinja tag held by a placeholder (expressions as plain words, which may sit in text or attribute
-values; statements and comments as HTML comments, which may sit anywhere, between table rows
-too), and the tags are put back before Jinja compiles it. The styles depend only on the markup,
+Jinja tag held by a placeholder (expressions within a line as plain words, which may sit in text
+or attribute values; statements, comments and expressions on a line of their own as HTML
+comments, which may sit anywhere, between table rows too), and the tags are put back before
+Jinja compiles it. The styles depend only on the markup,
 never on the values Jinja fills in, so the result is what inlining each rendered message gave,
 at none of its cost per message (half a millisecond for a 30 kB digest)."""
 
@@ -32,7 +33,7 @@ def inline_template_source(source: str, inliner: css_inline.CSSInliner) -> str:
     def hold(match: re.Match[str]) -> str:
         tags.append(match.group(0))
         number = len(tags) - 1
-        if match.group(0).startswith("{{"):
+        if match.group(0).startswith("{{") and not _alone_on_its_line(match):
             return f"JINJAE{number}X"
         return f"<!--JINJAS{number}X-->"
 
@@ -50,6 +51,16 @@ def inline_template_source(source: str, inliner: css_inline.CSSInliner) -> str:
         # an expression between table rows): refuse rather than send broken mail.
         raise TemplateInliningError("Jinja tags did not survive CSS inlining in order")
     return result
+
+
+def _alone_on_its_line(match: re.Match[str]) -> bool:
+    """An expression on a line of its own inserts markup (table rows, say): it is held as a
+    comment, which may sit anywhere, rather than as a word, which a table would move out."""
+    source = match.string
+    line_start = source.rfind("\n", 0, match.start()) + 1
+    line_end = source.find("\n", match.end())
+    after = source[match.end() : line_end if line_end >= 0 else len(source)]
+    return not source[line_start : match.start()].strip() and not after.strip()
 
 
 class InliningLoader(BaseLoader):

@@ -8,7 +8,6 @@ RFC 2047-encoded by the email package."""
 from __future__ import annotations
 
 import base64
-import binascii
 import re
 import secrets
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ import dkim
 from app.config import Settings
 from app.digest_views import DigestView
 from app.email_templates import mail_environment
+from app.paper_rows import PaperRows, quoted_printable
 from app.tokens import Purpose, make_token
 
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
@@ -47,6 +47,9 @@ class RenderedDigest:
     html: str
     text: str
     links: Links
+    # The paper rows inside `html` and `text`, in order (their encoding is cached).
+    html_rows: tuple[str, ...] = ()
+    text_rows: tuple[str, ...] = ()
 
 
 def header_text(value: str) -> str:
@@ -86,6 +89,7 @@ class Mailer:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.environment = mail_environment(TEMPLATES_DIR)
+        self.paper_rows = PaperRows()
         self.domain = settings.sender_domain
         name, self.sender_address = parseaddr(settings.mail_from)
         self.from_header = formataddr((name, self.sender_address), charset="utf-8")
@@ -121,9 +125,15 @@ class Mailer:
             "day": f"{view.digest_date:%A}, {view.digest_date.day} {view.digest_date:%B %Y}",
             "for_browser": for_browser,
         }
-        html = self.environment.get_template("email/digest.html").render(context)
-        text = self.environment.get_template("email/digest.txt").render(context)
-        return RenderedDigest(subject, html, text, links)
+        html_rows: list[str] = []
+        text_rows: list[str] = []
+        html = self.environment.get_template("email/digest.html").render(
+            context, row_once=self.paper_rows.row_once("html", html_rows)
+        )
+        text = self.environment.get_template("email/digest.txt").render(
+            context, row_once=self.paper_rows.row_once("text", text_rows)
+        )
+        return RenderedDigest(subject, html, text, links, tuple(html_rows), tuple(text_rows))
 
     def message_id(self, view: DigestView) -> str:
         # The same digest always gets the same Message-ID, so a mail client folds the rare
@@ -151,8 +161,8 @@ class Mailer:
         return self._mime(
             view.email,
             rendered.subject,
-            rendered.text,
-            rendered.html,
+            self.paper_rows.encode(rendered.text, rendered.text_rows),
+            self.paper_rows.encode(rendered.html, rendered.html_rows),
             self.message_id(view),
             list_headers,
         )
@@ -179,17 +189,25 @@ class Mailer:
         }
         html = self.environment.get_template("email/notice.html").render(context)
         text = self.environment.get_template("email/notice.txt").render(context)
-        return self._mime(email, subject, text, html, make_msgid(domain=self.domain), [])
+        return self._mime(
+            email,
+            subject,
+            quoted_printable(text),
+            quoted_printable(html),
+            make_msgid(domain=self.domain),
+            [],
+        )
 
     def _mime(
         self,
         email: str,
         subject: str,
-        text: str,
-        html: str,
+        text: bytes,
+        html: bytes,
         message_id: str,
         extra_headers: list[tuple[str, str]],
     ) -> OutgoingMail:
+        """The message around two bodies already encoded as quoted-printable."""
         boundary = f"=_paperboy_{secrets.token_hex(12)}"  # "=_" never occurs in QP output
         headers = [
             ("From", self.from_header),
@@ -251,9 +269,7 @@ def _encoded_header(value: str) -> str:
     return "\r\n ".join(f"=?utf-8?b?{base64.b64encode(word.encode()).decode()}?=" for word in words)
 
 
-def _text_part(content: str, content_type: str, boundary: str) -> bytes:
-    normalised = content.replace("\r\n", "\n").encode("utf-8")
-    body = binascii.b2a_qp(normalised, istext=True).replace(b"\n", b"\r\n")
+def _text_part(body: bytes, content_type: str, boundary: str) -> bytes:
     if not body.endswith(b"\r\n"):
         body += b"\r\n"
     head = (

@@ -36,6 +36,7 @@ from app.email_templates import TemplateInliningError, inline_template_source
 from app.jobs import compose_job, ingest_job
 from app.mailer import TEMPLATES_DIR, Mailer
 from app.models import Digest, DigestItem, Paper, Subscriber
+from app.paper_rows import PaperRows, quoted_printable
 from app.subscribers import Preferences, add_active_subscriber
 from app.tokens import Purpose, TokenError, make_token, read_token
 
@@ -326,6 +327,7 @@ async def test_templates_inlined_once_render_what_inlining_each_message_gave(
             "subject": rendered.subject,
             "day": "Thursday, 26 November 2026",
             "for_browser": for_browser,
+            "row_once": lambda paper, macro: macro(paper),
         }
         expected = inliner.inline(plain.get_template("email/digest.html").render(context))
         assert dom(rendered.html) == dom(expected)
@@ -364,3 +366,29 @@ async def test_templates_inlined_once_render_what_inlining_each_message_gave(
 def test_templates_whose_tags_cannot_survive_inlining_are_refused(source: str) -> None:
     with pytest.raises(TemplateInliningError):
         inline_template_source(source, css_inline.CSSInliner(keep_at_rules=True))
+
+
+async def test_rows_encoded_once_give_the_bytes_of_encoding_each_part_whole(
+    session_factory: Sessions, mail_settings: Settings, sample_page: Path
+) -> None:
+    digest_id = await compose_for(session_factory, mail_settings, sample_page)
+    view = await view_of(session_factory, digest_id)
+    mailer = Mailer(mail_settings)
+    for _ in range(2):  # the second time every row comes from the caches
+        rendered = mailer.render(view)
+        assert len(rendered.html_rows) == len(rendered.text_rows) == len(view.papers)
+        for content, rows in (
+            (rendered.html, rendered.html_rows),
+            (rendered.text, rendered.text_rows),
+        ):
+            assert mailer.paper_rows.encode(content, rows) == quoted_printable(content)
+        message = parse(mailer.message(view, rendered).data)
+        html = message.get_body(("html",)).get_content()  # type: ignore[union-attr]
+        text = message.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+        assert html.replace("\r\n", "\n") == rendered.html
+        assert text.replace("\r\n", "\n") == rendered.text
+    # Rows that are not whole lines of the part are encoded with the text around them.
+    cache = PaperRows()
+    content = "head ünïcode " + "x" * 90 + "\n  tail trailing \n"
+    assert cache.encode(content, ["x" * 90 + "\n", "missing\n"]) == quoted_printable(content)
+    assert cache.encode(content, ["  tail trailing \n"]) == quoted_printable(content)
