@@ -12,6 +12,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from functools import lru_cache
+from typing import Protocol
 from urllib.parse import quote_plus
 
 from sqlalchemy import select
@@ -100,7 +101,74 @@ class PaperCard:
     comments: int | None
 
 
-def paper_card(paper: Paper) -> PaperCard:
+class PaperFacts(Protocol):
+    """What a card needs of a paper: a `Paper`, or a row of `CARD_COLUMNS`."""
+
+    @property
+    def title(self) -> str: ...
+    @property
+    def url(self) -> str | None: ...
+    @property
+    def arxiv_id(self) -> str | None: ...
+    @property
+    def pdf_url(self) -> str | None: ...
+    @property
+    def github_repo(self) -> str | None: ...
+    @property
+    def authors(self) -> list[str] | None: ...
+    @property
+    def ai_summary(self) -> str | None: ...
+    @property
+    def abstract(self) -> str: ...
+    @property
+    def upvotes(self) -> int | None: ...
+    @property
+    def comments(self) -> int | None: ...
+
+
+class SubscriberFacts(Protocol):
+    """What a digest view needs of its subscriber: a `Subscriber`, or a row of
+    `SUBSCRIBER_COLUMNS`."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def email(self) -> str: ...
+    @property
+    def timezone(self) -> str: ...
+    @property
+    def public_id(self) -> uuid.UUID: ...
+    @property
+    def token_version(self) -> int: ...
+    @property
+    def topics(self) -> list[str]: ...
+
+
+# Columns rather than ORM objects: a send run loads hundreds of thousands of these.
+CARD_COLUMNS = (
+    Paper.id,
+    Paper.title,
+    Paper.url,
+    Paper.arxiv_id,
+    Paper.pdf_url,
+    Paper.github_repo,
+    Paper.authors,
+    Paper.ai_summary,
+    Paper.abstract,
+    Paper.upvotes,
+    Paper.comments,
+)
+SUBSCRIBER_COLUMNS = (
+    Subscriber.id,
+    Subscriber.email,
+    Subscriber.timezone,
+    Subscriber.public_id,
+    Subscriber.token_version,
+    Subscriber.topics,
+)
+
+
+def paper_card(paper: PaperFacts) -> PaperCard:
     abstract_url = f"https://arxiv.org/abs/{paper.arxiv_id}" if paper.arxiv_id else None
     summary, wrapped = summary_of(paper.ai_summary, paper.abstract)
     return PaperCard(
@@ -121,7 +189,7 @@ def paper_card(paper: Paper) -> PaperCard:
 def _digest_view(
     digest_id: int | None,
     digest_date: date,
-    subscriber: Subscriber,
+    subscriber: SubscriberFacts,
     items: Iterable[tuple[int, int, str | None, list[str]]],
     cards: dict[int, PaperCard],
 ) -> DigestView:
@@ -150,7 +218,7 @@ async def load_digest_views(
         return []
     rows = (
         await session.execute(
-            select(Digest.id, Digest.digest_date, Subscriber)
+            select(Digest.id.label("digest_id"), Digest.digest_date, *SUBSCRIBER_COLUMNS)
             .join(Subscriber, Subscriber.id == Digest.subscriber_id)
             .where(Digest.id.in_(digest_ids))
         )
@@ -173,10 +241,10 @@ async def load_digest_views(
             (item.paper_id, item.rank, item.matched_topic, item.matched_terms)
         )
     views = {
-        digest_id: _digest_view(
-            digest_id, digest_date, subscriber, by_digest.get(digest_id, []), cards
+        row.digest_id: _digest_view(
+            row.digest_id, row.digest_date, row, by_digest.get(row.digest_id, []), cards
         )
-        for digest_id, digest_date, subscriber in rows
+        for row in rows
     }
     return [views[digest_id] for digest_id in digest_ids if digest_id in views]
 
@@ -195,7 +263,7 @@ async def planned_digest_view(
 
 
 async def _paper_cards(paper_ids: set[int], *, session: AsyncSession) -> dict[int, PaperCard]:
-    papers = await session.scalars(select(Paper).where(Paper.id.in_(paper_ids)))
+    papers = await session.execute(select(*CARD_COLUMNS).where(Paper.id.in_(paper_ids)))
     return {paper.id: paper_card(paper) for paper in papers}
 
 
