@@ -173,12 +173,14 @@ class SmtpTransport:
         try:
             if not client.is_connected:
                 await client.connect()
-            _refused, reply = await client.sendmail(sender, [recipient], data)
-            return Delivery(Verdict.ACCEPTED, reply)
-        except aiosmtplib.SMTPRecipientsRefused as error:
-            refusal = error.recipients[0]
-            return await _by_code(client, refusal.code, refusal.message)
+            if client.is_ehlo_or_helo_needed:  # the extensions decide the MAIL options
+                try:
+                    await client.ehlo()
+                except aiosmtplib.SMTPHeloError:
+                    await client.helo()
+            return await _transaction(client, sender, recipient, data)
         except (aiosmtplib.SMTPRecipientRefused, aiosmtplib.SMTPDataError) as error:
+            await _reset(client)
             return await _by_code(client, error.code, error.message)
         except aiosmtplib.SMTPResponseException as error:
             # The server refused us (sender, login, greeting), not the address: never a bounce.
@@ -196,6 +198,36 @@ class SmtpTransport:
                     await client.quit()
                 except (aiosmtplib.SMTPException, OSError):
                     client.close()
+
+
+async def _transaction(
+    client: aiosmtplib.SMTP, sender: str, recipient: str, data: bytes
+) -> Delivery:
+    """MAIL, RCPT and DATA for one recipient. Not `sendmail`: the message is ours, already in
+    CRLF lines, so its SIZE is its length, and aiosmtplib's scan of the whole message to work
+    the size out (a fifth of a millisecond for a 30 kB digest) is skipped."""
+    options = [f"SIZE={len(data)}"] if client.supports_extension("size") else []
+    encoding = "ascii"
+    if not (sender.isascii() and recipient.isascii()):
+        if not client.supports_extension("smtputf8"):
+            return Delivery(
+                Verdict.REFUSED, "553 the address is not ASCII and the server lacks SMTPUTF8"
+            )
+        options.append("SMTPUTF8")
+        encoding = "utf-8"
+    await client.mail(sender, options=options, encoding=encoding)
+    await client.rcpt(recipient, encoding=encoding)
+    response = await client.data(data)
+    return Delivery(Verdict.ACCEPTED, response.message)
+
+
+async def _reset(client: aiosmtplib.SMTP) -> None:
+    """End a refused transaction so the connection can carry the next message."""
+    if client.is_connected:
+        try:
+            await client.rset()
+        except (aiosmtplib.SMTPException, OSError):
+            client.close()
 
 
 async def _by_code(client: aiosmtplib.SMTP, code: int, message: str) -> Delivery:

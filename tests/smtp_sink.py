@@ -33,6 +33,7 @@ class SinkHandler:
     delay: float = 0.0
     seed: int = 7
     received: list[tuple[str, bytes]] = field(default_factory=list)
+    mail_options: list[list[str]] = field(default_factory=list)  # of each accepted message
     answers: Counter[int] = field(default_factory=Counter)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -51,6 +52,7 @@ class SinkHandler:
             self.answers[code] += 1
             if code == 250:
                 self.received.append((recipient, envelope.original_content))
+                self.mail_options.append(list(envelope.mail_options))
         if code == 0:
             server.transport.abort()  # the connection is lost before any reply
             return "451 4.4.2 Connection lost"
@@ -71,10 +73,12 @@ class SinkHandler:
 
 
 @contextmanager
-def smtp_sink(handler: SinkHandler | None = None) -> Iterator[tuple[SinkHandler, int]]:
+def smtp_sink(
+    handler: SinkHandler | None = None, *, smtputf8: bool = False
+) -> Iterator[tuple[SinkHandler, int]]:
     handler = handler or SinkHandler()
     port = free_port()
-    controller = Controller(handler, hostname="127.0.0.1", port=port)
+    controller = Controller(handler, hostname="127.0.0.1", port=port, enable_SMTPUTF8=smtputf8)
     controller.start()
     try:
         yield handler, port

@@ -15,6 +15,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from subprocess import DEVNULL, PIPE
 
+import pytest
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -24,6 +25,7 @@ from app.delivery import Outcome, claim_digests, record_outcomes, release_digest
 from app.jobs import SendReport, compose_job, ingest_job, send_job
 from app.models import Digest, DigestStatus, Subscriber, SubscriberStatus
 from app.subscribers import Preferences, add_active_subscriber
+from app.transports import SmtpTransport, Verdict, parse_smtp_url
 from tests.conftest import requires_postgres
 from tests.smtp_sink import SinkHandler, smtp_sink
 
@@ -325,3 +327,24 @@ async def test_a_worker_killed_mid_batch_loses_nothing(
     duplicates = sum(n - 1 for n in counts.values())
     assert duplicates <= concurrency
     assert await statuses(session_factory) == {"sent": 120}
+
+
+@pytest.mark.parametrize("smtputf8", [True, False])
+async def test_smtp_transport_declares_size_and_needs_smtputf8_for_unicode_addresses(
+    smtputf8: bool,
+) -> None:
+    data = b"Subject: hi\r\n\r\n" + b"x" * 100 + b"\r\n.leading dot\r\n"
+    with smtp_sink(smtputf8=smtputf8) as (sink, port):
+        transport = SmtpTransport(parse_smtp_url(f"smtp://127.0.0.1:{port}"), concurrency=1)
+        plain = await transport.deliver("digest@example.org", "ann@example.org", data)
+        unicode = await transport.deliver("digest@example.org", "jürgen@example.org", data)
+        await transport.close()
+    assert plain.verdict is Verdict.ACCEPTED
+    assert sink.received[0] == ("ann@example.org", data)  # dot-stuffing undone by the server
+    assert f"SIZE={len(data)}" in sink.mail_options[0]
+    if smtputf8:
+        assert unicode.verdict is Verdict.ACCEPTED
+        assert sink.received[1][0] == "jürgen@example.org" and "SMTPUTF8" in sink.mail_options[1]
+    else:
+        assert unicode.verdict is Verdict.REFUSED and "SMTPUTF8" in unicode.detail
+        assert len(sink.received) == 1
