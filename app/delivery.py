@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from typing import cast
 
 from sqlalchemy import Table, Update, and_, bindparam, case, func, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from app.models import Digest, DigestStatus, Subscriber, SubscriberStatus
 
@@ -129,7 +129,7 @@ class RecordedCounts:
 async def record_outcomes(
     outcomes: Sequence[Outcome],
     *,
-    session: AsyncSession,
+    session: AsyncSession | AsyncConnection,
     now: datetime,
     retry_base: float,
     retry_ceiling: float,
@@ -205,7 +205,11 @@ def _by_id(**values: object) -> Update:
 
 
 async def _count_bounces(
-    subscriber_ids: list[int], *, session: AsyncSession, limit: int, now: datetime
+    subscriber_ids: list[int],
+    *,
+    session: AsyncSession | AsyncConnection,
+    limit: int,
+    now: datetime,
 ) -> int:
     table = cast(Table, Subscriber.__table__)
     await session.execute(

@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, cast
 
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
 from app.config import Settings
-from app.db import is_postgres
+from app.db import engine_of, is_postgres
 from app.delivery import Outcome, claim_digests, record_outcomes, release_digests
 from app.digest_views import DigestView, load_digest_views
 from app.ingest import IngestReport, upsert_papers
@@ -249,7 +249,8 @@ class OutcomeWriter:
     """Records outcomes as they come, each group in one short transaction right after the SMTP
     replies (group commit: a busy worker pays one commit per group, not per message). A send
     waits for its outcome to be committed before its slot frees, so a crash can repeat only
-    the messages in flight."""
+    the messages in flight. The writer keeps one connection for the run: a pooled session per
+    group (checkout, ping, ORM session) cost three times the statements themselves."""
 
     def __init__(
         self,
@@ -272,35 +273,45 @@ class OutcomeWriter:
         await done
 
     async def _run(self) -> None:
-        while not (self.closing and not self.pending):
-            await self.wake.wait()
-            self.wake.clear()
-            group, self.pending = self.pending, []
-            if not group:
-                continue
-            try:
-                async with self.session_factory() as session:
-                    counts = await record_outcomes(
-                        [outcome for outcome, _ in group],
-                        session=session,
-                        now=datetime.now(UTC),
-                        retry_base=self.settings.retry_base_seconds,
-                        retry_ceiling=self.settings.retry_max_seconds,
-                        bounce_limit=self.settings.bounce_limit,
-                    )
-                    await session.commit()
-            except Exception as error:  # the sends stay leased; the lease expiry retries them
+        connection: AsyncConnection | None = None
+        try:
+            while not (self.closing and not self.pending):
+                await self.wake.wait()
+                self.wake.clear()
+                group, self.pending = self.pending, []
+                if not group:
+                    continue
+                try:
+                    if connection is None:
+                        connection = await engine_of(self.session_factory).connect()
+                    async with connection.begin():
+                        counts = await record_outcomes(
+                            [outcome for outcome, _ in group],
+                            session=connection,
+                            now=datetime.now(UTC),
+                            retry_base=self.settings.retry_base_seconds,
+                            retry_ceiling=self.settings.retry_max_seconds,
+                            bounce_limit=self.settings.bounce_limit,
+                        )
+                except Exception as error:  # the sends stay leased; the lease expiry retries them
+                    if connection is not None:  # it may be broken: the next group takes a new one
+                        with contextlib.suppress(Exception):
+                            await connection.close()
+                        connection = None
+                    for _, done in group:
+                        if not done.done():
+                            done.set_exception(error)
+                    continue
+                for name in ("sent", "retry", "failed", "bounced", "suppressed"):
+                    setattr(self.report, name, getattr(self.report, name) + getattr(counts, name))
+                for name in ("sent", "retry", "failed", "bounced"):
+                    MESSAGES.labels(name).inc(getattr(counts, name))
                 for _, done in group:
                     if not done.done():
-                        done.set_exception(error)
-                continue
-            for name in ("sent", "retry", "failed", "bounced", "suppressed"):
-                setattr(self.report, name, getattr(self.report, name) + getattr(counts, name))
-            for name in ("sent", "retry", "failed", "bounced"):
-                MESSAGES.labels(name).inc(getattr(counts, name))
-            for _, done in group:
-                if not done.done():
-                    done.set_result(None)
+                        done.set_result(None)
+        finally:
+            if connection is not None:
+                await connection.close()
 
     async def close(self) -> None:
         self.closing = True
