@@ -79,7 +79,9 @@ class Settings(BaseSettings):
     smtp_rate_limit: float = Field(
         default=0, ge=0, description="Most messages per second per worker (0: no limit)."
     )
-    smtp_timeout: float = Field(default=30.0, gt=0, description="Seconds per SMTP command.")
+    smtp_timeout: float = Field(
+        default=30.0, gt=0, description="Seconds for one message: connecting and the exchange."
+    )
     send_batch_size: int = Field(
         default=200, ge=1, le=10_000, description="Digests a worker claims at a time."
     )

@@ -151,7 +151,9 @@ class SmtpTransport:
             password=endpoint.password,
             use_tls=endpoint.use_tls,
             start_tls=endpoint.start_tls,
-            timeout=self.timeout,
+            # No timeout per command: aiosmtplib wraps each read in a task to time it (four or
+            # more a message). `_send` bounds the whole exchange with one deadline instead.
+            timeout=None,
         )
 
     async def deliver(self, sender: str, recipient: str, data: bytes) -> Delivery:
@@ -171,14 +173,18 @@ class SmtpTransport:
         self, client: aiosmtplib.SMTP, sender: str, recipient: str, data: bytes
     ) -> Delivery:
         try:
-            if not client.is_connected:
-                await client.connect()
-            if client.is_ehlo_or_helo_needed:  # the extensions decide the MAIL options
-                try:
-                    await client.ehlo()
-                except aiosmtplib.SMTPHeloError:
-                    await client.helo()
-            return await _transaction(client, sender, recipient, data)
+            async with asyncio.timeout(self.timeout):
+                if not client.is_connected:
+                    await client.connect()
+                if client.is_ehlo_or_helo_needed:  # the extensions decide the MAIL options
+                    try:
+                        await client.ehlo()
+                    except aiosmtplib.SMTPHeloError:
+                        await client.helo()
+                return await _transaction(client, sender, recipient, data)
+        except TimeoutError:
+            await _discard(client)
+            return Delivery(Verdict.TRY_LATER, f"timed out after {self.timeout:g} s")
         except (aiosmtplib.SMTPRecipientRefused, aiosmtplib.SMTPDataError) as error:
             await _reset(client)
             return await _by_code(client, error.code, error.message)

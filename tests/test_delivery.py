@@ -348,3 +348,20 @@ async def test_smtp_transport_declares_size_and_needs_smtputf8_for_unicode_addre
     else:
         assert unicode.verdict is Verdict.REFUSED and "SMTPUTF8" in unicode.detail
         assert len(sink.received) == 1
+
+
+async def test_a_server_that_hangs_is_timed_out_and_the_connection_replaced() -> None:
+    data = b"Subject: hi\r\n\r\nbody\r\n"
+    with smtp_sink(SinkHandler(delay=2.0)) as (sink, port):
+        transport = SmtpTransport(
+            parse_smtp_url(f"smtp://127.0.0.1:{port}"), concurrency=1, timeout=0.5
+        )
+        started = time.perf_counter()
+        slow = await transport.deliver("digest@example.org", "ann@example.org", data)
+        assert time.perf_counter() - started < 1.5
+        assert slow.verdict is Verdict.TRY_LATER and "timed out after 0.5 s" in slow.detail
+        sink.delay = 0.0
+        again = await transport.deliver("digest@example.org", "bob@example.org", data)
+        await transport.close()
+    assert again.verdict is Verdict.ACCEPTED
+    assert [recipient for recipient, _ in sink.received][-1] == "bob@example.org"
