@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.config import Settings
 from app.db import create_engine, create_session_factory
+from app.digests import PlannedItem
 from app.jobs import compose_job, ingest_job
 from app.localtime import local_digest_date
 from app.models import Digest, DigestItem, DigestStatus, Paper, SubscriberStatus
@@ -234,6 +235,18 @@ async def test_two_concurrent_composers_create_each_digest_once(
     assert items == sum(r.items for r in reports)
 
 
+def facts(item: PlannedItem | DigestItem) -> tuple[object, ...]:
+    """What an item says, planned or stored."""
+    return (
+        item.paper_id,
+        item.score,
+        item.relevance,
+        item.trend,
+        item.matched_topic,
+        item.matched_terms,
+    )
+
+
 @pytest.mark.usefixtures("sample_loaded")
 async def test_stored_items_are_exactly_what_was_planned(
     session_factory: Sessions, settings: Settings, monkeypatch: pytest.MonkeyPatch
@@ -249,16 +262,7 @@ async def test_stored_items_are_exactly_what_was_planned(
         session_factory=session_factory, settings=settings, on_date=DAY, dry_run=True
     )
     planned = {
-        (plan.subscriber_id, item.rank): (
-            item.paper_id,
-            item.score,
-            item.relevance,
-            item.trend,
-            item.matched_topic,
-            item.matched_terms,
-        )
-        for plan in dry.plans
-        for item in plan.items
+        (plan.subscriber_id, item.rank): facts(item) for plan in dry.plans for item in plan.items
     }
     report = await compose_job(session_factory=session_factory, settings=settings, on_date=DAY)
     assert report.queued == 5 and report.items == len(planned)
@@ -266,17 +270,7 @@ async def test_stored_items_are_exactly_what_was_planned(
         rows = await session.execute(
             select(Digest.subscriber_id, DigestItem).join(DigestItem.digest)
         )
-        stored = {
-            (subscriber_id, item.rank): (
-                item.paper_id,
-                item.score,
-                item.relevance,
-                item.trend,
-                item.matched_topic,
-                item.matched_terms,
-            )
-            for subscriber_id, item in rows
-        }
+        stored = {(subscriber_id, item.rank): facts(item) for subscriber_id, item in rows}
     assert stored == planned
     trending_only = [v for (s, _), v in stored.items() if v[4] is None]
     assert trending_only and all(v[5] == [] for v in trending_only)

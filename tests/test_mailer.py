@@ -11,6 +11,7 @@ from datetime import UTC, date, datetime
 from email.message import EmailMessage
 from email.policy import default as default_policy
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote
 
 import css_inline
@@ -332,26 +333,17 @@ async def test_templates_inlined_once_render_what_inlining_each_message_gave(
         expected = inliner.inline(plain.get_template("email/digest.html").render(context))
         assert dom(rendered.html) == dom(expected)
         assert 'style="' in rendered.html and "@media (prefers-color-scheme: dark)" in rendered.html
-    notice = mailer.notice(
-        "ann@example.org",
-        subject="Confirm",
-        heading="One more step",
-        lines=["Line <one>"],
-        button_label="Confirm",
-        button_url="https://papers.example.org/confirm/x?a=1&b=2",
-        footnote="Ignore it otherwise.",
-    )
+    notice_args: dict[str, Any] = {
+        "subject": "Confirm",
+        "heading": "One more step",
+        "lines": ["Line <one>"],
+        "button_label": "Confirm",
+        "button_url": "https://papers.example.org/confirm/x?a=1&b=2",
+        "footnote": "Ignore it otherwise.",
+    }
+    notice = mailer.notice("ann@example.org", **notice_args)
     notice_html = parse(notice.data).get_body(("html",)).get_content()  # type: ignore[union-attr]
-    expected_notice = inliner.inline(
-        plain.get_template("email/notice.html").render(
-            subject="Confirm",
-            heading="One more step",
-            lines=["Line <one>"],
-            button_label="Confirm",
-            button_url="https://papers.example.org/confirm/x?a=1&b=2",
-            footnote="Ignore it otherwise.",
-        )
-    )
+    expected_notice = inliner.inline(plain.get_template("email/notice.html").render(notice_args))
     assert dom(notice_html) == dom(expected_notice)
 
 
