@@ -235,7 +235,9 @@ async def test_two_concurrent_composers_create_each_digest_once(
     assert items == sum(r.items for r in reports)
 
 
-def facts(item: PlannedItem | DigestItem) -> tuple[object, ...]:
+def facts(
+    item: PlannedItem | DigestItem,
+) -> tuple[int, float, float, float, str | None, list[str]]:
     """What an item says, planned or stored."""
     return (
         item.paper_id,
