@@ -42,6 +42,7 @@ COMPOSE_SLICE = 5_000  # subscribers whose digests are written (and committed) a
 # Slices written at once on Postgres: while one connection's server process checks and stores
 # items, the next slice's rows are being prepared and sent on another.
 COMPOSE_WRITERS = 3
+OUTCOME_WRITER = "paperboy outcomes"  # the outcome writer's connection, as Postgres lists it
 
 
 async def _record_run(
@@ -283,7 +284,7 @@ class OutcomeWriter:
                     continue
                 try:
                     if connection is None:
-                        connection = await engine_of(self.session_factory).connect()
+                        connection = await self._connect()
                     async with connection.begin():
                         counts = await record_outcomes(
                             [outcome for outcome, _ in group],
@@ -312,6 +313,13 @@ class OutcomeWriter:
         finally:
             if connection is not None:
                 await connection.close()
+
+    async def _connect(self) -> AsyncConnection:
+        connection = await engine_of(self.session_factory).connect()
+        if connection.dialect.name == "postgresql":  # named in pg_stat_activity
+            await connection.exec_driver_sql(f"SET application_name = '{OUTCOME_WRITER}'")
+            await connection.commit()
+        return connection
 
     async def close(self) -> None:
         self.closing = True

@@ -16,13 +16,13 @@ from pathlib import Path
 from subprocess import DEVNULL, PIPE
 
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.config import Settings
 from app.db import create_engine, create_session_factory
 from app.delivery import Outcome, claim_digests, record_outcomes, release_digests
-from app.jobs import SendReport, compose_job, ingest_job, send_job
+from app.jobs import OUTCOME_WRITER, SendReport, compose_job, ingest_job, send_job
 from app.models import Digest, DigestStatus, Subscriber, SubscriberStatus
 from app.subscribers import Preferences, add_active_subscriber
 from app.transports import SmtpTransport, Verdict, parse_smtp_url
@@ -365,3 +365,39 @@ async def test_a_server_that_hangs_is_timed_out_and_the_connection_replaced() ->
         await transport.close()
     assert again.verdict is Verdict.ACCEPTED
     assert [recipient for recipient, _ in sink.received][-1] == "bob@example.org"
+
+
+@requires_postgres
+async def test_outcomes_survive_the_writer_losing_its_connection(
+    session_factory: Sessions, settings: Settings, sample_page: Path
+) -> None:
+    addresses = await compose_for(session_factory, settings, sample_page, 80)
+    with smtp_sink(SinkHandler(delay=0.01)) as (sink, port):
+        config = smtp_settings(settings, port, send_batch_size=20, smtp_concurrency=4)
+        sending = asyncio.create_task(send_job(session_factory=session_factory, settings=config))
+        while len(sink.received) < 20:  # noqa: ASYNC110
+            await asyncio.sleep(0.005)
+        async with session_factory() as session:  # the server drops the writer's connection
+            killed = await session.scalar(
+                text(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND application_name = :name"
+                ),
+                {"name": OUTCOME_WRITER},
+            )
+        report = await sending
+        assert killed == 1
+        # Sends whose outcome died with the connection stay leased; once the lease is over,
+        # the next run sends them again. Every other outcome went through a new connection.
+        # Only the group in flight when the connection died is lost (at most one per slot).
+        assert 1 <= len(report.errors) <= 4 and report.sent == 80 - len(report.errors)
+        async with session_factory() as session:
+            await session.execute(
+                update(Digest)
+                .where(Digest.status == DigestStatus.SENDING)
+                .values(lease_until=datetime.now(UTC) - timedelta(seconds=1))
+            )
+            await session.commit()
+        await send_until_done(session_factory, config)
+    assert await statuses(session_factory) == {"sent": 80}
+    assert set(sink.per_recipient()) == set(addresses)
