@@ -10,7 +10,7 @@ import textwrap
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from functools import lru_cache
 from typing import Protocol
 from urllib.parse import quote_plus
@@ -311,10 +311,8 @@ async def subscriber_preview(
     report = await plan_digests(
         session=session,
         now=now,
+        settings=settings,
         on_date=digest_date,
-        window=timedelta(days=settings.compose_window_days),
-        max_candidates=settings.compose_max_candidates,
-        threshold=settings.relevance_threshold,
         only_subscriber=subscriber.id,
     )
     plans = report.plans

@@ -20,12 +20,13 @@ from sqlalchemy.dialects import sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.candidates import Candidate, load_candidates
+from app.config import Settings
 from app.db import is_postgres, minus
 from app.localtime import as_utc, local_digest_date
 from app.models import Digest, DigestItem, DigestStatus, Paper, Subscriber, SubscriberStatus
 from app.pgcopy import copy_payload, jsonb_field, text_field
 from app.ranking import PaperText, RelevanceIndex
-from app.selection import DEFAULT_THRESHOLD, Picks, Reader, trend_scores
+from app.selection import Picks, Reader, trend_scores
 from app.selection import select as select_papers
 
 # Papers committed by an ingest that started before the previous compose but finished after it
@@ -91,14 +92,16 @@ async def plan_digests(
     *,
     session: AsyncSession,
     now: datetime,
+    settings: Settings,
     on_date: date | None = None,
-    window: timedelta = timedelta(days=7),
-    max_candidates: int = 5000,
-    threshold: float = DEFAULT_THRESHOLD,
     only_subscriber: int | None = None,
 ) -> ComposeReport:
-    """Decide every due subscriber's digest without writing anything. With `on_date`, every
-    active subscriber without a digest for that date is due, whatever the hour."""
+    """Decide every due subscriber's digest without writing anything, by the compose window,
+    candidate limit and relevance threshold of `settings`. With `on_date`, every active
+    subscriber without a digest for that date is due, whatever the hour."""
+    window = timedelta(days=settings.compose_window_days)
+    max_candidates = settings.compose_max_candidates
+    threshold = settings.relevance_threshold
     report = ComposeReport()
     dates = {on_date} if on_date else _possible_dates(now)
     composed = {

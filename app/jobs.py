@@ -196,10 +196,8 @@ async def compose_job(
         report = await plan_digests(
             session=session,
             now=moment,
+            settings=settings,
             on_date=on_date,
-            window=timedelta(days=settings.compose_window_days),
-            max_candidates=settings.compose_max_candidates,
-            threshold=settings.relevance_threshold,
         )
         writers = COMPOSE_WRITERS if is_postgres(session) else 1
     composition = report.composition

@@ -29,6 +29,7 @@ from app.trending import trending_papers
 from app.web.deps import ClientIp, Session, State, WebState
 from app.web.rendering import (
     TIMEZONES,
+    confirmed_page,
     form_preferences,
     link,
     link_problem,
@@ -215,14 +216,7 @@ async def confirm_page(
         return link_problem(request, TokenError("This confirmation link is no longer valid."))
     confirm(subscriber, now=datetime.now(UTC), client_ip=client_ip)
     await session.commit()
-    return page(
-        request,
-        "confirmed.html",
-        {
-            "subscriber": subscriber,
-            "preferences_url": link(state, Purpose.PREFERENCES, subscriber, "preferences"),
-        },
-    )
+    return confirmed_page(request, state, subscriber)
 
 
 @router.get("/healthz", response_class=PlainTextResponse)

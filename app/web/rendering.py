@@ -45,6 +45,22 @@ def link(state: WebState, purpose: Purpose, subscriber: Subscriber, path: str) -
     return f"{state.settings.base_url}/{path}/{token}"
 
 
+def confirmed_page(
+    request: Request, state: WebState, subscriber: Subscriber, *, welcome_back: bool = False
+) -> HTMLResponse:
+    """The page after confirming (or resubscribing): the subscription is on, and where to
+    change it."""
+    return page(
+        request,
+        "confirmed.html",
+        {
+            "subscriber": subscriber,
+            "preferences_url": link(state, Purpose.PREFERENCES, subscriber, "preferences"),
+            "welcome_back": welcome_back,
+        },
+    )
+
+
 def form_preferences(
     topics: str, timezone: str, send_hour: int, digest_size: int, trending_weight: float
 ) -> Preferences:

@@ -23,6 +23,7 @@ from app.tokens import Purpose
 from app.web.deps import Session, State, WebState
 from app.web.rendering import (
     TIMEZONES,
+    confirmed_page,
     form_preferences,
     link,
     linked_subscriber,
@@ -136,15 +137,7 @@ async def resubscribe_now(
     subscriber = await linked_subscriber(state, session, Purpose.UNSUBSCRIBE, token)
     resubscribe(subscriber, now=datetime.now(UTC))
     await session.commit()
-    return page(
-        request,
-        "confirmed.html",
-        {
-            "subscriber": subscriber,
-            "preferences_url": link(state, Purpose.PREFERENCES, subscriber, "preferences"),
-            "welcome_back": True,
-        },
-    )
+    return confirmed_page(request, state, subscriber, welcome_back=True)
 
 
 @router.get("/digests/{token}/{digest_date}", response_class=HTMLResponse)
