@@ -295,7 +295,7 @@ class OutcomeWriter:
                 except Exception as error:  # the sends stay leased; the lease expiry retries them
                     if connection is not None:  # it may be broken: the next group takes a new one
                         with contextlib.suppress(Exception):
-                            await connection.close()
+                            await self._release(connection)
                         connection = None
                     for _, done in group:
                         if not done.done():
@@ -310,7 +310,7 @@ class OutcomeWriter:
                         done.set_result(None)
         finally:
             if connection is not None:
-                await connection.close()
+                await self._release(connection)
 
     async def _connect(self) -> AsyncConnection:
         connection = await engine_of(self.session_factory).connect()
@@ -318,6 +318,15 @@ class OutcomeWriter:
             await connection.exec_driver_sql(f"SET application_name = '{OUTCOME_WRITER}'")
             await connection.commit()
         return connection
+
+    async def _release(self, connection: AsyncConnection) -> None:
+        """Back to the pool, no longer named as the writer."""
+        try:
+            if connection.dialect.name == "postgresql":
+                await connection.exec_driver_sql("RESET application_name")
+                await connection.commit()
+        finally:
+            await connection.close()
 
     async def close(self) -> None:
         self.closing = True

@@ -381,7 +381,8 @@ async def test_outcomes_survive_the_writer_losing_its_connection(
             killed = await session.scalar(
                 text(
                     "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                    "WHERE datname = current_database() AND application_name = :name"
+                    "WHERE datname = current_database() AND application_name = :name "
+                    "AND pid <> pg_backend_pid()"
                 ),
                 {"name": OUTCOME_WRITER},
             )
