@@ -69,6 +69,17 @@ async def statuses(sessions: Sessions) -> dict[str, int]:
         return {status.value: count for status, count in rows}
 
 
+async def expire_leases(sessions: Sessions) -> None:
+    """Every digest being sent is due again, as if its worker's lease had run out."""
+    async with sessions() as session:
+        await session.execute(
+            update(Digest)
+            .where(Digest.status == DigestStatus.SENDING)
+            .values(lease_until=datetime.now(UTC) - timedelta(seconds=1))
+        )
+        await session.commit()
+
+
 async def send_until_done(sessions: Sessions, settings: Settings, rounds: int = 50) -> SendReport:
     total = SendReport()
     for _ in range(rounds):
@@ -310,13 +321,7 @@ async def test_a_worker_killed_mid_batch_loses_nothing(
         assert len(sink.received) < 120, "the worker finished before it could be killed"
         assert (await statuses(session_factory)).get("sending", 0) > 0
         # The dead worker's leases run out; a new worker takes over.
-        async with session_factory() as session:
-            await session.execute(
-                update(Digest)
-                .where(Digest.status == DigestStatus.SENDING)
-                .values(lease_until=datetime.now(UTC) - timedelta(seconds=1))
-            )
-            await session.commit()
+        await expire_leases(session_factory)
         restarted = await asyncio.create_subprocess_exec(
             PAPERBOY, "send", env=env, stdout=DEVNULL, stderr=PIPE
         )
@@ -392,13 +397,7 @@ async def test_outcomes_survive_the_writer_losing_its_connection(
         # the next run sends them again. Every other outcome went through a new connection.
         # Only the group in flight when the connection died is lost (at most one per slot).
         assert 1 <= len(report.errors) <= 4 and report.sent == 80 - len(report.errors)
-        async with session_factory() as session:
-            await session.execute(
-                update(Digest)
-                .where(Digest.status == DigestStatus.SENDING)
-                .values(lease_until=datetime.now(UTC) - timedelta(seconds=1))
-            )
-            await session.commit()
+        await expire_leases(session_factory)
         await send_until_done(session_factory, config)
     assert await statuses(session_factory) == {"sent": 80}
     assert set(sink.per_recipient()) == set(addresses)
