@@ -276,6 +276,9 @@ class OutcomeWriter:
         try:
             while not (self.closing and not self.pending):
                 await self.wake.wait()
+                # One more turn of the event loop lets the sends whose replies are already in
+                # join this group: fewer, larger commits for the same latency.
+                await asyncio.sleep(0)
                 self.wake.clear()
                 group, self.pending = self.pending, []
                 if not group:
