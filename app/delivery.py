@@ -33,6 +33,11 @@ class Outcome:
     message_id: str | None = None
 
 
+# The tables, for Core statements run once per parameter set (executemany).
+DIGESTS = cast(Table, Digest.__table__)
+SUBSCRIBERS = cast(Table, Subscriber.__table__)
+
+
 def retry_delay(attempts: int, *, base: float, ceiling: float, rng: random.Random) -> timedelta:
     """Exponential in the attempts made, jittered ±50% so retries never arrive in lockstep."""
     exponent = min(max(attempts - 1, 0), 20)
@@ -200,8 +205,7 @@ def _by_id(**values: object) -> Update:
     """One UPDATE of the digest table by id, run once per parameter set: a plain Core
     executemany (one prepared statement, pipelined by the driver). The ORM's bulk update by
     primary key cost about a millisecond of Python per outcome."""
-    table = cast(Table, Digest.__table__)
-    return update(table).where(table.c.id == bindparam("b_id")).values(**values)
+    return update(DIGESTS).where(DIGESTS.c.id == bindparam("b_id")).values(**values)
 
 
 async def _count_bounces(
@@ -211,11 +215,10 @@ async def _count_bounces(
     limit: int,
     now: datetime,
 ) -> int:
-    table = cast(Table, Subscriber.__table__)
     await session.execute(
-        update(table)
-        .where(table.c.id == bindparam("b_id"))
-        .values(bounce_count=table.c.bounce_count + 1, updated_at=now),
+        update(SUBSCRIBERS)
+        .where(SUBSCRIBERS.c.id == bindparam("b_id"))
+        .values(bounce_count=SUBSCRIBERS.c.bounce_count + 1, updated_at=now),
         [{"b_id": subscriber_id} for subscriber_id in subscriber_ids],
     )
     suppressed = await session.execute(

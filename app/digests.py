@@ -225,6 +225,10 @@ class Composition:
     topics: list[str]
     index: RelevanceIndex
     explanations: Explanations | None = None  # worked out on first use
+    paper_ids: NDArray[np.int64] = field(init=False)  # of each candidate column
+
+    def __post_init__(self) -> None:
+        self.paper_ids = np.asarray([c.paper_id for c in self.candidates], np.int64)
 
     def frozen(self, start: int = 0, stop: int | None = None) -> FrozenDigests:
         """Rows to store for the due subscribers `start:stop`."""
@@ -232,14 +236,13 @@ class Composition:
         picks, offsets = self.picks, self.picks.offsets
         first, last = int(offsets[start]), int(offsets[stop])
         columns = picks.paper[first:last]
-        paper_ids = np.asarray([c.paper_id for c in self.candidates], np.int64)
         explanations = self._explanations()
         counts = np.diff(offsets[start : stop + 1])
         return FrozenDigests(
             subscriber_ids=self.due.ids[start:stop],
             digest_dates=self.due.dates[start:stop],
             item_counts=counts,
-            paper_id=paper_ids[columns],
+            paper_id=self.paper_ids[columns],
             rank=np.arange(last - first) - np.repeat(offsets[start:stop] - first, counts) + 1,
             score=picks.score[first:last].astype(np.float64).round(6),
             relevance=picks.relevance[first:last].astype(np.float64).round(6),
