@@ -19,7 +19,16 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionm
 
 from app.config import Settings
 from app.db import engine_of, is_postgres
-from app.delivery import Outcome, claim_digests, record_outcomes, release_digests
+from app.delivery import (
+    DigestChanges,
+    Outcome,
+    RecordedCounts,
+    apply_changes,
+    apply_changes_at_once,
+    claim_digests,
+    digest_changes,
+    release_digests,
+)
 from app.digest_views import DigestView, load_digest_views
 from app.ingest import IngestReport, upsert_papers
 from app.localtime import digest_day_end
@@ -283,18 +292,17 @@ class OutcomeWriter:
                 group, self.pending = self.pending, []
                 if not group:
                     continue
+                now = datetime.now(UTC)
+                changes = digest_changes(
+                    [outcome for outcome, _ in group],
+                    now=now,
+                    retry_base=self.settings.retry_base_seconds,
+                    retry_ceiling=self.settings.retry_max_seconds,
+                )
                 try:
                     if connection is None:
                         connection = await self._connect()
-                    async with connection.begin():
-                        counts = await record_outcomes(
-                            [outcome for outcome, _ in group],
-                            session=connection,
-                            now=datetime.now(UTC),
-                            retry_base=self.settings.retry_base_seconds,
-                            retry_ceiling=self.settings.retry_max_seconds,
-                            bounce_limit=self.settings.bounce_limit,
-                        )
+                    counts = await self._write(connection, changes, now)
                 except Exception as error:  # the sends stay leased; the lease expiry retries them
                     if connection is not None:  # it may be broken: the next group takes a new one
                         with contextlib.suppress(Exception):
@@ -314,6 +322,22 @@ class OutcomeWriter:
         finally:
             if connection is not None:
                 await self._release(connection)
+
+    async def _write(
+        self, connection: AsyncConnection, changes: DigestChanges, now: datetime
+    ) -> RecordedCounts:
+        """On Postgres a group without bounces is one statement, committing itself; bounces
+        change subscribers too, so those groups (and every group on SQLite) are a transaction."""
+        if connection.dialect.name == "postgresql" and not changes.bounced_subscribers:
+            raw = await connection.get_raw_connection()
+            return await apply_changes_at_once(changes, driver=raw.driver_connection)
+        async with connection.begin():
+            return await apply_changes(
+                changes,
+                session=connection,
+                now=now,
+                bounce_limit=self.settings.bounce_limit,
+            )
 
     async def _connect(self) -> AsyncConnection:
         connection = await engine_of(self.session_factory).connect()
@@ -365,7 +389,7 @@ async def send_job(
     report.destination = transport.description
     stop = stop or asyncio.Event()
     writer = OutcomeWriter(session_factory, settings, report)
-    slots = asyncio.Semaphore(transport.concurrency)
+    slots = asyncio.Semaphore(transport.concurrency * 2)
     in_flight: set[asyncio.Task[None]] = set()
     started = time.perf_counter()
 

@@ -212,7 +212,7 @@ class Mailer:
         headers = [
             ("From", self.from_header),
             ("To", header_text(email)),
-            ("Subject", _encoded_header(header_text(subject))),
+            ("Subject", encoded_header(header_text(subject))),
             ("Date", formatdate(usegmt=True)),
             ("Message-ID", message_id),
             *extra_headers,
@@ -250,23 +250,21 @@ class OutgoingMail:
     data: bytes
 
 
-def _encoded_header(value: str) -> str:
+def encoded_header(value: str) -> str:
     """RFC 2047 base64 encoded-words of at most 45 UTF-8 bytes each (a 75-character word), never
     splitting a character, folded onto continuation lines."""
     if value.isascii():
         return value
+    data = value.encode()
     words: list[str] = []
-    chunk: list[str] = []
-    size = 0
-    for character in value:
-        width = len(character.encode())
-        if size + width > ENCODED_WORD_BYTES:
-            words.append("".join(chunk))
-            chunk, size = [], 0
-        chunk.append(character)
-        size += width
-    words.append("".join(chunk))
-    return "\r\n ".join(f"=?utf-8?b?{base64.b64encode(word.encode()).decode()}?=" for word in words)
+    start = 0
+    while start < len(data):
+        end = min(start + ENCODED_WORD_BYTES, len(data))
+        while end < len(data) and data[end] & 0xC0 == 0x80:  # inside a character: cut before it
+            end -= 1
+        words.append(f"=?utf-8?b?{base64.b64encode(data[start:end]).decode()}?=")
+        start = end
+    return "\r\n ".join(words)
 
 
 def _text_part(body: bytes, content_type: str, boundary: str) -> bytes:

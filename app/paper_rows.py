@@ -17,8 +17,10 @@ CACHE_ENTRIES = 4096  # distinct rows kept (a few kB each); the cache restarts w
 
 
 def quoted_printable(text: str) -> bytes:
-    """UTF-8 text as quoted-printable with CRLF line ends."""
-    body = binascii.b2a_qp(text.replace("\r\n", "\n").encode("utf-8"), istext=True)
+    """UTF-8 text as quoted-printable with CRLF line ends. A lone CR becomes a line end too:
+    `b2a_qp` would pass it through, and the SMTP transport sends lines as they are."""
+    lines = text.replace("\r\n", "\n").replace("\r", "\n")
+    body = binascii.b2a_qp(lines.encode("utf-8"), istext=True)
     return body.replace(b"\n", b"\r\n")
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import mailbox
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,11 @@ from typing import Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import aiosmtplib
+from aiosmtplib.typing import SMTPStatus
+
+# Whitespace, angle brackets or control characters would let an address add parameters (or
+# commands) to MAIL or RCPT; validated addresses never hold them.
+UNSENDABLE_ADDRESS = re.compile(r"[\s<>\x00-\x1f\x7f]")
 
 
 class Verdict(enum.StrEnum):
@@ -209,22 +215,50 @@ class SmtpTransport:
 async def _transaction(
     client: aiosmtplib.SMTP, sender: str, recipient: str, data: bytes
 ) -> Delivery:
-    """MAIL, RCPT and DATA for one recipient. Not `sendmail`: the message is ours, already in
-    CRLF lines, so its SIZE is its length, and aiosmtplib's scan of the whole message to work
-    the size out (a fifth of a millisecond for a 30 kB digest) is skipped."""
-    options = [f"SIZE={len(data)}"] if client.supports_extension("size") else []
+    """MAIL, RCPT and DATA for one recipient. Not `sendmail`: it parses both addresses with the
+    email package and runs two regular expressions over the whole message, together a third of
+    the sender's time for a 30 kB digest. Our addresses are bare (validated at signup) and our
+    messages are CRLF lines already, so SIZE is the length and the wire form is one replace."""
+    if UNSENDABLE_ADDRESS.search(sender) or UNSENDABLE_ADDRESS.search(recipient):
+        return Delivery(Verdict.REFUSED, "553 the address cannot be written in an SMTP command")
+    options = [b"SIZE=%d" % len(data)] if client.supports_extension("size") else []
     encoding = "ascii"
     if not (sender.isascii() and recipient.isascii()):
         if not client.supports_extension("smtputf8"):
             return Delivery(
                 Verdict.REFUSED, "553 the address is not ASCII and the server lacks SMTPUTF8"
             )
-        options.append("SMTPUTF8")
+        options.append(b"SMTPUTF8")
         encoding = "utf-8"
-    await client.mail(sender, options=options, encoding=encoding)
-    await client.rcpt(recipient, encoding=encoding)
-    response = await client.data(data)
-    return Delivery(Verdict.ACCEPTED, response.message)
+    reply = await client.execute_command(b"MAIL", f"FROM:<{sender}>".encode(encoding), *options)
+    if reply.code != SMTPStatus.completed:
+        raise aiosmtplib.SMTPSenderRefused(reply.code, reply.message, sender)
+    reply = await client.execute_command(b"RCPT", f"TO:<{recipient}>".encode(encoding))
+    if reply.code not in (SMTPStatus.completed, SMTPStatus.will_forward):
+        raise aiosmtplib.SMTPRecipientRefused(reply.code, reply.message, recipient)
+    reply = await client.execute_command(b"DATA")
+    if reply.code != SMTPStatus.start_input:
+        raise aiosmtplib.SMTPDataError(reply.code, reply.message)
+    protocol = client.protocol
+    if protocol is None:
+        raise aiosmtplib.SMTPServerDisconnected("Connection lost")
+    # Nothing awaits between the write and read_response, so the reply cannot slip past it.
+    protocol.write(wire_form(data))
+    reply = await protocol.read_response(timeout=None)
+    if reply.code != SMTPStatus.completed:
+        raise aiosmtplib.SMTPDataError(reply.code, reply.message)
+    return Delivery(Verdict.ACCEPTED, reply.message)
+
+
+def wire_form(data: bytes) -> bytes:
+    """A message as DATA carries it (RFC 5321 4.5.2): a leading dot doubled on every line, then a
+    line holding a single dot. `data` must be CRLF lines, as every message the mailer builds is
+    (checked by its tests); a bare CR or LF would reach the server as it is."""
+    if not data.endswith(b"\r\n"):
+        data += b"\r\n"
+    if data.startswith(b"."):
+        data = b"." + data
+    return data.replace(b"\r\n.", b"\r\n..") + b".\r\n"
 
 
 async def _reset(client: aiosmtplib.SMTP) -> None:

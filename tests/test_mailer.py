@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import email
+import email.header
 import re
 from datetime import UTC, date, datetime
 from email.message import EmailMessage
@@ -35,7 +36,7 @@ from app.digest_views import (
 )
 from app.email_templates import TemplateInliningError, inline_template_source
 from app.jobs import compose_job, ingest_job
-from app.mailer import TEMPLATES_DIR, Mailer
+from app.mailer import TEMPLATES_DIR, Mailer, encoded_header
 from app.models import Digest, DigestItem, Paper, Subscriber
 from app.paper_rows import PaperRows, quoted_printable
 from app.subscribers import Preferences, add_active_subscriber
@@ -43,7 +44,9 @@ from app.tokens import Purpose, TokenError, make_token, read_token
 
 Sessions = async_sessionmaker[AsyncSession]
 DAY = date(2026, 11, 26)
-HOSTILE_TITLE = '<script>alert("x")</script> Mixture of Experts\r\nBcc: victim@example.org'
+HOSTILE_TITLE = (
+    '<script>alert("x")</script> Mixture of Experts\r\nBcc: victim@example.org\rX-Evil: 1\n.'
+)
 HOSTILE_TOPIC = "mixture of experts\r\nBcc: victim@example.org"
 
 
@@ -84,6 +87,13 @@ def parse(data: bytes) -> EmailMessage:
     return email.message_from_bytes(data, policy=default_policy)
 
 
+def assert_crlf_lines(data: bytes) -> None:
+    """The SMTP transport sends a message as it is, only dot-stuffed: every line ends in CRLF and
+    no CR or LF stands alone."""
+    assert data.endswith(b"\r\n")
+    assert not re.search(rb"\r(?!\n)|(?<!\r)\n", data)
+
+
 def links_in(html: str) -> list[str]:
     return re.findall(r'href="([^"]+)"', html)
 
@@ -94,7 +104,9 @@ async def test_digest_mail_has_both_parts_and_exact_headers(
     digest_id = await compose_for(session_factory, mail_settings, sample_page)
     view = await view_of(session_factory, digest_id)
     mailer = Mailer(mail_settings)
-    message = parse(mailer.message(view).data)
+    data = mailer.message(view).data
+    assert_crlf_lines(data)
+    message = parse(data)
 
     assert message["From"] == "Paperboy <digest@papers.example.org>"
     assert message["To"] == "ann@example.org"
@@ -183,6 +195,7 @@ async def test_hostile_paper_and_topic_text_never_escapes(
     message = parse(data)
 
     headers = data.split(b"\r\n\r\n", 1)[0]
+    assert_crlf_lines(data)
     assert message["Bcc"] is None
     assert not re.search(rb"^bcc:", headers, re.MULTILINE | re.IGNORECASE)
     # The topic's text survives only as harmless words inside the one Subject line.
@@ -216,6 +229,7 @@ async def test_dkim_signature_covers_the_unsubscribe_headers(
     )
     mailer = Mailer(signing)
     data = mailer.message(await view_of(session_factory, digest_id)).data
+    assert_crlf_lines(data)
     signature = parse(data)["DKIM-Signature"]
     assert "d=papers.example.org" in signature and "s=pb2026" in signature
     signed = signature.replace(" ", "").split("h=")[1].split(";")[0].lower().split(":")
@@ -384,3 +398,23 @@ async def test_rows_encoded_once_give_the_bytes_of_encoding_each_part_whole(
     content = "head ünïcode " + "x" * 90 + "\n  tail trailing \n"
     assert cache.encode(content, ["x" * 90 + "\n", "missing\n"]) == quoted_printable(content)
     assert cache.encode(content, ["  tail trailing \n"]) == quoted_printable(content)
+
+
+@pytest.mark.parametrize(
+    "subject",
+    [
+        "5 new papers on mixture of experts — 26 Nov",
+        "10 new papers on 混合专家模型, ускорители FPGA and 3 more — 26 Nov",
+        "🚀" * 30 + " émigré " * 12,
+    ],
+)
+def test_non_ascii_subjects_become_whole_encoded_words(subject: str) -> None:
+    encoded = encoded_header(subject)
+    words = encoded.split("\r\n ")
+    assert all(len(word) <= 75 and word.isascii() for word in words)
+    # Each word holds whole characters: it decodes on its own.
+    for word in words:
+        ((raw, charset),) = email.header.decode_header(word)
+        assert isinstance(raw, bytes) and charset == "utf-8"
+        raw.decode("utf-8")
+    assert str(email.header.make_header(email.header.decode_header(encoded))) == subject
