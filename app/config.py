@@ -74,7 +74,10 @@ class Settings(BaseSettings):
         description="Address for mailto: unsubscribe requests (default: the From address).",
     )
     smtp_concurrency: int = Field(
-        default=8, ge=1, le=200, description="SMTP connections (and messages in flight) per worker."
+        default=8,
+        ge=1,
+        le=200,
+        description="SMTP connections per worker (twice as many messages in flight).",
     )
     smtp_rate_limit: float = Field(
         default=0, ge=0, description="Most messages per second per worker (0: no limit)."
