@@ -291,7 +291,7 @@ class OutcomeWriter:
                 await self.wake.wait()
                 # One more turn of the event loop lets the sends whose replies are already in
                 # join this group: fewer, larger commits for the same latency.
-                await asyncio.sleep(0)
+                await asyncio.sleep(0.003)
                 self.wake.clear()
                 group, self.pending = self.pending, []
                 if not group:

@@ -21,7 +21,7 @@ import dkim
 from app.config import Settings
 from app.digest_views import DigestView
 from app.email_templates import mail_environment
-from app.paper_rows import PaperRows, quoted_printable
+from app.paper_rows import PaperRows, RenderedPart, quoted_printable
 from app.tokens import Purpose, make_token
 
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
@@ -44,12 +44,18 @@ DKIM_HEADERS = [
 @dataclass(frozen=True, slots=True)
 class RenderedDigest:
     subject: str
-    html: str
-    text: str
     links: Links
-    # The paper rows inside `html` and `text`, in order (their encoding is cached).
-    html_rows: tuple[str, ...] = ()
-    text_rows: tuple[str, ...] = ()
+    # Each part as a shell and its paper rows (whose encoding is cached, see app.paper_rows).
+    html_part: RenderedPart
+    text_part: RenderedPart
+
+    @property
+    def html(self) -> str:
+        return self.html_part.content
+
+    @property
+    def text(self) -> str:
+        return self.text_part.content
 
 
 def header_text(value: str) -> str:
@@ -128,12 +134,17 @@ class Mailer:
         html_rows: list[str] = []
         text_rows: list[str] = []
         html = self.environment.get_template("email/digest.html").render(
-            context, row_once=self.paper_rows.row_once("html", html_rows)
+            context, rows_once=self.paper_rows.rows_once("html", html_rows)
         )
         text = self.environment.get_template("email/digest.txt").render(
-            context, row_once=self.paper_rows.row_once("text", text_rows)
+            context, rows_once=self.paper_rows.rows_once("text", text_rows)
         )
-        return RenderedDigest(subject, html, text, links, tuple(html_rows), tuple(text_rows))
+        return RenderedDigest(
+            subject,
+            links,
+            self.paper_rows.part(html, html_rows),
+            self.paper_rows.part(text, text_rows),
+        )
 
     def message_id(self, view: DigestView) -> str:
         # The same digest always gets the same Message-ID, so a mail client folds the rare
@@ -161,8 +172,8 @@ class Mailer:
         return self._mime(
             view.email,
             rendered.subject,
-            self.paper_rows.encode(rendered.text, rendered.text_rows),
-            self.paper_rows.encode(rendered.html, rendered.html_rows),
+            self.paper_rows.encode(rendered.text_part),
+            self.paper_rows.encode(rendered.html_part),
             self.message_id(view),
             list_headers,
         )

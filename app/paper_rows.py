@@ -1,15 +1,19 @@
 """Paper rows rendered and encoded once. A digest's row for a paper depends on the paper alone
 (its rank, its card, why it was chosen), and the same rows recur in thousands of digests of a
-send run. `PaperRows` keeps each distinct row as rendered (HTML and text) and as encoded
-quoted-printable, both bounded; `encode` writes a whole part, taking each row's encoding from
-the cache. That is byte for byte what encoding the part at once gives, because
-quoted-printable starts afresh at every line break and every cached row is whole lines."""
+send run. A digest part renders as a shell: the template's own text with a marker line standing
+in for each row. `PaperRows` keeps each distinct row as rendered (HTML and text) and as encoded
+quoted-printable, both bounded; `assemble` puts the rows into the shell and `encode` writes the
+part's quoted-printable from the encoded shell and the cached rows. That is byte for byte what
+encoding the whole part gives, because quoted-printable starts afresh at every line break and the
+rows and markers are whole lines; a part where they are not is encoded whole."""
 
 from __future__ import annotations
 
 import binascii
+import secrets
 from collections.abc import Callable, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from app.digest_views import PaperView
 
@@ -24,44 +28,82 @@ def quoted_printable(text: str) -> bytes:
     return body.replace(b"\n", b"\r\n")
 
 
+@dataclass(frozen=True, slots=True)
+class RenderedPart:
+    """One part of a digest as the template rendered it: the shell, the rows its marker lines
+    stand for (in order), and the marker."""
+
+    shell: str
+    rows: tuple[str, ...]
+    marker: str
+
+    @property
+    def content(self) -> str:
+        """The part's text: the shell with each marker replaced by its row."""
+        pieces = self.shell.split(self.marker)
+        if len(pieces) != len(self.rows) + 1:
+            raise ValueError("a rendered part lost or gained a row marker")
+        return "".join(_interleave(pieces, self.rows))
+
+
 class PaperRows:
     def __init__(self) -> None:
+        # Random per process, so no paper or subscriber text can contain (or forge) a marker.
+        self.marker = f"paperboy-row-{secrets.token_hex(12)}\n"
+        self._encoded_marker = self.marker.encode().replace(b"\n", b"\r\n")
         self._rendered: dict[tuple[Any, ...], str] = {}
         self._encoded: dict[str, bytes] = {}
 
-    def row_once(self, kind: str, rows: list[str]) -> Callable[[PaperView, Any], str]:
-        """The template callable `row_once(paper, macro)`: the row from the cache, or from
-        `macro`; each row served is appended to `rows`, in order."""
+    def rows_once(self, kind: str, rows: list[str]) -> Callable[[list[PaperView], Any], str]:
+        """The template callable `rows_once(papers, macro)`: appends each paper's row (from the
+        cache, or rendered by `macro`) to `rows` and leaves a marker line in its place."""
 
-        def row_once(paper: PaperView, macro: Callable[[PaperView], str]) -> str:
-            key = (kind, paper.rank, paper.card, paper.matched_topic, tuple(paper.matched_terms))
-            row = self._rendered.get(key)
-            if row is None:
-                if len(self._rendered) >= CACHE_ENTRIES:
-                    self._rendered.clear()
-                row = self._rendered[key] = macro(paper)
-            rows.append(row)
-            return row
+        def rows_once(papers: list[PaperView], macro: Callable[[PaperView], str]) -> str:
+            for paper in papers:
+                key = (kind, paper.rank, paper.card, paper.matched_topic, *paper.matched_terms)
+                row = self._rendered.get(key)
+                if row is None:
+                    if len(self._rendered) >= CACHE_ENTRIES:
+                        self._rendered.clear()
+                    row = self._rendered[key] = macro(paper)
+                rows.append(row)
+            return self.marker * len(papers)
 
-        return row_once
+        return rows_once
 
-    def encode(self, content: str, rows: Sequence[str]) -> bytes:
-        """`quoted_printable(content)`, reusing the encoding of each of `rows` that appears in
-        `content` (in order) as whole lines."""
-        pieces: list[bytes] = []
-        position = 0
-        for row in rows:
-            start = content.find(row, position)
-            whole_lines = row.endswith("\n") and (start == 0 or content[start - 1 : start] == "\n")
-            if start < 0 or not whole_lines:
-                continue  # encoded with the text around it
-            pieces.append(quoted_printable(content[position:start]))
-            encoded = self._encoded.get(row)
-            if encoded is None:
-                if len(self._encoded) >= CACHE_ENTRIES:
-                    self._encoded.clear()
-                encoded = self._encoded[row] = quoted_printable(row)
-            pieces.append(encoded)
-            position = start + len(row)
-        pieces.append(quoted_printable(content[position:]))
-        return b"".join(pieces)
+    def part(self, shell: str, rows: Sequence[str]) -> RenderedPart:
+        return RenderedPart(shell, tuple(rows), self.marker)
+
+    def encode(self, part: RenderedPart) -> bytes:
+        """`quoted_printable(part.content)`, reusing each row's cached encoding."""
+        pieces = part.shell.split(part.marker)
+        # Every marker starts a line: the text before it ends one, or is empty (the part's
+        # start, or right after a row, and every row ends its line).
+        whole_lines = all(row.endswith("\n") for row in part.rows) and all(
+            not piece or piece.endswith("\n") for piece in pieces[:-1]
+        )
+        if part.marker == self.marker and len(pieces) == len(part.rows) + 1 and whole_lines:
+            encoded_pieces = quoted_printable(part.shell).split(self._encoded_marker)
+            if len(encoded_pieces) == len(pieces):
+                rows = [self._encoding(row) for row in part.rows]
+                return b"".join(_interleave(encoded_pieces, rows))
+        return quoted_printable(part.content)
+
+    def _encoding(self, row: str) -> bytes:
+        encoded = self._encoded.get(row)
+        if encoded is None:
+            if len(self._encoded) >= CACHE_ENTRIES:
+                self._encoded.clear()
+            encoded = self._encoded[row] = quoted_printable(row)
+        return encoded
+
+
+T = TypeVar("T", str, bytes)
+
+
+def _interleave(pieces: Sequence[T], rows: Sequence[T]) -> list[T]:
+    joined = [pieces[0]]
+    for row, piece in zip(rows, pieces[1:], strict=True):
+        joined.append(row)
+        joined.append(piece)
+    return joined

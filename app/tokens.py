@@ -9,8 +9,10 @@ import enum
 import functools
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
-from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
+from itsdangerous import BadSignature, Serializer, SignatureExpired, Signer, URLSafeTimedSerializer
+from itsdangerous.encoding import base64_encode
 
 
 class Purpose(enum.StrEnum):
@@ -43,10 +45,30 @@ class TokenClaims:
     token_version: int
 
 
+class LinkSerializer(URLSafeTimedSerializer):
+    """itsdangerous's URL-safe timed serializer, cheaper to sign with: a digest signs three
+    links and a send run hundreds of thousands. Its tokens are byte for byte the stock
+    serializer's (a test checks), and it reads every token the stock one reads.
+
+    - A payload of a public id and a version never shrinks under zlib, so the attempt to
+      compress it, a fifth of the signing time, is skipped.
+    - The signer for the serializer's own salt is built once, not once per token."""
+
+    def dump_payload(self, obj: Any) -> bytes:
+        return base64_encode(Serializer.dump_payload(self, obj))
+
+    def make_signer(self, salt: str | bytes | None = None) -> Signer:
+        if salt is not None:
+            return super().make_signer(salt)
+        signer: Signer | None = getattr(self, "_own_signer", None)
+        if signer is None:
+            signer = self._own_signer = super().make_signer()
+        return signer
+
+
 @functools.lru_cache(maxsize=32)
-def _serializer(secret_key: str, purpose: Purpose) -> URLSafeTimedSerializer:
-    # Stateless once built; a digest signs three links, a send run hundreds of thousands.
-    return URLSafeTimedSerializer(secret_key, salt=f"paperboy.{purpose.value}")
+def _serializer(secret_key: str, purpose: Purpose) -> LinkSerializer:
+    return LinkSerializer(secret_key, salt=f"paperboy.{purpose.value}")
 
 
 def make_token(secret_key: str, purpose: Purpose, public_id: uuid.UUID, token_version: int) -> str:

@@ -8,6 +8,8 @@ import base64
 import email
 import email.header
 import re
+import time
+import uuid
 from datetime import UTC, date, datetime
 from email.message import EmailMessage
 from email.policy import default as default_policy
@@ -21,7 +23,9 @@ import lxml.html
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from itsdangerous import URLSafeTimedSerializer
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from markupsafe import Markup
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -38,9 +42,9 @@ from app.email_templates import TemplateInliningError, inline_template_source
 from app.jobs import compose_job, ingest_job
 from app.mailer import TEMPLATES_DIR, Mailer, encoded_header
 from app.models import Digest, DigestItem, Paper, Subscriber
-from app.paper_rows import PaperRows, quoted_printable
+from app.paper_rows import quoted_printable
 from app.subscribers import Preferences, add_active_subscriber
-from app.tokens import Purpose, TokenError, make_token, read_token
+from app.tokens import LinkSerializer, Purpose, TokenError, make_token, read_token
 
 Sessions = async_sessionmaker[AsyncSession]
 DAY = date(2026, 11, 26)
@@ -342,7 +346,7 @@ async def test_templates_inlined_once_render_what_inlining_each_message_gave(
             "subject": rendered.subject,
             "day": "Thursday, 26 November 2026",
             "for_browser": for_browser,
-            "row_once": lambda paper, macro: macro(paper),
+            "rows_once": lambda papers, macro: Markup("").join(map(macro, papers)),
         }
         expected = inliner.inline(plain.get_template("email/digest.html").render(context))
         assert dom(rendered.html) == dom(expected)
@@ -380,24 +384,32 @@ async def test_rows_encoded_once_give_the_bytes_of_encoding_each_part_whole(
     digest_id = await compose_for(session_factory, mail_settings, sample_page)
     view = await view_of(session_factory, digest_id)
     mailer = Mailer(mail_settings)
+    cache = mailer.paper_rows
     for _ in range(2):  # the second time every row comes from the caches
         rendered = mailer.render(view)
-        assert len(rendered.html_rows) == len(rendered.text_rows) == len(view.papers)
-        for content, rows in (
-            (rendered.html, rendered.html_rows),
-            (rendered.text, rendered.text_rows),
-        ):
-            assert mailer.paper_rows.encode(content, rows) == quoted_printable(content)
+        for part in (rendered.html_part, rendered.text_part):
+            assert len(part.rows) == len(view.papers)
+            assert part.shell.count(cache.marker) == len(view.papers)
+            assert cache.encode(part) == quoted_printable(part.content)
+        assert cache.marker not in rendered.html and cache.marker not in rendered.text
+        assert view.papers[0].card.title in rendered.text
         message = parse(mailer.message(view, rendered).data)
         html = message.get_body(("html",)).get_content()  # type: ignore[union-attr]
         text = message.get_body(("plain",)).get_content()  # type: ignore[union-attr]
         assert html.replace("\r\n", "\n") == rendered.html
         assert text.replace("\r\n", "\n") == rendered.text
     # Rows that are not whole lines of the part are encoded with the text around them.
-    cache = PaperRows()
-    content = "head ünïcode " + "x" * 90 + "\n  tail trailing \n"
-    assert cache.encode(content, ["x" * 90 + "\n", "missing\n"]) == quoted_printable(content)
-    assert cache.encode(content, ["  tail trailing \n"]) == quoted_printable(content)
+    marker = cache.marker
+    long_row = "x" * 90 + "\n"
+    for shell, rows in (
+        ("head ünïcode " + marker + "  tail trailing \n", [long_row]),  # marker mid-line
+        ("head\n" + marker + "tail\n", ["no line end"]),  # row not ending its line
+        (marker + "mid \n" + marker, ["  lead space \n", "é" * 50 + "\n"]),  # whole lines
+    ):
+        part = cache.part(shell, rows)
+        assert cache.encode(part) == quoted_printable(part.content)
+    with pytest.raises(ValueError, match="row marker"):
+        _ = cache.part("no marker\n", [long_row]).content
 
 
 @pytest.mark.parametrize(
@@ -418,3 +430,20 @@ def test_non_ascii_subjects_become_whole_encoded_words(subject: str) -> None:
         assert isinstance(raw, bytes) and charset == "utf-8"
         raw.decode("utf-8")
     assert str(email.header.make_header(email.header.decode_header(encoded))) == subject
+
+
+def test_link_tokens_are_the_stock_serializers_tokens() -> None:
+    secret, public_id = "test-secret-key-0123456789", uuid.uuid4()
+    for purpose in Purpose:
+        stock = URLSafeTimedSerializer(secret, salt=f"paperboy.{purpose.value}")
+        before = int(time.time())
+        token = make_token(secret, purpose, public_id, 3)
+        if int(time.time()) == before:  # same second, same timestamp
+            assert token == stock.dumps([public_id.hex, 3])
+        assert stock.loads(token) == [public_id.hex, 3]
+        # And stock tokens read back, a compressed payload included.
+        assert read_token(secret, purpose, stock.dumps([public_id.hex, 7])).token_version == 7
+        compressed = stock.dumps(["a" * 200, 1])
+        assert compressed.startswith(".")
+        ours = LinkSerializer(secret, salt=f"paperboy.{purpose.value}")
+        assert ours.loads(compressed) == ["a" * 200, 1]
