@@ -18,6 +18,7 @@ from jinja2 import BaseLoader, Environment, FileSystemLoader, StrictUndefined, s
 
 JINJA_TAG = re.compile(r"\{\{.*?\}\}|\{%.*?%\}|\{#.*?#\}", re.DOTALL)
 PLACEHOLDER = re.compile(r"<!--JINJAS(\d+)X-->|JINJAE(\d+)X")
+TAGS_ONLY = re.compile(r"(?:\s*<!--JINJAS\d+X-->)+")
 
 
 class TemplateInliningError(ValueError):
@@ -45,12 +46,34 @@ def inline_template_source(source: str, inliner: css_inline.CSSInliner) -> str:
         restored.append(number)
         return tags[number]
 
-    result = PLACEHOLDER.sub(put_back, inlined)
+    result = PLACEHOLDER.sub(put_back, _join_markup_lines(inlined))
     if restored != list(range(len(tags))):
         # A tag was lost, doubled or moved out of order (a statement inside an attribute value,
         # an expression between table rows): refuse rather than send broken mail.
         raise TemplateInliningError("Jinja tags did not survive CSS inlining in order")
     return result
+
+
+def _join_markup_lines(html: str) -> str:
+    """Each run of markup lines as one line, its indentation gone. Whitespace between tags or
+    words renders the same whatever it is (the templates have no `pre`), and the mail is smaller
+    and has fewer lines: a third fewer quoted-printable lines, each of which every MTA on the way
+    handles on its own. Lines holding only Jinja tags stay lines, so `trim_blocks` and
+    `lstrip_blocks` work as written and a macro's output stays whole lines."""
+    units: list[str] = []
+    run: list[str] = []
+    for line in html.split("\n"):
+        stripped = line.strip()
+        if TAGS_ONLY.fullmatch(stripped):
+            if run:
+                units.append(" ".join(run))
+                run = []
+            units.append(line)
+        elif stripped:
+            run.append(stripped)
+    if run:
+        units.append(" ".join(run))
+    return "\n".join(units) + ("\n" if html.endswith("\n") else "")
 
 
 def _alone_on_its_line(match: re.Match[str]) -> bool:

@@ -29,6 +29,7 @@ from markupsafe import Markup
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app import paper_rows
 from app.config import Settings
 from app.digest_views import (
     DigestView,
@@ -379,18 +380,33 @@ def test_templates_whose_tags_cannot_survive_inlining_are_refused(source: str) -
 
 
 async def test_rows_encoded_once_give_the_bytes_of_encoding_each_part_whole(
-    session_factory: Sessions, mail_settings: Settings, sample_page: Path
+    session_factory: Sessions,
+    mail_settings: Settings,
+    sample_page: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     digest_id = await compose_for(session_factory, mail_settings, sample_page)
     view = await view_of(session_factory, digest_id)
     mailer = Mailer(mail_settings)
     cache = mailer.paper_rows
+    encoded: list[str] = []  # what the row cache encodes itself
+
+    def counted(text: str) -> bytes:
+        encoded.append(text)
+        return quoted_printable(text)
+
+    monkeypatch.setattr(paper_rows, "quoted_printable", counted)
     for _ in range(2):  # the second time every row comes from the caches
+        encoded.clear()
         rendered = mailer.render(view)
+        # Markup lines were joined when the template loaded: each HTML row is one line.
+        assert rendered.html.count("\n") < 40
+        assert all(row.count("\n") == 1 for row in rendered.html_part.rows)
         for part in (rendered.html_part, rendered.text_part):
             assert len(part.rows) == len(view.papers)
             assert part.shell.count(cache.marker) == len(view.papers)
             assert cache.encode(part) == quoted_printable(part.content)
+            assert part.content not in encoded  # never encoded whole
         assert cache.marker not in rendered.html and cache.marker not in rendered.text
         assert view.papers[0].card.title in rendered.text
         message = parse(mailer.message(view, rendered).data)
