@@ -39,7 +39,9 @@ SENDER = "digest@papers.example.org"
 
 
 def run_sink(port: int, received: Synchronized[int], ready: Any) -> None:
-    """The SMTP sink (its own process): accepts and counts every message, keeps none."""
+    """The SMTP sink (its own process): accepts and counts every message, keeps none. It runs
+    on uvloop, like the sender, so that the sink's own event loop limits both rows less."""
+    import uvloop
     from aiosmtpd.controller import Controller
 
     class Counting:
@@ -48,7 +50,9 @@ def run_sink(port: int, received: Synchronized[int], ready: Any) -> None:
                 received.value += 1
             return "250 2.0.0 OK"
 
-    controller = Controller(Counting(), hostname="127.0.0.1", port=port)
+    controller = Controller(
+        Counting(), hostname="127.0.0.1", port=port, loop=uvloop.new_event_loop()
+    )
     controller.start()
     ready.set()
     try:
