@@ -367,6 +367,7 @@ class OutcomeWriter:
 
 SendProgress = Callable[[SendReport], None]
 POLL_SECONDS = 5.0
+VIEWS_AT_ONCE = 50  # digests loaded per query while claiming: the event loop breathes between
 
 
 async def send_job(
@@ -429,7 +430,14 @@ async def send_job(
         finally:
             slots.release()
 
-    try:
+    # Claimed digests wait here, loaded, for a slot: the next batch is claimed and loaded while
+    # this one is sent, in chunks, so neither the claim's round trips nor its Python work hold
+    # up the replies of the messages in flight. None marks the end of claiming.
+    ready: asyncio.Queue[tuple[DigestView, int] | None] = asyncio.Queue()
+    room = asyncio.Semaphore(settings.send_batch_size)  # loaded digests waiting, at most
+    undispatched: set[int] = set()  # claimed, not yet handed to a send: released at the end
+
+    async def claim_batches() -> None:
         while not stop.is_set():
             async with session_factory() as session:
                 claimed = await claim_digests(
@@ -439,32 +447,56 @@ async def send_job(
                     lease=timedelta(seconds=settings.send_lease_seconds),
                 )
                 await session.commit()
-                views = await load_digest_views(list(claimed), session=session)
-            report.claimed += len(claimed)
-            if not claimed:
-                if once:
-                    break
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), POLL_SECONDS)
-                continue
-            for position, view in enumerate(views):
-                await slots.acquire()
-                if stop.is_set():
-                    slots.release()
-                    async with session_factory() as session:
-                        rest = [v.digest_id for v in views[position:] if v.digest_id is not None]
-                        await release_digests(rest, session=session)
-                        await session.commit()
-                    break
-                assert view.digest_id is not None
-                task = asyncio.create_task(send_one(view, claimed[view.digest_id]))
-                in_flight.add(task)
-                task.add_done_callback(in_flight.discard)
+                undispatched.update(claimed)
+                report.claimed += len(claimed)
+                if not claimed:
+                    if once:
+                        return
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), POLL_SECONDS)
+                    continue
+                ids = list(claimed)
+                for first in range(0, len(ids), VIEWS_AT_ONCE):
+                    chunk = ids[first : first + VIEWS_AT_ONCE]
+                    for view in await load_digest_views(chunk, session=session):
+                        assert view.digest_id is not None
+                        await room.acquire()
+                        ready.put_nowait((view, claimed[view.digest_id]))
+
+    claiming = asyncio.create_task(claim_batches())
+    claiming.add_done_callback(lambda _: ready.put_nowait(None))
+    try:
+        while (item := await ready.get()) is not None:
+            room.release()
+            view, attempts = item
+            await slots.acquire()
+            if stop.is_set():
+                slots.release()
+                break
+            assert view.digest_id is not None
+            undispatched.discard(view.digest_id)
+            task = asyncio.create_task(send_one(view, attempts))
+            in_flight.add(task)
+            task.add_done_callback(in_flight.discard)
     finally:
+        claiming.cancel()
+        claim_error: BaseException | None = None
+        try:
+            await claiming
+        except asyncio.CancelledError:
+            pass
+        except Exception as error:  # raised once the sends in flight are recorded
+            claim_error = error
+        if undispatched:
+            async with session_factory() as session:
+                await release_digests(sorted(undispatched), session=session)
+                await session.commit()
         if in_flight:
             await asyncio.gather(*in_flight, return_exceptions=True)
         await writer.close()
         if close_transport:
             await transport.close()
         report.seconds = time.perf_counter() - started
+    if claim_error is not None:
+        raise claim_error
     return report

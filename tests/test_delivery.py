@@ -119,6 +119,38 @@ async def test_each_digest_is_sent_once_over_smtp(
     assert received == {d.message_id for d in digests}
 
 
+async def test_a_stopped_worker_finishes_its_sends_and_gives_back_the_rest(
+    session_factory: Sessions, settings: Settings, sample_page: Path
+) -> None:
+    addresses = await compose_for(session_factory, settings, sample_page, 40)
+    stop = asyncio.Event()
+    with smtp_sink(SinkHandler(delay=0.05)) as (sink, port):
+        config = smtp_settings(settings, port, smtp_concurrency=2, send_batch_size=10)
+
+        def stop_after_five(progress: SendReport) -> None:
+            if progress.sent >= 5:
+                stop.set()
+
+        report = await send_job(
+            session_factory=session_factory,
+            settings=config,
+            once=False,
+            stop=stop,
+            on_progress=stop_after_five,
+        )
+    left = await statuses(session_factory)
+    # Whatever was started was sent and recorded; nothing is left leased to this worker.
+    assert left.get("sending", 0) == 0 and report.errors == []
+    assert left["sent"] == report.sent == len(sink.received) < 40
+    assert left["sent"] + left["queued"] == 40
+    async with session_factory() as session:
+        queued = (
+            await session.scalars(select(Digest).where(Digest.status == DigestStatus.QUEUED))
+        ).all()
+    assert all(d.attempts == 0 and d.lease_until is None for d in queued)  # not an attempt
+    assert set(sink.per_recipient()) < set(addresses)
+
+
 async def test_maildir_transport_files_each_message(
     session_factory: Sessions, settings: Settings, sample_page: Path, tmp_path: Path
 ) -> None:
