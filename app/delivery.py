@@ -16,6 +16,7 @@ from typing import Any, cast
 from sqlalchemy import Table, and_, bindparam, case, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
+from app.db import among
 from app.models import Digest, DigestStatus, Subscriber, SubscriberStatus
 
 ERROR_CHARS = 500
@@ -88,7 +89,7 @@ async def claim_digests(
     departed = await session.execute(
         update(Digest)
         .where(
-            Digest.id.in_(list(attempts)),
+            among(session, Digest.id, attempts),
             Digest.subscriber_id.in_(
                 select(Subscriber.id).where(Subscriber.status != SubscriberStatus.ACTIVE)
             ),

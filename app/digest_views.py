@@ -15,10 +15,12 @@ from functools import lru_cache
 from typing import Protocol
 from urllib.parse import quote_plus
 
-from sqlalchemy import select
+import orjson
+from sqlalchemy import Text, cast, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
+from app.db import among
 from app.localtime import zone
 from app.models import Digest, DigestItem, Paper, Subscriber, SubscriberStatus
 from app.subscribers import find_by_email
@@ -27,6 +29,7 @@ ARXIV_TITLE_SEARCH = "https://arxiv.org/search/?searchtype=title&query="
 SUMMARY_CHARS = 320
 MAX_AUTHORS = 3
 TEXT_WIDTH = 72
+PAPER_VIEWS_KEPT = 50_000  # distinct paper views a loader shares; it starts afresh when full
 SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\\$(])")
 
 
@@ -87,7 +90,7 @@ def summarise(ai_summary: str | None, abstract: str, limit: int = SUMMARY_CHARS)
 
 @dataclass(frozen=True, slots=True)
 class PaperCard:
-    """What a digest shows of a paper whoever reads it; worked out once per paper and batch."""
+    """What a digest shows of a paper whoever reads it; worked out once per paper and send run."""
 
     title: str
     url: str | None
@@ -190,8 +193,7 @@ def _digest_view(
     digest_id: int | None,
     digest_date: date,
     subscriber: SubscriberFacts,
-    items: Iterable[tuple[int, int, str | None, list[str]]],
-    cards: dict[int, PaperCard],
+    papers: list[PaperView],
 ) -> DigestView:
     return DigestView(
         digest_id=digest_id,
@@ -202,51 +204,80 @@ def _digest_view(
         public_id=subscriber.public_id,
         token_version=subscriber.token_version,
         topics=list(subscriber.topics or []),
-        papers=[
-            PaperView(rank, cards[paper_id], topic, list(terms or []))
-            for paper_id, rank, topic, terms in sorted(items, key=lambda item: item[1])
-            if paper_id in cards
-        ],
+        papers=papers,
     )
+
+
+class DigestViewLoader:
+    """Views of stored digests, for one send run (or one page): what recurs between digests is
+    built once and shared. A paper's card is loaded once per run rather than once per batch,
+    and a paper view (that paper, at that rank, for that reason) is the same object in every
+    digest that has it; their matched terms are decoded once, from the stored JSON text."""
+
+    def __init__(self) -> None:
+        self.cards: dict[int, PaperCard] = {}
+        self.paper_views: dict[tuple[int, int, str | None, str], PaperView | None] = {}
+
+    async def load(self, digest_ids: Sequence[int], *, session: AsyncSession) -> list[DigestView]:
+        """The views in the order asked, with at most three queries whatever their number."""
+        if not digest_ids:
+            return []
+        rows = (
+            await session.execute(
+                select(Digest.id.label("digest_id"), Digest.digest_date, *SUBSCRIBER_COLUMNS)
+                .join(Subscriber, Subscriber.id == Digest.subscriber_id)
+                .where(among(session, Digest.id, digest_ids))
+            )
+        ).all()
+        items = (
+            await session.execute(
+                select(
+                    DigestItem.digest_id,
+                    DigestItem.paper_id,
+                    DigestItem.rank,
+                    DigestItem.matched_topic,
+                    cast(DigestItem.matched_terms, Text),
+                )
+                .where(among(session, DigestItem.digest_id, digest_ids))
+                .order_by(DigestItem.digest_id, DigestItem.rank)
+            )
+        ).all()
+        unknown = {paper_id for _, paper_id, *_ in items} - self.cards.keys()
+        if unknown:
+            self.cards.update(await _paper_cards(unknown, session=session))
+        papers: dict[int, list[PaperView]] = {}
+        for digest_id, paper_id, rank, topic, terms in items:
+            key = (paper_id, rank, topic, terms)
+            if key in self.paper_views:
+                view = self.paper_views[key]
+            else:
+                if len(self.paper_views) >= PAPER_VIEWS_KEPT:
+                    self.paper_views.clear()
+                view = self.paper_views[key] = self._paper_view(*key)
+            if view is not None:
+                papers.setdefault(digest_id, []).append(view)
+        views = {
+            row.digest_id: _digest_view(
+                row.digest_id, row.digest_date, row, papers.get(row.digest_id, [])
+            )
+            for row in rows
+        }
+        return [views[digest_id] for digest_id in digest_ids if digest_id in views]
+
+    def _paper_view(
+        self, paper_id: int, rank: int, topic: str | None, terms: str
+    ) -> PaperView | None:
+        card = self.cards.get(paper_id)
+        if card is None:  # the paper is gone
+            return None
+        return PaperView(rank, card, topic, list(orjson.loads(terms) or []))
 
 
 async def load_digest_views(
     digest_ids: Sequence[int], *, session: AsyncSession
 ) -> list[DigestView]:
-    """Views of stored digests, in the order asked, with two queries whatever their number."""
-    if not digest_ids:
-        return []
-    rows = (
-        await session.execute(
-            select(Digest.id.label("digest_id"), Digest.digest_date, *SUBSCRIBER_COLUMNS)
-            .join(Subscriber, Subscriber.id == Digest.subscriber_id)
-            .where(Digest.id.in_(digest_ids))
-        )
-    ).all()
-    items = (
-        await session.execute(
-            select(
-                DigestItem.digest_id,
-                DigestItem.paper_id,
-                DigestItem.rank,
-                DigestItem.matched_topic,
-                DigestItem.matched_terms,
-            ).where(DigestItem.digest_id.in_(digest_ids))
-        )
-    ).all()
-    cards = await _paper_cards({item.paper_id for item in items}, session=session)
-    by_digest: dict[int, list[tuple[int, int, str | None, list[str]]]] = {}
-    for item in items:
-        by_digest.setdefault(item.digest_id, []).append(
-            (item.paper_id, item.rank, item.matched_topic, item.matched_terms)
-        )
-    views = {
-        row.digest_id: _digest_view(
-            row.digest_id, row.digest_date, row, by_digest.get(row.digest_id, []), cards
-        )
-        for row in rows
-    }
-    return [views[digest_id] for digest_id in digest_ids if digest_id in views]
+    """Views of stored digests, in the order asked."""
+    return await DigestViewLoader().load(digest_ids, session=session)
 
 
 async def planned_digest_view(
@@ -257,13 +288,18 @@ async def planned_digest_view(
     session: AsyncSession,
 ) -> DigestView:
     """A view of a digest that was planned but not stored (previews)."""
-    chosen = list(items)
+    chosen = sorted(items, key=lambda item: item[1])
     cards = await _paper_cards({paper_id for paper_id, *_ in chosen}, session=session)
-    return _digest_view(None, digest_date, subscriber, chosen, cards)
+    papers = [
+        PaperView(rank, cards[paper_id], topic, list(terms or []))
+        for paper_id, rank, topic, terms in chosen
+        if paper_id in cards
+    ]
+    return _digest_view(None, digest_date, subscriber, papers)
 
 
 async def _paper_cards(paper_ids: set[int], *, session: AsyncSession) -> dict[int, PaperCard]:
-    papers = await session.execute(select(*CARD_COLUMNS).where(Paper.id.in_(paper_ids)))
+    papers = await session.execute(select(*CARD_COLUMNS).where(among(session, Paper.id, paper_ids)))
     return {paper.id: paper_card(paper) for paper in papers}
 
 

@@ -29,7 +29,7 @@ from app.delivery import (
     digest_changes,
     release_digests,
 )
-from app.digest_views import DigestView, load_digest_views
+from app.digest_views import DigestView, DigestViewLoader
 from app.ingest import IngestReport, upsert_papers
 from app.localtime import digest_day_end
 from app.mailer import Mailer
@@ -436,6 +436,7 @@ async def send_job(
     ready: asyncio.Queue[tuple[DigestView, int] | None] = asyncio.Queue()
     room = asyncio.Semaphore(settings.send_batch_size)  # loaded digests waiting, at most
     undispatched: set[int] = set()  # claimed, not yet handed to a send: released at the end
+    views = DigestViewLoader()
 
     async def claim_batches() -> None:
         while not stop.is_set():
@@ -458,7 +459,7 @@ async def send_job(
                 ids = list(claimed)
                 for first in range(0, len(ids), VIEWS_AT_ONCE):
                     chunk = ids[first : first + VIEWS_AT_ONCE]
-                    for view in await load_digest_views(chunk, session=session):
+                    for view in await views.load(chunk, session=session):
                         assert view.digest_id is not None
                         await room.acquire()
                         ready.put_nowait((view, claimed[view.digest_id]))
