@@ -482,6 +482,10 @@ async def send_job(
             task = asyncio.create_task(send_one(view, attempts))
             in_flight.add(task)
             task.add_done_callback(in_flight.discard)
+            # One send starts (and renders) per turn of the event loop, with the replies that came
+            # in between read first: when a group commit frees many slots at once, rendering
+            # them back to back kept every connection's reply waiting for milliseconds.
+            await asyncio.sleep(0)
     finally:
         claiming.cancel()
         claim_error: BaseException | None = None
