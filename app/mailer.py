@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from email.utils import formataddr, formatdate, make_msgid, parseaddr
 from functools import cached_property
 from pathlib import Path
-from urllib.parse import quote
 
 import dkim
 
@@ -118,7 +117,8 @@ class Mailer:
             preferences=f"{base}/preferences/{token(Purpose.PREFERENCES)}",
             unsubscribe=f"{base}/unsubscribe/{unsubscribe}",
             view_in_browser=f"{base}/digests/{token(Purpose.DIGEST)}/{view.digest_date.isoformat()}",
-            unsubscribe_mailto=f"mailto:{mailto}?subject={quote('unsubscribe ' + unsubscribe)}",
+            # A token is URL-safe already (base64url and dots): only the space needs quoting.
+            unsubscribe_mailto=f"mailto:{mailto}?subject=unsubscribe%20{unsubscribe}",
         )
 
     def render(self, view: DigestView, *, for_browser: bool = False) -> RenderedDigest:

@@ -15,7 +15,7 @@ from email.message import EmailMessage
 from email.policy import default as default_policy
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
 import css_inline
 import dkim
@@ -171,7 +171,11 @@ async def test_links_are_signed_for_this_subscriber_and_purpose(
         read_token(mail_settings.secret_key, Purpose.UNSUBSCRIBE, forged)
     with pytest.raises(TokenError):
         read_token(mail_settings.secret_key, Purpose.UNSUBSCRIBE, by_purpose["unsubscribe"][:-3])
-    mailto_token = unquote(mailer.links(view).unsubscribe_mailto.split("%20", 1)[1])
+    mailto = mailer.links(view).unsubscribe_mailto
+    mailto_token = unquote(mailto.split("%20", 1)[1])
+    assert mailto == "mailto:digest@papers.example.org?subject=" + quote(
+        f"unsubscribe {mailto_token}"
+    )
     assert read_token(mail_settings.secret_key, Purpose.UNSUBSCRIBE, mailto_token).public_id == (
         view.public_id
     )
