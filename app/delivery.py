@@ -148,6 +148,18 @@ class DigestChanges:
     bounced_subscribers: list[int] = field(default_factory=list)
     counts: RecordedCounts = field(default_factory=RecordedCounts)
 
+    def columns(self) -> tuple[list[Any], ...]:
+        """id, status, sent_at, message_id, next_attempt_at, last_error: the order of both
+        statements' parameters."""
+        return (
+            self.ids,
+            self.statuses,
+            self.sent_at,
+            self.message_ids,
+            self.next_attempt_at,
+            self.last_errors,
+        )
+
     def add(
         self,
         outcome: Outcome,
@@ -248,13 +260,7 @@ async def apply_changes(
                     "b_last_error": last_error,
                 }
                 for digest_id, status, sent_at, message_id, next_attempt_at, last_error in zip(
-                    changes.ids,
-                    changes.statuses,
-                    changes.sent_at,
-                    changes.message_ids,
-                    changes.next_attempt_at,
-                    changes.last_errors,
-                    strict=True,
+                    *changes.columns(), strict=True
                 )
             ],
         )
@@ -271,15 +277,7 @@ async def apply_changes_at_once(changes: DigestChanges, *, driver: Any) -> Recor
     in one round trip, for a seventh of the client CPU of an executemany in a transaction.
     Unlike the other functions here, this commits."""
     assert not changes.bounced_subscribers, "bounces are counted in a transaction"
-    await driver.execute(
-        CHANGE_FROM_ARRAYS,
-        changes.ids,
-        changes.statuses,
-        changes.sent_at,
-        changes.message_ids,
-        changes.next_attempt_at,
-        changes.last_errors,
-    )
+    await driver.execute(CHANGE_FROM_ARRAYS, *changes.columns())
     return changes.counts
 
 
