@@ -189,7 +189,8 @@ async def main(args: argparse.Namespace) -> None:
     console.print(table)
     console.print(f"sink received {delivered:,} from paperboy; it said: {summary}")
     console.print("Targets: >= 0.7x the ceiling, >= 500 digests/s, peak RSS <= 250 MB.")
-    figures = {"ceiling": ceiling_rate, "paperboy": rate, "ratio": rate / ceiling_rate}
+    figures = {"ceiling": ceiling_rate, "before": before_rate, "after": after_rate}
+    figures |= {"paperboy": rate, "ratio": rate / ceiling_rate}
     print(orjson.dumps(figures | {"peak_mb": peak_mb}).decode())
 
 
