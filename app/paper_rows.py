@@ -2,10 +2,10 @@
 (its rank, its card, why it was chosen), and the same rows recur in thousands of digests of a
 send run. A digest part renders as a shell: the template's own text with a marker line standing
 in for each row. `PaperRows` keeps each distinct row as rendered (HTML and text) and as encoded
-quoted-printable, both bounded; `assemble` puts the rows into the shell and `encode` writes the
-part's quoted-printable from the encoded shell and the cached rows. That is byte for byte what
-encoding the whole part gives, because quoted-printable starts afresh at every line break and the
-rows and markers are whole lines; a part where they are not is encoded whole."""
+quoted-printable, both bounded; `RenderedPart.content` puts the rows into the shell and `encode`
+writes the part's quoted-printable from the encoded shell and the cached rows. That is byte for
+byte what encoding the whole part gives, because quoted-printable starts afresh at every line
+break and the rows and markers are whole lines; a part where they are not is encoded whole."""
 
 from __future__ import annotations
 

@@ -57,13 +57,12 @@ class LinkSerializer(URLSafeTimedSerializer):
     def dump_payload(self, obj: Any) -> bytes:
         return base64_encode(Serializer.dump_payload(self, obj))
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._own_signer = super().make_signer()
+
     def make_signer(self, salt: str | bytes | None = None) -> Signer:
-        if salt is not None:
-            return super().make_signer(salt)
-        signer: Signer | None = getattr(self, "_own_signer", None)
-        if signer is None:
-            signer = self._own_signer = super().make_signer()
-        return signer
+        return self._own_signer if salt is None else super().make_signer(salt)
 
 
 @functools.lru_cache(maxsize=32)
