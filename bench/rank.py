@@ -14,7 +14,7 @@ import resource
 import sys
 import time
 import uuid
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import asyncpg
@@ -124,7 +124,7 @@ async def compose_child(url: str) -> None:
     report = await compose_job(
         session_factory=create_session_factory(engine),
         settings=Settings(database_url=url),
-        on_date=date(2026, 11, 26),
+        on_date=NOW.date(),
     )
     seconds = time.perf_counter() - started
     await engine.dispose()

@@ -14,7 +14,7 @@ import os
 import sys
 import time
 import uuid
-from datetime import date
+from datetime import UTC, datetime
 from multiprocessing.sharedctypes import Synchronized
 from pathlib import Path
 from typing import Any
@@ -34,7 +34,7 @@ from app.jobs import compose_job, ingest_job
 
 SAMPLE = Path(__file__).resolve().parent.parent / "app" / "sample" / "trending-papers-page.txt"
 PAPERBOY = str(Path(sys.executable).parent / "paperboy")
-DAY = date(2026, 11, 26)
+DAY = datetime.now(UTC).date()  # the run's own day: retries and stats windows are relative to it
 SENDER = "digest@papers.example.org"
 
 

@@ -45,14 +45,18 @@ ZONES = [
 TOPICS = ["mixture of experts", "LLM quantization", "FPGA accelerators", "speculative decoding"]
 
 
-async def populate(sessions: Sessions, settings: Settings, sample_page: Path, count: int) -> None:
+def midnight(day: date) -> datetime:
+    return datetime(day.year, day.month, day.day, tzinfo=UTC)
+
+
+async def populate(
+    sessions: Sessions, settings: Settings, sample_page: Path, count: int, *, day: date
+) -> None:
+    """The sample papers, first seen the day before `day`, and `count` active subscribers."""
     await ingest_job(str(sample_page), session_factory=sessions, settings=settings)
     rng = random.Random(2026)
     async with sessions() as session:
-        # Papers that arrived the day before the simulated one.
-        await session.execute(
-            update(Paper).values(first_seen_at=datetime(2026, 11, 25, tzinfo=UTC))
-        )
+        await session.execute(update(Paper).values(first_seen_at=midnight(day - timedelta(days=1))))
         session.add_all(
             Subscriber(
                 email=f"drill{n:05d}@example.org",
@@ -61,7 +65,7 @@ async def populate(sessions: Sessions, settings: Settings, sample_page: Path, co
                 timezone=ZONES[n % len(ZONES)],
                 send_hour=rng.randint(5, 9),
                 digest_size=5,
-                confirmed_at=datetime(2026, 11, 1, tzinfo=UTC),
+                confirmed_at=midnight(day - timedelta(days=25)),
             )
             for n in range(count)
         )
@@ -83,7 +87,7 @@ def smtp_settings(settings: Settings, port: int, **changes: object) -> Settings:
 async def test_two_schedulers_three_workers_one_simulated_day(
     session_factory: Sessions, settings: Settings, sample_page: Path
 ) -> None:
-    await populate(session_factory, settings, sample_page, 2000)
+    await populate(session_factory, settings, sample_page, 2000, day=DAY)
     with smtp_sink() as (sink, port):
         config = smtp_settings(settings, port)
         moment = datetime(2026, 11, 25, 14, tzinfo=UTC)  # 05:00 on the 26th at UTC+14 is 15:00
@@ -127,7 +131,7 @@ async def test_two_schedulers_three_workers_one_simulated_day(
 
 
 async def composed_day(sessions: Sessions, settings: Settings, sample_page: Path) -> list[str]:
-    await populate(sessions, settings, sample_page, 2000)
+    await populate(sessions, settings, sample_page, 2000, day=SEND_DAY)
     report = await compose_job(session_factory=sessions, settings=settings, on_date=SEND_DAY)
     async with sessions() as session:
         return (
