@@ -19,7 +19,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionm
 
 from app.config import Settings
 from app.db import engine_of, is_postgres
-from app.delivery import (
+from app.digests.views import DigestView, DigestViewLoader
+from app.ingest.fetch import OpenedSource, open_source
+from app.ingest.normalise import PreparedBatch, prepare_batches
+from app.ingest.parsing_worker import batches_from_workers
+from app.ingest.sources import SourceError, detect_format, parse_source
+from app.ingest.upsert import IngestReport, upsert_papers
+from app.mail.message import Mailer
+from app.mail.queue import (
     DigestChanges,
     Outcome,
     RecordedCounts,
@@ -29,20 +36,13 @@ from app.delivery import (
     digest_changes,
     release_digests,
 )
-from app.digest_views import DigestView, DigestViewLoader
-from app.ingest import IngestReport, upsert_papers
-from app.localtime import digest_day_end
-from app.mailer import Mailer
+from app.mail.transports import Transport, Verdict, open_transport
 from app.metrics import MESSAGES, PAPERS_INGESTED, SEND_LATENCY, SMTP_ERRORS, error_class
 from app.models import DigestStatus, IngestRun, IngestStatus
-from app.normalise import PreparedBatch, prepare_batches
-from app.parsing_worker import batches_from_workers
-from app.sources import SourceError, detect_format, parse_source
-from app.sources.fetch import OpenedSource, open_source
-from app.transports import Transport, Verdict, open_transport
+from app.subscribers.localtime import digest_day_end
 
 if TYPE_CHECKING:
-    from app.digests import ComposeReport
+    from app.digests.compose import ComposeReport
 
 ProgressCallback = Callable[[int, int | None], None]
 WORKER_MIN_BYTES = 16 * 1024 * 1024  # files this large are parsed in worker processes
@@ -203,7 +203,7 @@ async def compose_job(
     """Compose and freeze the digests of every subscriber who is due. Safe to run at any time
     and in several processes at once: each digest is created once."""
     # Imported here so that ingest and send never load ranking's numerical stack (~1 s).
-    from app.digests import freeze_digests, plan_digests
+    from app.digests.compose import freeze_digests, plan_digests
 
     moment = now or datetime.now(UTC)
     async with session_factory() as session:

@@ -21,11 +21,11 @@ from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.config import Settings
-from app.ingest import IngestReport
+from app.ingest.upsert import IngestReport
 from app.jobs import SendReport, compose_job, ingest_job, send_job
 
 if TYPE_CHECKING:
-    from app.digests import ComposeReport
+    from app.digests.compose import ComposeReport
 
 logger = logging.getLogger("paperboy.scheduler")
 JOBS = ("ingest", "compose", "send")

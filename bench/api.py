@@ -27,7 +27,7 @@ from rich.console import Console
 from rich.table import Table
 
 from app.db import create_engine, migrate
-from app.tokens import Purpose, make_token
+from app.subscribers.tokens import Purpose, make_token
 
 PAPERBOY = str(Path(sys.executable).parent / "paperboy")
 SECRET = "bench-secret-key-0123456789abcdef"  # noqa: S105 - a throwaway database

@@ -43,9 +43,9 @@ from rich.table import Table
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession
 
-import app.ingest
+import app.ingest.normalise
+import app.ingest.upsert
 import app.jobs
-import app.normalise
 from app.config import Settings
 from app.db import create_engine, create_session_factory, migrate
 from app.jobs import ingest_job
@@ -827,14 +827,24 @@ def summarise_samples() -> dict[str, dict[str, float]]:
 def install_stage_timers() -> list[str]:
     """Wrap Paperboy's stages in timers, in this process only. Each is patched in every module
     that calls it through a global name, so the timers survive code moving between app.jobs and
-    app.ingest; returns the stages that could not be found."""
+    app.ingest.upsert; returns the stages that could not be found."""
     stages: tuple[tuple[tuple[Any, ...], str, str, str], ...] = (
-        ((app.jobs, app.ingest, app.normalise), "parse_source", PARSE_LABEL, "iterator"),
-        ((app.jobs, app.ingest, app.normalise), "normalise", "normalise", "sync"),
-        ((app.jobs, app.ingest, app.normalise), "merge_duplicates", "merge_duplicates", "sync"),
+        (
+            (app.jobs, app.ingest.upsert, app.ingest.normalise),
+            "parse_source",
+            PARSE_LABEL,
+            "iterator",
+        ),
+        ((app.jobs, app.ingest.upsert, app.ingest.normalise), "normalise", "normalise", "sync"),
+        (
+            (app.jobs, app.ingest.upsert, app.ingest.normalise),
+            "merge_duplicates",
+            "merge_duplicates",
+            "sync",
+        ),
         ((app.jobs,), "upsert_papers", "upsert_papers", "async"),
         ((app.jobs,), "_record_run", "_record_run", "async"),
-        ((app.ingest,), "_load_staging", "upsert: _load_staging (tuples + COPY)", "async"),
+        ((app.ingest.upsert,), "_load_staging", "upsert: _load_staging (tuples + COPY)", "async"),
         ((asyncpg.Connection,), "copy_records_to_table", "upsert: COPY into staging", "async"),
     )
     wrappers = {"iterator": _timed_parser, "sync": _timed_sync, "async": _timed_async}

@@ -25,11 +25,11 @@ from rich.table import Table
 
 from app.config import Settings
 from app.db import create_engine, create_session_factory, migrate
+from app.ingest.normalise import title_key
+from app.ingest.sources import PAGE, PaperRecord, parse_source
 from app.jobs import compose_job
-from app.normalise import title_key
-from app.ranking import PaperText, RelevanceIndex
-from app.selection import Reader, select, trend_scores
-from app.sources import PAGE, PaperRecord, parse_source
+from app.ranking.relevance import PaperText, RelevanceIndex
+from app.ranking.selection import Reader, select, trend_scores
 
 SAMPLE = Path(__file__).resolve().parent.parent / "app" / "sample" / "trending-papers-page.txt"
 NOW = datetime.now(UTC)

@@ -77,8 +77,8 @@ async def prepare(url: str, subscribers: int) -> tuple[float, int]:
 
 async def sample_message(url: str) -> bytes:
     """One real digest message, as Paperboy renders it, for the ceiling loop."""
-    from app.digest_views import load_digest_views
-    from app.mailer import Mailer
+    from app.digests.views import load_digest_views
+    from app.mail.message import Mailer
 
     engine = create_engine(url)
     async with create_session_factory(engine)() as session:

@@ -17,10 +17,10 @@ from pathlib import Path
 
 from app.config import Settings
 from app.db import create_engine, create_session_factory, migrate
-from app.digest_views import preview_digest_view
+from app.digests.views import preview_digest_view
 from app.jobs import compose_job, ingest_job
-from app.mailer import Mailer
-from app.subscribers import Preferences, add_active_subscriber
+from app.mail.message import Mailer
+from app.subscribers.rules import Preferences, add_active_subscriber
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"

@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from app.config import Settings
 from app.jobs import compose_job, ingest_job
 from app.models import Digest, Subscriber
-from app.subscribers import Preferences, add_active_subscriber
+from app.subscribers.rules import Preferences, add_active_subscriber
 from tests.http_server import Route, serve
 from tests.web_app import ADMIN_TOKEN, RunningApp, serve_app
 

@@ -14,11 +14,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.config import Settings
 from app.db import create_engine, create_session_factory
-from app.digests import PlannedItem
+from app.digests.compose import PlannedItem
 from app.jobs import compose_job, ingest_job
-from app.localtime import local_digest_date
 from app.models import Digest, DigestItem, DigestStatus, Paper, SubscriberStatus
-from app.subscribers import Preferences, add_active_subscriber
+from app.subscribers.localtime import local_digest_date
+from app.subscribers.rules import Preferences, add_active_subscriber
 from tests.conftest import requires_postgres
 
 Sessions = async_sessionmaker[AsyncSession]

@@ -21,7 +21,6 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.config import Settings
 from app.db import create_engine, create_session_factory
-from app.delivery import Outcome, claim_digests, record_outcomes, release_digests
 from app.jobs import (
     IN_FLIGHT_PER_CONNECTION,
     OUTCOME_WRITER,
@@ -30,9 +29,10 @@ from app.jobs import (
     ingest_job,
     send_job,
 )
+from app.mail.queue import Outcome, claim_digests, record_outcomes, release_digests
+from app.mail.transports import SmtpTransport, Verdict, parse_smtp_url
 from app.models import Digest, DigestStatus, Subscriber, SubscriberStatus
-from app.subscribers import Preferences, add_active_subscriber
-from app.transports import SmtpTransport, Verdict, parse_smtp_url
+from app.subscribers.rules import Preferences, add_active_subscriber
 from tests.conftest import requires_postgres
 from tests.smtp_sink import SinkHandler, smtp_sink
 

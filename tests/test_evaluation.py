@@ -12,7 +12,7 @@ import numpy as np
 import orjson
 import pytest
 
-from app.evaluation import (
+from app.ranking.evaluation import (
     EvaluationError,
     JudgedPaper,
     evaluate,

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.config import Settings
 from app.db import create_engine, create_session_factory
-from app.ingest import IngestReport
+from app.ingest.upsert import IngestReport
 from app.jobs import ingest_job
 from app.models import IngestRun, IngestStatus, Paper
 from tests.conftest import requires_postgres

@@ -7,8 +7,14 @@ from datetime import datetime
 
 import pytest
 
-from app.normalise import PaperRow, merge_duplicates, normalise, normalise_arxiv_id, title_key
-from app.sources import PaperRecord, RecordError
+from app.ingest.normalise import (
+    PaperRow,
+    merge_duplicates,
+    normalise,
+    normalise_arxiv_id,
+    title_key,
+)
+from app.ingest.sources import PaperRecord, RecordError
 
 
 @pytest.mark.parametrize(

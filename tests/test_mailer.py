@@ -29,9 +29,8 @@ from markupsafe import Markup
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app import paper_rows
 from app.config import Settings
-from app.digest_views import (
+from app.digests.views import (
     DigestView,
     PreviewError,
     load_digest_views,
@@ -39,13 +38,14 @@ from app.digest_views import (
     shorten_authors,
     summarise,
 )
-from app.email_templates import TemplateInliningError, inline_template_source
 from app.jobs import compose_job, ingest_job
-from app.mailer import TEMPLATES_DIR, Mailer, encoded_header
+from app.mail import paper_rows
+from app.mail.message import TEMPLATES_DIR, Mailer, encoded_header
+from app.mail.paper_rows import quoted_printable
+from app.mail.templates import TemplateInliningError, inline_template_source
 from app.models import Digest, DigestItem, Paper, Subscriber
-from app.paper_rows import quoted_printable
-from app.subscribers import Preferences, add_active_subscriber
-from app.tokens import LinkSerializer, Purpose, TokenError, make_token, read_token
+from app.subscribers.rules import Preferences, add_active_subscriber
+from app.subscribers.tokens import LinkSerializer, Purpose, TokenError, make_token, read_token
 
 Sessions = async_sessionmaker[AsyncSession]
 DAY = date(2026, 11, 26)

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.ranking import PaperText, RelevanceIndex, TopicScores, rank_topic, terms
-from app.selection import Reader, select, trend_scores
-from app.sources import PAGE, PaperRecord, parse_source
+from app.ingest.sources import PAGE, PaperRecord, parse_source
+from app.ranking.relevance import PaperText, RelevanceIndex, TopicScores, rank_topic, terms
+from app.ranking.selection import Reader, select, trend_scores
 
 NOW = datetime(2026, 11, 26, 12, tzinfo=UTC)
 

@@ -29,7 +29,7 @@ from app.scheduler import (
     run_send,
     scheduled_sources,
 )
-from app.subscribers import Preferences, add_active_subscriber
+from app.subscribers.rules import Preferences, add_active_subscriber
 from tests.http_server import Route, serve
 from tests.smtp_sink import smtp_sink
 

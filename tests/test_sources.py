@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from app.sources import (
+from app.ingest.sources import (
     ARXIV_ATOM,
     ARXIV_JSONL,
     HF_DAILY,

@@ -21,8 +21,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from app.config import Settings
 from app.jobs import compose_job, ingest_job
 from app.models import Paper, Subscriber, SubscriberStatus
-from app.subscribers import Preferences, add_active_subscriber
-from app.tokens import Purpose, make_token
+from app.subscribers.rules import Preferences, add_active_subscriber
+from app.subscribers.tokens import Purpose, make_token
 from app.web.security import SlidingWindowLimiter
 from tests.web_app import RunningApp, link_in, serve_app
 

@@ -16,13 +16,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.cli.base import checked_settings, cli, console, fail, output, run_with_engine
 from app.config import Settings
 from app.db import create_session_factory
-from app.delivery import count_due_digests
-from app.digest_views import PreviewError, preview_digest_view
+from app.digests.views import PreviewError, preview_digest_view
 from app.jobs import SendReport, compose_job, send_job
-from app.mailer import Mailer, RenderedDigest
+from app.mail.message import Mailer, RenderedDigest
+from app.mail.queue import count_due_digests
 
 if TYPE_CHECKING:
-    from app.digests import ComposeReport
+    from app.digests.compose import ComposeReport
 
 PROGRESS_MIN_DIGESTS = 200
 

@@ -14,12 +14,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.cli.base import cli, console, output, run_with_engine
 from app.config import Settings
 from app.db import create_session_factory, current_revision, migrate
-from app.ingest import IngestReport
+from app.ingest.sources import FORMATS, SourceError
+from app.ingest.upsert import IngestReport
 from app.jobs import ingest_job
-from app.sources import FORMATS, SourceError
 
 if TYPE_CHECKING:
-    from app.evaluation import JudgedPaper
+    from app.ranking.evaluation import JudgedPaper
 
 PROGRESS_MIN_BYTES = 4 * 1024 * 1024
 
@@ -137,7 +137,7 @@ def eval_command(
     """Measure ranking quality: nDCG@k per judged topic and the mean, with the production
     relevance function."""
     # Imported here: the ranking stack takes a second to load and only this command needs it.
-    from app.evaluation import (
+    from app.ranking.evaluation import (
         EvaluationError,
         evaluate,
         load_judged_papers,

@@ -20,7 +20,7 @@ from app.db import create_engine, create_session_factory
 from app.scheduler import JOBS, build_scheduler, run_job_now, scheduled_sources
 
 if TYPE_CHECKING:
-    from app.allinone import Started
+    from app.cli.allinone import Started
 
 
 def where_mail_goes(settings: Settings) -> str:
@@ -46,7 +46,7 @@ def up_command(
     """Start everything in one process: migrate, seed the sample papers into an empty database,
     then serve the web app with the scheduler and a delivery worker. Ctrl-C stops cleanly."""
     # Imported here: the web app loads the ranking stack (~1 s), which other commands skip.
-    from app.allinone import run_all
+    from app.cli.allinone import run_all
 
     settings = checked_settings()
 

@@ -12,7 +12,7 @@ from app.cli.base import cli, console, output, run_with_engine
 from app.config import Settings
 from app.db import create_session_factory
 from app.models import Subscriber, SubscriberStatus
-from app.subscribers import (
+from app.subscribers.rules import (
     Preferences,
     SubscriberError,
     add_active_subscriber,

@@ -17,10 +17,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.config import Settings, get_settings
 from app.db import create_engine, create_session_factory
-from app.mailer import Mailer
+from app.mail.message import Mailer
+from app.mail.transports import open_transport
 from app.metrics import render_metrics
-from app.tokens import TokenError
-from app.transports import open_transport
+from app.subscribers.tokens import TokenError
 from app.web import admin, pages, subscription
 from app.web.deps import WebState
 from app.web.rendering import link_problem, page

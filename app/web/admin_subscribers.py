@@ -11,15 +11,15 @@ from fastapi import APIRouter, File, HTTPException, Query, UploadFile
 from fastapi.responses import HTMLResponse, PlainTextResponse, Response, StreamingResponse
 from sqlalchemy import delete, func, select
 
-from app.digest_views import PreviewError, subscriber_preview
+from app.digests.views import PreviewError, subscriber_preview
 from app.models import (
     Digest,
     Subscriber,
     SubscriberStatus,
     utcnow,
 )
-from app.subscriber_csv import export_subscribers, import_subscribers
-from app.subscribers import (
+from app.subscribers.csv_io import export_subscribers, import_subscribers
+from app.subscribers.rules import (
     Preferences,
     SubscriberError,
     find_by_email,

@@ -16,9 +16,9 @@ from fastapi import Depends, HTTPException, Request
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.config import Settings
-from app.mailer import Mailer
-from app.transports import Transport
-from app.trending import topic_suggestions
+from app.digests.front_page import topic_suggestions
+from app.mail.message import Mailer
+from app.mail.transports import Transport
 from app.web.security import SlidingWindowLimiter, bearer_matches
 
 logger = logging.getLogger("paperboy.web")

@@ -13,8 +13,10 @@ from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse, Response
 from sqlalchemy import text
 
+from app.digests.front_page import trending_papers
+from app.mail.transports import Verdict
 from app.models import SubscriberStatus
-from app.subscribers import (
+from app.subscribers.rules import (
     SignupMail,
     SignupOutcome,
     SubscriberError,
@@ -23,9 +25,7 @@ from app.subscribers import (
     request_links,
     request_signup,
 )
-from app.tokens import Purpose, TokenError
-from app.transports import Verdict
-from app.trending import trending_papers
+from app.subscribers.tokens import Purpose, TokenError
 from app.web.deps import ClientIp, Session, State, WebState
 from app.web.rendering import (
     TIMEZONES,

@@ -12,14 +12,14 @@ from fastapi.templating import Jinja2Templates
 from jinja2 import Environment, FileSystemLoader
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.mailer import TEMPLATES_DIR
+from app.mail.message import TEMPLATES_DIR
 from app.models import Subscriber
-from app.subscribers import (
+from app.subscribers.rules import (
     Preferences,
     known_timezones,
     subscriber_for_token,
 )
-from app.tokens import Purpose, TokenError, make_token
+from app.subscribers.tokens import Purpose, TokenError, make_token
 from app.web.deps import WebState
 
 templates = Jinja2Templates(

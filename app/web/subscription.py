@@ -11,15 +11,15 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy import select
 
-from app.digest_views import PreviewError, load_digest_views, subscriber_preview
+from app.digests.views import PreviewError, load_digest_views, subscriber_preview
 from app.models import Digest, DigestStatus, Subscriber, SubscriberStatus
-from app.subscribers import (
+from app.subscribers.rules import (
     SubscriberError,
     resubscribe,
     unsubscribe,
     update_preferences,
 )
-from app.tokens import Purpose
+from app.subscribers.tokens import Purpose
 from app.web.deps import Session, State, WebState
 from app.web.rendering import (
     TIMEZONES,

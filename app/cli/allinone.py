@@ -22,7 +22,7 @@ from app.scheduler import build_scheduler
 from app.web import create_app
 
 logger = logging.getLogger("paperboy.up")
-SAMPLE = Path(__file__).resolve().parent / "sample" / "trending-papers-page.txt"
+SAMPLE = Path(__file__).resolve().parents[1] / "sample" / "trending-papers-page.txt"
 SEND_NOW_COMPOSE_SECONDS = 20
 
 

@@ -1,5 +1,5 @@
-"""The digest as a mail: renders digest views (`app.digest_views`) with Jinja (autoescaped HTML
-whose CSS `app.email_templates` inlined into the templates, and plain text), and builds the
+"""The digest as a mail: renders digest views (`app.digests.views`) with Jinja (autoescaped HTML
+whose CSS `app.mail.templates` inlined into the templates, and plain text), and builds the
 RFC 5322 message with every header a mailbox provider expects (List-Unsubscribe one-click,
 List-Id, Message-ID on our own domain), optionally DKIM-signed. Nothing from a paper reaches a
 header; subscriber topics do, and only after control characters are stripped and the text is
@@ -18,12 +18,12 @@ from pathlib import Path
 import dkim
 
 from app.config import Settings
-from app.digest_views import DigestView
-from app.email_templates import mail_environment
-from app.paper_rows import PaperRows, RenderedPart, quoted_printable
-from app.tokens import Purpose, make_token
+from app.digests.views import DigestView
+from app.mail.paper_rows import PaperRows, RenderedPart, quoted_printable
+from app.mail.templates import mail_environment
+from app.subscribers.tokens import Purpose, make_token
 
-TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
+TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "templates"
 SUBJECT_TOPICS = 2
 SUBJECT_CHARS = 140
 ENCODED_WORD_BYTES = 45
@@ -44,7 +44,7 @@ DKIM_HEADERS = [
 class RenderedDigest:
     subject: str
     links: Links
-    # Each part as a shell and its paper rows (whose encoding is cached, see app.paper_rows).
+    # Each part as a shell and its paper rows (whose encoding is cached, see app.mail.paper_rows).
     html_part: RenderedPart
     text_part: RenderedPart
 

@@ -19,7 +19,7 @@ from typing import IO, BinaryIO, cast
 
 import httpx
 
-from app.sources import SourceError
+from app.ingest.sources import SourceError
 
 SPOOL_BYTES = 8 * 1024 * 1024
 HEAD_BYTES = 64 * 1024

@@ -17,9 +17,9 @@ from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.localtime import as_utc
 from app.models import Subscriber, SubscriberStatus, utcnow
-from app.tokens import Purpose, TokenError, read_token
+from app.subscribers.localtime import as_utc
+from app.subscribers.tokens import Purpose, TokenError, read_token
 
 MAX_TOPICS = 20
 MAX_TOPIC_CHARS = 100

@@ -10,7 +10,7 @@ from typing import Any, BinaryIO
 
 import orjson
 
-from app.sources import (
+from app.ingest.sources import (
     PaperRecord,
     ParseResult,
     RecordError,

@@ -1,6 +1,6 @@
 """Composing each subscriber's day: find who is due (their local date and send hour, in their own
-IANA timezone), pick their papers with `app.ranking` over the papers first seen since their
-previous digest, and freeze the result as one `digest` row (queued, or skipped when nothing
+IANA timezone), pick their papers with `app.ranking` over the papers first seen since their previous
+digest, and freeze the result as one `digest` row (queued, or skipped when nothing
 qualified) with its `digest_item` rows. UNIQUE(subscriber_id, digest_date) makes composing
 idempotent: a second run, or a concurrent one, creates nothing twice."""
 
@@ -19,15 +19,15 @@ from sqlalchemy import func, insert, select
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.candidates import Candidate, load_candidates
 from app.config import Settings
 from app.db import is_postgres, minus
-from app.localtime import as_utc, local_digest_date
+from app.digests.candidates import Candidate, load_candidates
 from app.models import Digest, DigestItem, DigestStatus, Paper, Subscriber, SubscriberStatus
 from app.pgcopy import copy_payload, jsonb_field, text_field
-from app.ranking import PaperText, RelevanceIndex
-from app.selection import Picks, Reader, trend_scores
-from app.selection import select as select_papers
+from app.ranking.relevance import PaperText, RelevanceIndex
+from app.ranking.selection import Picks, Reader, trend_scores
+from app.ranking.selection import select as select_papers
+from app.subscribers.localtime import as_utc, local_digest_date
 
 # Papers committed by an ingest that started before the previous compose but finished after it
 # carry a first_seen_at slightly older than that compose: look back this far, and rely on the

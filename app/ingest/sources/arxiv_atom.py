@@ -12,7 +12,13 @@ from typing import BinaryIO
 
 from lxml import etree
 
-from app.sources import PaperRecord, ParseResult, RecordError, SourceError, records_or_rejections
+from app.ingest.sources import (
+    PaperRecord,
+    ParseResult,
+    RecordError,
+    SourceError,
+    records_or_rejections,
+)
 
 ATOM = "{http://www.w3.org/2005/Atom}"
 ARXIV = "{http://arxiv.org/schemas/atom}"

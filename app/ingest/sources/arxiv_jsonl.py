@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from app.sources import PaperRecord, ParseResult, RecordError, Rejection, SourceError, fields
+from app.ingest.sources import PaperRecord, ParseResult, RecordError, Rejection, SourceError, fields
 
 AUTHOR_SEPARATOR = re.compile(r",\s*|\s+and\s+")
 GITHUB_URL = re.compile(r"https?://github\.com/[\w.-]+/[\w.-]+")

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
-from app.sources import PaperRecord, RecordError, Rejection
+from app.ingest.sources import PaperRecord, RecordError, Rejection
 
 MAX_TITLE_CHARS = 500
 MAX_ABSTRACT_CHARS = 10_000

@@ -1,7 +1,7 @@
 """Parsing a large local file in a separate process. Parsing and normalising are pure Python and
 would otherwise share one interpreter lock with the event loop that feeds Postgres; in their own
 process they use the second core while this one drives the database. The worker
-(`python -m app.parsing_worker PATH FORMAT BATCH_SIZE`) re-opens the file itself and writes
+(`python -m app.ingest.parsing_worker PATH FORMAT BATCH_SIZE`) re-opens the file itself and writes
 length-prefixed pickled `PreparedBatch`es to its standard output, whose pipe buffer bounds how far
 it runs ahead. Only this module's own worker output is unpickled."""
 
@@ -17,8 +17,8 @@ from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from typing import BinaryIO, cast
 
-from app.normalise import PaperRow, PreparedBatch, prepare_batches
-from app.sources import ARXIV_JSONL, ParseResult, SourceError, arxiv_jsonl, parse_source
+from app.ingest.normalise import PaperRow, PreparedBatch, prepare_batches
+from app.ingest.sources import ARXIV_JSONL, ParseResult, SourceError, arxiv_jsonl, parse_source
 
 HEADER = struct.Struct("!cQQ")  # kind, payload length, bytes of the file read so far
 BATCH, DONE, SOURCE_ERROR, READ_ERROR = b"B", b"D", b"S", b"R"
@@ -182,7 +182,7 @@ async def _one_worker(
     worker = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "app.parsing_worker",
+        "app.ingest.parsing_worker",
         *arguments,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,

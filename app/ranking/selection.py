@@ -1,7 +1,7 @@
 """Choosing each subscriber's papers, pure and without a database: the trend signal (engagement
 decayed by age) and the selection that mixes it with topic relevance under each subscriber's
 weight, threshold, size, cutoff and exclusions. Vectorised over the topic x paper relevance matrix
-of `app.ranking`, exact, and fast enough for a hundred thousand subscribers a run."""
+of `app.ranking.relevance`, exact, and fast enough for a hundred thousand subscribers a run."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from datetime import datetime
 import numpy as np
 from numpy.typing import NDArray
 
-from app.ranking import SCORE_SLICE, Matrix, TopicScores
+from app.ranking.relevance import SCORE_SLICE, Matrix, TopicScores
 
 DEFAULT_THRESHOLD = 0.2
 TREND_HALF_LIFE_HOURS = 72.0

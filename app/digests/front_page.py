@@ -14,11 +14,11 @@ from itertools import pairwise
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.candidates import load_engagement
-from app.digest_views import PaperCard, paper_card
+from app.digests.candidates import load_engagement
+from app.digests.views import PaperCard, paper_card
 from app.models import Paper
-from app.ranking import STOP_WORDS
-from app.selection import trend_scores
+from app.ranking.relevance import STOP_WORDS
+from app.ranking.selection import trend_scores
 
 TITLE_WORD = re.compile(r"[A-Za-z][A-Za-z0-9+-]{2,}")
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import BinaryIO
 
-from app.sources import PaperRecord, ParseResult, Rejection, SourceError
+from app.ingest.sources import PaperRecord, ParseResult, Rejection, SourceError
 
 CHROME_PREFIXES = ("Get trending papers in your email inbox",)
 BUTTON_LABEL = "Subscribe"

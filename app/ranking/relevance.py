@@ -3,7 +3,7 @@ and why. BM25F over title and abstract (the title counts more), on stemmed, stop
 plus adjacent-term pairs so that a multi-word topic found as a phrase scores above its words found
 apart. Each distinct topic is scored once against all candidates (a sparse topic x paper product),
 normalised by the best score the topic could reach, so one threshold means the same for every
-topic. Trend and per-subscriber selection are `app.selection`'s."""
+topic. Trend and per-subscriber selection are `app.ranking.selection`'s."""
 
 from __future__ import annotations
 

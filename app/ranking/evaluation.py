@@ -14,10 +14,10 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.ingest.normalise import normalise_arxiv_id, prepare_batches, title_key
+from app.ingest.sources import RecordError, SourceError, detect_format, parse_source
 from app.models import Paper
-from app.normalise import normalise_arxiv_id, prepare_batches, title_key
-from app.ranking import PaperText, RelevanceIndex, rank_topic
-from app.sources import RecordError, SourceError, detect_format, parse_source
+from app.ranking.relevance import PaperText, RelevanceIndex, rank_topic
 
 Ranker = Callable[[str], list[int]]
 MAX_CORPUS = 100_000

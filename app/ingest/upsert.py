@@ -34,8 +34,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.schema import CreateTable
 
 from app.db import JsonValue, is_postgres
+from app.ingest.normalise import PaperRow, PreparedBatch
 from app.models import Paper
-from app.normalise import PaperRow, PreparedBatch
 
 MAX_REJECTIONS_KEPT = 50
 

@@ -1,7 +1,7 @@
 """The paper sources Paperboy reads and what they all parse into. Each format has its own module
 that turns bytes into `PaperRecord`s (or `Rejection`s for records it cannot read), with no database
 access; `detect_format` picks the module from the first bytes of the input, and `parse_source`
-dispatches. Normalising and writing is `app.ingest`'s job."""
+dispatches. Normalising and writing is `app.ingest.upsert`'s job."""
 
 from __future__ import annotations
 
@@ -94,7 +94,7 @@ def detect_format(head: bytes) -> str:
 
 
 def parse_source(stream: BinaryIO, source_format: str) -> Iterator[ParseResult]:
-    from app.sources import arxiv_atom, arxiv_jsonl, hf_daily, page
+    from app.ingest.sources import arxiv_atom, arxiv_jsonl, hf_daily, page
 
     parsers: dict[str, Parser] = {
         PAGE: page.parse,

@@ -14,7 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.models import Subscriber, SubscriberStatus, utcnow
-from app.subscribers import (
+from app.subscribers.rules import (
     Preferences,
     SubscriberError,
     find_by_email,

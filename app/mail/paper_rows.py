@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from app.digest_views import PaperView
+from app.digests.views import PaperView
 
 CACHE_ENTRIES = 4096  # distinct rows kept (a few kB each); the cache restarts when full
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from app.sources import RecordError
+from app.ingest.sources import RecordError
 
 
 def text(obj: dict[str, Any], key: str, *, required: bool = False) -> str | None:

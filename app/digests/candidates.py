@@ -12,8 +12,8 @@ from typing import Any, TypeVar
 from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.localtime import as_utc
 from app.models import Paper
+from app.subscribers.localtime import as_utc
 
 Query = TypeVar("Query", bound="Select[*tuple[Any, ...]]")
 

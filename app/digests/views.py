@@ -1,7 +1,7 @@
 """What a digest shows, loaded from the database: each paper's card (title, links, shortened
 authors, a summary cut at a sentence), the digest's items with why each was chosen, and the
 subscriber the links are for; for stored digests, for planned ones, and for previews (the frozen
-digest when it exists, else what compose would pick now). Rendering lives in `app.mailer`."""
+digest when it exists, else what compose would pick now). Rendering lives in `app.mail.message`."""
 
 from __future__ import annotations
 
@@ -21,9 +21,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
 from app.db import among
-from app.localtime import zone
 from app.models import Digest, DigestItem, Paper, Subscriber, SubscriberStatus
-from app.subscribers import find_by_email
+from app.subscribers.localtime import zone
+from app.subscribers.rules import find_by_email
 
 ARXIV_TITLE_SEARCH = "https://arxiv.org/search/?searchtype=title&query="
 SUMMARY_CHARS = 320
@@ -340,7 +340,7 @@ async def subscriber_preview(
         return (await load_digest_views([digest_id], session=session))[0]
     # Imported here: ranking's numerical stack takes a second to load, and only previews and
     # compose need it, not every worker that sends mail.
-    from app.digests import plan_digests
+    from app.digests.compose import plan_digests
 
     if subscriber.status is not SubscriberStatus.ACTIVE:
         raise PreviewError(f"{email} is {subscriber.status.value}: no digest is composed for them")
