@@ -22,7 +22,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.config import Settings
 from app.ingest.upsert import IngestReport
-from app.jobs import SendReport, compose_job, ingest_job, send_job
+from app.jobs import compose_job, ingest_job, send_job
+from app.mail.outcomes import SendReport
 
 if TYPE_CHECKING:
     from app.digests.compose import ComposeReport

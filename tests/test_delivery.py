@@ -21,14 +21,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.config import Settings
 from app.db import create_engine, create_session_factory
-from app.jobs import (
-    IN_FLIGHT_PER_CONNECTION,
-    OUTCOME_WRITER,
-    SendReport,
-    compose_job,
-    ingest_job,
-    send_job,
-)
+from app.jobs import compose_job, ingest_job, send_job
+from app.mail.delivery import IN_FLIGHT_PER_CONNECTION
+from app.mail.outcomes import OUTCOME_WRITER, SendReport
 from app.mail.queue import Outcome, claim_digests, record_outcomes, release_digests
 from app.mail.transports import SmtpTransport, Verdict, parse_smtp_url
 from app.models import Digest, DigestStatus, Subscriber, SubscriberStatus

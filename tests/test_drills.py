@@ -21,7 +21,8 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.config import Settings
-from app.jobs import IN_FLIGHT_PER_CONNECTION, compose_job, ingest_job, send_job
+from app.jobs import compose_job, ingest_job, send_job
+from app.mail.delivery import IN_FLIGHT_PER_CONNECTION
 from app.models import Digest, DigestStatus, Paper, Subscriber, SubscriberStatus
 from tests.conftest import requires_postgres
 from tests.smtp_sink import SinkHandler, smtp_sink

@@ -17,8 +17,9 @@ from app.cli.base import checked_settings, cli, console, fail, output, run_with_
 from app.config import Settings
 from app.db import create_session_factory
 from app.digests.views import PreviewError, preview_digest_view
-from app.jobs import SendReport, compose_job, send_job
+from app.jobs import compose_job, send_job
 from app.mail.message import Mailer, RenderedDigest
+from app.mail.outcomes import SendReport
 from app.mail.queue import count_due_digests
 
 if TYPE_CHECKING:
