@@ -29,7 +29,8 @@ from app.ingest.normalise import title_key
 from app.ingest.sources import PAGE, PaperRecord, parse_source
 from app.jobs import compose_job
 from app.ranking.relevance import PaperText, RelevanceIndex
-from app.ranking.selection import Reader, select, trend_scores
+from app.ranking.selection import Reader, select
+from app.ranking.trend import trend_scores
 
 SAMPLE = Path(__file__).resolve().parent.parent / "app" / "sample" / "trending-papers-page.txt"
 NOW = datetime.now(UTC)

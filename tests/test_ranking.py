@@ -3,6 +3,7 @@ why, trending orders by engagement and age, thresholds and sizes hold, duplicate
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -11,7 +12,8 @@ import pytest
 
 from app.ingest.sources import PAGE, PaperRecord, parse_source
 from app.ranking.relevance import PaperText, RelevanceIndex, TopicScores, rank_topic, terms
-from app.ranking.selection import Reader, select, trend_scores
+from app.ranking.selection import Picks, Reader, select
+from app.ranking.trend import trend_scores
 
 NOW = datetime(2026, 11, 26, 12, tzinfo=UTC)
 
@@ -95,6 +97,31 @@ def test_trend_orders_by_engagement_and_decays_with_age() -> None:
     assert float(trend[0]) == pytest.approx(1.0, abs=0.01)
 
 
+@dataclass(slots=True)
+class Pick:
+    paper: int
+    score: float
+    relevance: float
+    trend: float
+    topic: int | None
+
+
+def picks_of(picks: Picks, reader: int) -> list[Pick]:
+    """One reader's picks as objects, best first."""
+    start, stop = int(picks.offsets[reader]), int(picks.offsets[reader + 1])
+    return [
+        Pick(paper, score, relevance, trend, None if topic < 0 else topic)
+        for paper, score, relevance, trend, topic in zip(
+            picks.paper[start:stop].tolist(),
+            picks.score[start:stop].tolist(),
+            picks.relevance[start:stop].tolist(),
+            picks.trend[start:stop].tolist(),
+            picks.topic[start:stop].tolist(),
+            strict=True,
+        )
+    ]
+
+
 def reader(topics: list[int], size: int = 3, weight: float = 0.3, **extra: object) -> Reader:
     return Reader(topics=topics, size=size, trending_weight=weight, **extra)  # type: ignore[arg-type]
 
@@ -112,13 +139,13 @@ def test_select_mixes_relevance_and_trend_and_respects_threshold_and_size() -> N
     picks = select(
         [relevance_first, trend_heavy, both_topics, no_topics], scores, trend, threshold=0.3
     )
-    assert [p.paper for p in picks.of(0)] == [0, 1, 3]
-    assert picks.of(1)[0].paper == 1
-    assert {p.paper for p in picks.of(2)} == {0, 1, 2, 3}
-    assert next(p for p in picks.of(2) if p.paper == 2).topic == 1
-    assert all(p.relevance >= 0.3 for p in picks.of(2))
-    assert [p.paper for p in picks.of(3)] == [1, 3]
-    assert all(p.topic is None and p.relevance == 0 for p in picks.of(3))
+    assert [p.paper for p in picks_of(picks, 0)] == [0, 1, 3]
+    assert picks_of(picks, 1)[0].paper == 1
+    assert {p.paper for p in picks_of(picks, 2)} == {0, 1, 2, 3}
+    assert next(p for p in picks_of(picks, 2) if p.paper == 2).topic == 1
+    assert all(p.relevance >= 0.3 for p in picks_of(picks, 2))
+    assert [p.paper for p in picks_of(picks, 3)] == [1, 3]
+    assert all(p.topic is None and p.relevance == 0 for p in picks_of(picks, 3))
     assert list(picks.offsets) == [0, 3, 6, 10, 12]
 
 
@@ -128,8 +155,10 @@ def test_select_honours_cutoffs_exclusions_and_duplicates() -> None:
     first_seen = np.asarray([100.0, 200.0, 300.0, 400.0])
     late = reader([0], size=10, seen_after=150.0, excluded=frozenset({2}))
     deduped = reader([0], size=10)
-    late_picks = select([late], scores, trend, first_seen=first_seen).of(0)
-    deduped_picks = select([deduped], scores, trend, dedupe_keys=["k1", "k1", "k2", "k3"]).of(0)
+    late_picks = picks_of(select([late], scores, trend, first_seen=first_seen), 0)
+    deduped_picks = picks_of(
+        select([deduped], scores, trend, dedupe_keys=["k1", "k1", "k2", "k3"]), 0
+    )
     assert [p.paper for p in late_picks] == [1, 3]
     assert [p.paper for p in deduped_picks] == [0, 2, 3]
 
@@ -141,7 +170,7 @@ def test_readers_whose_topics_agree_still_get_a_full_digest() -> None:
     scores = TopicScores(list("abcde"), np.tile(row, (5, 1)))
     reader_ = reader([0, 1, 2, 3, 4], size=10)
     picks = select([reader_], scores, np.zeros(40, np.float32))
-    assert [p.paper for p in picks.of(0)] == list(range(10))
+    assert [p.paper for p in picks_of(picks, 0)] == list(range(10))
 
 
 def one_by_one(
@@ -203,8 +232,8 @@ def test_selection_agrees_with_choosing_one_reader_at_a_time() -> None:
     )
     for number, reader_ in enumerate(readers):
         expected = one_by_one(reader_, matrix, trend, first_seen, keys, 0.2)
-        assert [(p.paper, p.topic) for p in picks.of(number)] == expected, number
-        for pick in picks.of(number):
+        assert [(p.paper, p.topic) for p in picks_of(picks, number)] == expected, number
+        for pick in picks_of(picks, number):
             relevance = 0.0 if pick.topic is None else float(matrix[pick.topic, pick.paper])
             assert pick.relevance == pytest.approx(relevance)
             assert pick.trend == pytest.approx(float(trend[pick.paper]))

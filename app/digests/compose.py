@@ -25,8 +25,9 @@ from app.digests.candidates import Candidate, load_candidates
 from app.models import Digest, DigestItem, DigestStatus, Paper, Subscriber, SubscriberStatus
 from app.pgcopy import copy_payload, jsonb_field, text_field
 from app.ranking.relevance import PaperText, RelevanceIndex
-from app.ranking.selection import Picks, Reader, trend_scores
+from app.ranking.selection import Picks, Reader
 from app.ranking.selection import select as select_papers
+from app.ranking.trend import trend_scores
 from app.subscribers.localtime import as_utc, local_digest_date
 
 # Papers committed by an ingest that started before the previous compose but finished after it

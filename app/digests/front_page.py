@@ -18,7 +18,7 @@ from app.digests.candidates import load_engagement
 from app.digests.views import PaperCard, paper_card
 from app.models import Paper
 from app.ranking.relevance import STOP_WORDS
-from app.ranking.selection import trend_scores
+from app.ranking.trend import trend_scores
 
 TITLE_WORD = re.compile(r"[A-Za-z][A-Za-z0-9+-]{2,}")
 

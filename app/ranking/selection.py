@@ -1,14 +1,15 @@
-"""Choosing each subscriber's papers, pure and without a database: the trend signal (engagement
-decayed by age) and the selection that mixes it with topic relevance under each subscriber's
-weight, threshold, size, cutoff and exclusions. Vectorised over the topic x paper relevance matrix
-of `app.ranking.relevance`, exact, and fast enough for a hundred thousand subscribers a run."""
+"""Choosing each subscriber's papers, pure and without a database: the selection that mixes topic
+relevance (`app.ranking.relevance`) with the trend signal (`app.ranking.trend`) under each reader's
+weight, threshold, size, cutoff and exclusions. One implementation serves every reader: readers who
+share a weight and a "first seen after" cutoff (everyone composed in the same run) are served from
+short per-topic lists of the best papers, merged per reader. Exact (the tests hold it to choosing
+for one reader at a time) and fast enough for a hundred thousand subscribers a run."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 
 import numpy as np
 from numpy.typing import NDArray
@@ -16,44 +17,7 @@ from numpy.typing import NDArray
 from app.ranking.relevance import SCORE_SLICE, Matrix, TopicScores
 
 DEFAULT_THRESHOLD = 0.2
-TREND_HALF_LIFE_HOURS = 72.0
-# Engagement that saturates the trend signal: a paper with this many upvotes (comments count
-# three times) is as trending as it gets.
-ENGAGEMENT_SCALE = 300.0
-UNENGAGED_TREND = 0.3  # share of the trend signal a fresh paper gets with no engagement known
-
-
-def trend_scores(
-    upvotes: Sequence[int | None],
-    comments: Sequence[int | None],
-    seen_at: Sequence[datetime],
-    *,
-    now: datetime,
-) -> Matrix:
-    """Trend in [0, 1]: engagement on a log scale, decayed by age. Papers from sources without
-    engagement still get a recency-only share, so they are not all tied at zero."""
-    engagement = np.asarray(
-        [(u or 0) + 3 * (c or 0) for u, c in zip(upvotes, comments, strict=True)], np.float32
-    )
-    known = np.asarray(
-        [u is not None or c is not None for u, c in zip(upvotes, comments, strict=True)]
-    )
-    level = np.minimum(1.0, np.log1p(engagement) / math.log1p(ENGAGEMENT_SCALE))
-    strength = np.where(known, UNENGAGED_TREND + (1 - UNENGAGED_TREND) * level, UNENGAGED_TREND)
-    hours = np.asarray(
-        [max(0.0, (now - when).total_seconds() / 3600) for when in seen_at], np.float32
-    )
-    decayed: Matrix = (strength * np.power(0.5, hours / TREND_HALF_LIFE_HOURS)).astype(np.float32)
-    return decayed
-
-
-@dataclass(slots=True)
-class Pick:
-    paper: int  # column in the candidate set
-    score: float
-    relevance: float
-    trend: float
-    topic: int | None  # row in TopicScores, None when chosen on trend alone
+READERS_AT_ONCE = 8192  # readers gathered at once: bounds the temporary arrays
 
 
 @dataclass(slots=True)
@@ -82,21 +46,6 @@ class Picks:
 
     def __len__(self) -> int:
         return len(self.paper)
-
-    def of(self, reader: int) -> list[Pick]:
-        """One reader's picks as objects (previews, dry runs and tests)."""
-        start, stop = int(self.offsets[reader]), int(self.offsets[reader + 1])
-        return [
-            Pick(paper, score, relevance, trend, None if topic < 0 else topic)
-            for paper, score, relevance, trend, topic in zip(
-                self.paper[start:stop].tolist(),
-                self.score[start:stop].tolist(),
-                self.relevance[start:stop].tolist(),
-                self.trend[start:stop].tolist(),
-                self.topic[start:stop].tolist(),
-                strict=True,
-            )
-        ]
 
 
 @dataclass(slots=True)
@@ -154,8 +103,10 @@ def _first_picks(
     score: Matrix, paper: NDArray[np.int64], sizes: NDArray[np.int64], key_of: NDArray[np.int64]
 ) -> tuple[NDArray[np.bool_], NDArray[np.int64]]:
     """For rows sorted best first: which entries are picked (qualifying, not a repeat of an
-    earlier entry's dedupe key, within the reader's size) and each entry's running rank."""
-    keys = key_of[paper]
+    earlier qualifying entry's dedupe key, within the reader's size) and each entry's running
+    rank. An entry that does not qualify claims no key, wherever it stands in the row."""
+    columns = np.arange(paper.shape[1], dtype=np.int64)
+    keys = np.where(score >= 0, key_of[paper], -1 - columns)
     by_key = np.argsort(keys, axis=1, kind="stable")  # stable: a key's best entry comes first
     sorted_keys = np.take_along_axis(keys, by_key, axis=1)
     repeat_sorted = np.zeros(keys.shape, np.bool_)
@@ -175,7 +126,6 @@ def select(
     first_seen: NDArray[np.float64] | None = None,
     threshold: float = DEFAULT_THRESHOLD,
     dedupe_keys: Sequence[str] | None = None,
-    chunk: int = 1024,
 ) -> Picks:
     """Every reader's picks: papers first seen after the reader's `seen_after`, not excluded,
     over the relevance threshold for one of their topics, best `(1 - w) relevance + w trend`
@@ -192,33 +142,22 @@ def select(
         key_of = key_of.astype(np.int64)
     # A reader's best papers are among the best papers of each of their topics (their score is
     # the max over topics of (1 - w) relevance + w trend), so readers who share a weight and a
-    # "first seen after" cutoff (everyone composed in the same run) are served from one short
-    # per-topic list. Readers with exclusions take the exact full-width path.
+    # cutoff are served from one short list per topic.
     groups: dict[tuple[float, float], list[int]] = {}
-    full_width: dict[int, list[int]] = {}
     for number, reader in enumerate(readers):
-        if reader.excluded:
-            full_width.setdefault(len(reader.topics), []).append(number)
-        else:
-            groups.setdefault((reader.seen_after, reader.trending_weight), []).append(number)
+        groups.setdefault((reader.seen_after, reader.trending_weight), []).append(number)
     for (seen_after, weight), members in groups.items():
         eligible = first_seen > seen_after if first_seen is not None else np.ones(papers, np.bool_)
         _select_group(
             readers, members, scores.matrix, trend, eligible, weight, threshold, key_of, chosen
         )
-    for same in full_width.values():
-        for start in range(0, len(same), chunk):
-            _select_chunk(
-                readers,
-                same[start : start + chunk],
-                scores.matrix,
-                trend,
-                first_seen=first_seen,
-                threshold=threshold,
-                key_of=key_of,
-                chosen=chosen,
-            )
     return chosen.picks(len(readers), scores.matrix, trend)
+
+
+def _list_width(readers: Sequence[Reader], members: list[int], papers: int) -> int:
+    """How many of a topic's best papers the group's readers can use: twice the digest size plus
+    slack for repeats of one paper, and one more place for each paper a reader already has."""
+    return min(papers, max(readers[m].size * 2 + 4 + len(readers[m].excluded) for m in members))
 
 
 def _select_group(
@@ -233,7 +172,7 @@ def _select_group(
     chosen: _Chosen,
 ) -> None:
     papers = trend.shape[0]
-    width = min(papers, max(readers[m].size for m in members) * 2 + 4)
+    width = _list_width(readers, members, papers)
     used = sorted({t for m in members for t in readers[m].topics})
     local = {topic: i for i, topic in enumerate(used)}
     # Per topic: its `width` best papers for this weight and their scores.
@@ -253,150 +192,126 @@ def _select_group(
     by_count: dict[int, list[int]] = {}
     for member in members:
         by_count.setdefault(len(readers[member].topics), []).append(member)
-    slice_size = 8192  # readers gathered at once: bounds the temporary arrays
     for count, with_count in by_count.items():
-        if count == 0:
-            trending = np.where(eligible, trend, -1.0).astype(np.float32)
-            order = np.argsort(-trending, kind="stable")[:width]
-            no_topic = np.full(len(order), -1, np.int64)
-            _add_same_list(readers, with_count, trending[order], order, no_topic, key_of, chosen)
-            continue
-        for begin in range(0, len(with_count), slice_size):
-            numbers = np.asarray(with_count[begin : begin + slice_size], np.int64)
-            rows = np.asarray(
-                [[local[t] for t in readers[n].topics] for n in numbers.tolist()], np.int64
-            )
-            sizes = np.asarray([readers[n].size for n in numbers.tolist()], np.int64)
-            candidates = top_score[rows].reshape(len(rows), count * width)
-            order = np.argsort(-candidates, axis=1, kind="stable")
-            # The head of each sorted row is enough unless repeats of one paper across the
-            # reader's topics use it up: those readers are redone over their whole row.
-            needed = min(count * width, int(sizes.max()) + 2 * count + 4)
-            short = _take_sorted(
-                numbers,
-                rows,
-                sizes,
-                candidates,
-                order[:, :needed],
-                top,
-                width,
-                used_rows,
-                key_of,
-                chosen,
-            )
-            if needed < count * width and short.any():
-                _take_sorted(
-                    numbers[short],
-                    rows[short],
-                    sizes[short],
-                    candidates[short],
-                    order[short],
-                    top,
-                    width,
-                    used_rows,
-                    key_of,
-                    chosen,
+        for begin in range(0, len(with_count), READERS_AT_ONCE):
+            numbers = np.asarray(with_count[begin : begin + READERS_AT_ONCE], np.int64)
+            if count == 0:
+                _pick_trending(readers, numbers, trend, eligible, width, key_of, chosen)
+            else:
+                _pick_from_topics(
+                    readers, numbers, local, top, top_score, used_rows, key_of, chosen
                 )
 
 
-def _take_sorted(
+def _pick_trending(
+    readers: Sequence[Reader],
+    numbers: NDArray[np.int64],
+    trend: Matrix,
+    eligible: NDArray[np.bool_],
+    width: int,
+    key_of: NDArray[np.int64],
+    chosen: _Chosen,
+) -> None:
+    """Readers without topics all read one list: the most trending eligible papers."""
+    trending = np.where(eligible, trend, -1.0).astype(np.float32)
+    order = np.argsort(-trending, kind="stable")[:width]
+    shape = (len(numbers), len(order))
+    _pick(
+        readers,
+        numbers,
+        np.broadcast_to(trending[order], shape),
+        np.broadcast_to(order, shape),
+        np.full(shape, -1, np.int64),
+        key_of,
+        chosen,
+        complete=True,
+    )
+
+
+def _pick_from_topics(
+    readers: Sequence[Reader],
+    numbers: NDArray[np.int64],
+    local: dict[int, int],
+    top: NDArray[np.int64],
+    top_score: Matrix,
+    used_rows: NDArray[np.int64],
+    key_of: NDArray[np.int64],
+    chosen: _Chosen,
+) -> None:
+    """Readers with the same number of topics: each merges the lists of their topics."""
+    count, width = len(readers[int(numbers[0])].topics), top.shape[1]
+    rows = np.asarray([[local[t] for t in readers[n].topics] for n in numbers.tolist()], np.int64)
+    candidates = top_score[rows].reshape(len(rows), count * width)
+    order = np.argsort(-candidates, axis=1, kind="stable")
+    # The head of each sorted row is enough unless repeats of one paper across the reader's
+    # topics (or papers they already have) use it up: those readers are redone over their row.
+    sizes = np.asarray([readers[n].size for n in numbers.tolist()], np.int64)
+    needed = min(count * width, int(sizes.max()) + 2 * count + 4)
+    short = _pick_in_order(
+        readers, numbers, rows, candidates, order[:, :needed], top, used_rows, key_of, chosen
+    )
+    if short.any():
+        _pick_in_order(
+            readers, numbers[short], rows[short], candidates[short], order[short], top, used_rows,
+            key_of, chosen,
+        )  # fmt: skip
+
+
+def _pick_in_order(
+    readers: Sequence[Reader],
     numbers: NDArray[np.int64],
     rows: NDArray[np.int64],
-    sizes: NDArray[np.int64],
     candidates: Matrix,
     order: NDArray[np.int64],
     top: NDArray[np.int64],
-    width: int,
     used_rows: NDArray[np.int64],
     key_of: NDArray[np.int64],
     chosen: _Chosen,
 ) -> NDArray[np.bool_]:
-    """Pick from each reader's merged per-topic lists, read in `order`; returns which readers
-    came up short of their size with this much of their row (they are not added)."""
+    """Pick from each reader's merged per-topic lists, read in `order`."""
+    width = top.shape[1]
     score = np.take_along_axis(candidates, order, axis=1)
-    topic_position = order // width
-    paper = top[np.take_along_axis(rows, topic_position, axis=1), order % width]
-    picked, rank = _first_picks(score, paper, sizes, key_of)
-    # Short of its size although the last entry read still qualifies: more may lie beyond.
-    short: NDArray[np.bool_] = (picked.sum(axis=1) < sizes) & (score[:, -1] >= 0)
-    if order.shape[1] == candidates.shape[1]:
-        short[:] = False
-    keep = ~short
-    topic = used_rows[np.take_along_axis(rows, topic_position, axis=1)]
-    chosen.add_rows(numbers[keep], picked[keep], rank[keep], paper[keep], topic[keep], score[keep])
-    return short
+    topic_rows = np.take_along_axis(rows, order // width, axis=1)
+    paper = top[topic_rows, order % width]
+    return _pick(
+        readers,
+        numbers,
+        score,
+        paper,
+        used_rows[topic_rows],
+        key_of,
+        chosen,
+        complete=order.shape[1] == candidates.shape[1],
+    )
 
 
-def _add_same_list(
+def _pick(
     readers: Sequence[Reader],
-    numbers: list[int],
+    numbers: NDArray[np.int64],
     score: Matrix,
     paper: NDArray[np.int64],
     topic: NDArray[np.int64],
     key_of: NDArray[np.int64],
     chosen: _Chosen,
-) -> None:
-    """Readers who all read one ranked list: each takes its first `size` picks of it."""
-    sizes = np.asarray([readers[n].size for n in numbers], np.int64)
-    picked, _ = _first_picks(score[None, :], paper[None, :], sizes.max(keepdims=True), key_of)
-    columns = np.flatnonzero(picked[0])
-    counts = np.minimum(sizes, len(columns))
-    position = np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
-    chosen.reader.append(np.repeat(np.asarray(numbers, np.int32), counts))
-    chosen.position.append(position.astype(np.int32))
-    chosen.paper.append(paper[columns][position].astype(np.int32))
-    chosen.topic.append(topic[columns][position].astype(np.int32))
-    chosen.score.append(score[columns][position].astype(np.float32))
-
-
-def _select_chunk(
-    readers: Sequence[Reader],
-    numbers: list[int],
-    matrix: Matrix,
-    trend: Matrix,
     *,
-    first_seen: NDArray[np.float64] | None,
-    threshold: float,
-    key_of: NDArray[np.int64],
-    chosen: _Chosen,
-) -> None:
-    group = [readers[n] for n in numbers]
-    count, papers = len(group), trend.shape[0]
-    topic_count = len(group[0].topics)
-    rows = np.asarray([r.topics for r in group], np.int64).reshape(count, topic_count)
-    weight = np.asarray([r.trending_weight for r in group], np.float32)[:, None]
-    if topic_count:
-        score = matrix[rows[:, 0]]
-        for position in range(1, topic_count):
-            np.maximum(score, matrix[rows[:, position]], out=score)
-        qualifies = score >= threshold
-        # relevance -> (1 - w) relevance + w trend, in place
-        score *= 1 - weight
-        score += weight * trend[None, :]
-        score[~qualifies] = -1.0
-    else:
-        score = np.repeat(trend[None, :], count, axis=0)
-    if first_seen is not None:
-        cutoffs = np.asarray([r.seen_after for r in group], np.float64)[:, None]
-        score[first_seen[None, :] <= cutoffs] = -1.0
-    for i, reader in enumerate(group):
-        score[i, list(reader.excluded)] = -1.0
-    # Twice the digest size (plus slack for duplicates) is all a reader can use.
-    width = min(papers, max(r.size for r in group) * 2 + 4)
-    if width < papers:
-        top = np.argpartition(-score, width - 1, axis=1)[:, :width]
-    else:
-        top = np.broadcast_to(np.arange(papers), (count, papers))
-    top_scores = np.take_along_axis(score, top, axis=1)
-    order = np.argsort(-top_scores, axis=1, kind="stable")
-    top = np.take_along_axis(top, order, axis=1)
-    top_scores = np.take_along_axis(top_scores, order, axis=1)
-    if topic_count:
-        # Which topic matched, only for the few papers that can be picked.
-        per_topic = matrix[rows[:, :, None], top[:, None, :]]  # readers x topics x width
-        topic = np.take_along_axis(rows, per_topic.argmax(axis=1), axis=1)
-    else:
-        topic = np.full(top.shape, -1, np.int64)
-    sizes = np.asarray([r.size for r in group], np.int64)
-    picked, rank = _first_picks(top_scores, top, sizes, key_of)
-    chosen.add_rows(np.asarray(numbers, np.int64), picked, rank, top, topic, top_scores)
+    complete: bool,
+) -> NDArray[np.bool_]:
+    """Pick from each reader's row, sorted best first, leaving out what they already have;
+    returns which readers came up short of their size while more of their row was left unread
+    (`complete` says nothing was): they are not added, and read further."""
+    sizes = np.asarray([readers[n].size for n in numbers.tolist()], np.int64)
+    more_may_follow = score[:, -1] >= 0
+    having = [
+        (i, readers[n].excluded) for i, n in enumerate(numbers.tolist()) if readers[n].excluded
+    ]
+    if having:
+        score = np.array(score, np.float32)
+        for i, excluded in having:
+            score[i, np.isin(paper[i], list(excluded))] = -1.0
+    picked, rank = _first_picks(score, paper, sizes, key_of)
+    short: NDArray[np.bool_] = (picked.sum(axis=1) < sizes) & more_may_follow
+    if complete:
+        short[:] = False
+    keep = ~short
+    chosen.add_rows(numbers[keep], picked[keep], rank[keep], paper[keep], topic[keep], score[keep])
+    return short
