@@ -21,6 +21,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.config import Settings
+from app.ingest.scheduled import scheduled_sources
 from app.ingest.upsert import IngestReport
 from app.jobs import compose_job, ingest_job, send_job
 from app.mail.outcomes import SendReport
@@ -33,28 +34,6 @@ JOBS = ("ingest", "compose", "send")
 MISFIRE_GRACE_SECONDS = 600
 
 Sessions = async_sessionmaker[AsyncSession]
-
-
-ARXIV_QUERY = (
-    "http://export.arxiv.org/api/query?search_query=cat:{category}"
-    "&sortBy=submittedDate&sortOrder=descending&max_results={count}"
-)
-
-
-def scheduled_sources(settings: Settings, now: datetime) -> list[str]:
-    """What one scheduled ingest reads: the configured sources (with `{date}` filled in), then
-    an arXiv API query per configured category."""
-    return [expand_source(location, now) for location in settings.sources] + [
-        ARXIV_QUERY.format(category=category, count=settings.arxiv_max_results)
-        for category in settings.arxiv_categories
-    ]
-
-
-def expand_source(location: str, now: datetime) -> str:
-    today = now.astimezone(UTC).date()
-    return location.replace("{date}", today.isoformat()).replace(
-        "{yesterday}", (today - timedelta(days=1)).isoformat()
-    )
 
 
 async def run_ingest(

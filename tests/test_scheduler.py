@@ -19,16 +19,10 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.config import Settings
+from app.ingest.scheduled import expand_source, scheduled_sources
 from app.jobs import ingest_job
 from app.models import Digest, IngestRun, Paper
-from app.scheduler import (
-    build_scheduler,
-    expand_source,
-    run_compose,
-    run_ingest,
-    run_send,
-    scheduled_sources,
-)
+from app.scheduler import build_scheduler, run_compose, run_ingest, run_send
 from app.subscribers.rules import Preferences, add_active_subscriber
 from tests.http_server import Route, serve
 from tests.smtp_sink import smtp_sink
@@ -41,7 +35,6 @@ def test_sources_name_today_and_each_arxiv_category() -> None:
     now = datetime(2026, 11, 26, 23, 30, tzinfo=UTC)
     source = "https://huggingface.co/api/daily_papers?date={date}"
     assert expand_source(source, now).endswith("date=2026-11-26")
-    assert expand_source("feed-{yesterday}.json", now) == "feed-2026-11-25.json"
     configured = Settings(
         sources=f"{source}, papers.jsonl", arxiv_categories="cs.LG cs.CL", arxiv_max_results=50
     )

@@ -17,7 +17,8 @@ from rich.markup import escape
 from app.cli.base import checked_settings, cli, console, output, run_async
 from app.config import Settings
 from app.db import create_engine, create_session_factory
-from app.scheduler import JOBS, build_scheduler, run_job_now, scheduled_sources
+from app.ingest.scheduled import scheduled_sources
+from app.scheduler import JOBS, build_scheduler, run_job_now
 
 if TYPE_CHECKING:
     from app.cli.allinone import Started

@@ -13,6 +13,7 @@ from fastapi import APIRouter, File, Form, HTTPException, Query, UploadFile
 from sqlalchemy import Select, func, or_, select
 from sqlalchemy.orm import selectinload
 
+from app.ingest.scheduled import scheduled_sources
 from app.ingest.sources import FORMATS
 from app.jobs import compose_job, ingest_job, send_job
 from app.mail.queue import count_due_digests
@@ -25,7 +26,6 @@ from app.models import (
     Subscriber,
     SubscriberStatus,
 )
-from app.scheduler import scheduled_sources
 from app.web import admin_subscribers
 from app.web.deps import AdminGuard, Session, State
 from app.web.paging import Cursor, Id, Limit, after, like_pattern, next_cursor
