@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import orjson
 from numpy.typing import NDArray
-from sqlalchemy import func, insert, select
+from sqlalchemy import BigInteger, Float, SmallInteger, func, insert, select
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -35,6 +35,14 @@ from app.subscribers.localtime import as_utc, local_digest_date
 # already-sent exclusion to keep them from repeating.
 FIRST_SEEN_SLACK = timedelta(minutes=30)
 SUBSCRIBER_BATCH = 5000  # subscriber rows fetched at a time
+# The digest_item columns in table order, all derived from the model: the numeric ones lead
+# (binary COPY lays them out from numpy arrays) and the explanation's text and JSON follow.
+ITEM_COLUMNS = tuple(column.name for column in DigestItem.__table__.columns)
+ITEM_NUMERIC_COLUMNS = ITEM_COLUMNS[:-2]
+_COPY_TYPE_OF = {BigInteger: "int8", SmallInteger: "int2", Float: "float8"}
+ITEM_COPY_TYPES = {
+    name: _COPY_TYPE_OF[type(DigestItem.__table__.c[name].type)] for name in ITEM_NUMERIC_COLUMNS
+}
 
 
 @dataclass(slots=True)
@@ -337,40 +345,40 @@ class FrozenDigests:
     explanation: NDArray[np.int32]
     explanations: Explanations
 
-    def item_columns(self, digest_ids: NDArray[np.int64]) -> dict[str, list[Any]]:
-        """Item columns (ITEM_COLUMNS) given each digest's id; digests with id 0 (created by
-        another compose) are left out."""
+    def _numeric_columns(
+        self, digest_ids: NDArray[np.int64]
+    ) -> tuple[dict[str, NDArray[Any]], NDArray[np.int32]]:
+        """The items' numeric columns (`ITEM_NUMERIC_COLUMNS`) given each digest's id, and each
+        item's explanation; digests with id 0 (created by another compose) are left out."""
         owner = np.repeat(digest_ids, self.item_counts)
         kept = owner > 0
-        return {
-            "digest_id": owner[kept].tolist(),
-            "paper_id": self.paper_id[kept].tolist(),
-            "rank": self.rank[kept].tolist(),
-            "score": self.score[kept].tolist(),
-            "relevance": self.relevance[kept].tolist(),
-            "trend": self.trend[kept].tolist(),
-            "matched_topic": self.explanations.topic[self.explanation[kept]].tolist(),
-            "matched_terms": self.explanations.terms[self.explanation[kept]].tolist(),
+        values = {
+            "digest_id": owner[kept],
+            "paper_id": self.paper_id[kept],
+            "rank": self.rank[kept],
+            "score": self.score[kept],
+            "relevance": self.relevance[kept],
+            "trend": self.trend[kept],
+        }
+        return {name: values[name] for name in ITEM_NUMERIC_COLUMNS}, self.explanation[kept]
+
+    def item_columns(self, digest_ids: NDArray[np.int64]) -> dict[str, list[Any]]:
+        """Every item column (`ITEM_COLUMNS`), as lists."""
+        numeric, explanation = self._numeric_columns(digest_ids)
+        return {name: values.tolist() for name, values in numeric.items()} | {
+            "matched_topic": self.explanations.topic[explanation].tolist(),
+            "matched_terms": self.explanations.terms[explanation].tolist(),
         }
 
     def copy_payload(self, digest_ids: NDArray[np.int64]) -> tuple[bytes, int]:
-        """The items as a binary COPY payload (ITEM_COLUMNS) and their number; as
-        `item_columns`, digests with id 0 are left out."""
-        owner = np.repeat(digest_ids, self.item_counts)
-        kept = owner > 0
+        """The items as a binary COPY payload (`ITEM_COLUMNS`) and their number."""
+        numeric, explanation = self._numeric_columns(digest_ids)
         payload = copy_payload(
-            [
-                ("int8", owner[kept]),
-                ("int8", self.paper_id[kept]),
-                ("int2", self.rank[kept]),
-                ("float8", self.score[kept]),
-                ("float8", self.relevance[kept]),
-                ("float8", self.trend[kept]),
-            ],
-            self.explanations.copy_fields[self.explanation[kept]],
-            tail_fields=2,
+            [(ITEM_COPY_TYPES[name], values) for name, values in numeric.items()],
+            self.explanations.copy_fields[explanation],
+            tail_fields=len(ITEM_COLUMNS) - len(numeric),
         )
-        return payload, int(np.count_nonzero(kept))
+        return payload, len(explanation)
 
 
 async def _already_sent(
@@ -451,18 +459,6 @@ async def _insert_digests(
     return {subscriber_id: digest_id for digest_id, subscriber_id in result}
 
 
-ITEM_COLUMNS = [
-    "digest_id",
-    "paper_id",
-    "rank",
-    "score",
-    "relevance",
-    "trend",
-    "matched_topic",
-    "matched_terms",
-]
-
-
 async def _insert_items(
     digests: FrozenDigests, digest_ids: NDArray[np.int64], *, session: AsyncSession
 ) -> int:
@@ -475,7 +471,7 @@ async def _insert_items(
             await raw.driver_connection.copy_to_table(  # type: ignore[union-attr]
                 DigestItem.__tablename__,
                 source=io.BytesIO(payload),
-                columns=ITEM_COLUMNS,
+                columns=list(ITEM_COLUMNS),
                 format="binary",
             )
         return count

@@ -17,36 +17,20 @@ from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from typing import BinaryIO, cast
 
-from app.ingest.normalise import PaperRow, PreparedBatch, prepare_batches
+from app.ingest.normalise import PaperRow, PreparedBatch, prepare_batches, row_tuple_builder
 from app.ingest.sources import ARXIV_JSONL, ParseResult, SourceError, arxiv_jsonl, parse_source
 
 HEADER = struct.Struct("!cQQ")  # kind, payload length, bytes of the file read so far
 BATCH, DONE, SOURCE_ERROR, READ_ERROR = b"B", b"D", b"S", b"R"
 
 
+# Plain tuples in `PAPER_ROW_FIELDS` order (dates as timestamps) pickle several times faster
+# than dataclass instances.
+_row_values = row_tuple_builder({"published_at": datetime.timestamp})
+
+
 def _pack(batch: PreparedBatch) -> bytes:
-    # Plain tuples (dates as timestamps) pickle several times faster than dataclass instances.
-    rows = [
-        (
-            r.arxiv_id,
-            r.title,
-            r.title_key,
-            r.abstract,
-            r.source,
-            r.authors,
-            r.categories,
-            r.keywords,
-            r.ai_summary,
-            r.url,
-            r.pdf_url,
-            r.doi,
-            r.github_repo,
-            r.published_at.timestamp() if r.published_at else None,
-            r.upvotes,
-            r.comments,
-        )
-        for r in batch.rows
-    ]
+    rows = [_row_values(row) for row in batch.rows]
     return pickle.dumps((rows, batch.records, batch.rejections), pickle.HIGHEST_PROTOCOL)
 
 

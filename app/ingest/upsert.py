@@ -12,13 +12,11 @@ from typing import Any, cast
 import asyncpg
 import orjson
 from sqlalchemy import (
+    JSON,
     Column,
     DateTime,
-    Integer,
     MetaData,
-    String,
     Table,
-    Text,
     and_,
     delete,
     exists,
@@ -33,8 +31,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.schema import CreateTable
 
-from app.db import JsonValue, is_postgres
-from app.ingest.normalise import PaperRow, PreparedBatch
+from app.db import is_postgres
+from app.ingest.normalise import PAPER_ROW_FIELDS, PaperRow, PreparedBatch, row_tuple_builder
 from app.models import Paper
 
 MAX_REJECTIONS_KEPT = 50
@@ -82,29 +80,15 @@ class IngestReport:
 
 
 _staging_metadata = MetaData()
+# Shaped like `PaperRow`, each column typed as the `paper` column of the same name.
 paper_staging = Table(
     "paper_staging",
     _staging_metadata,
-    Column("arxiv_id", String(32)),
-    Column("title", Text),
-    Column("title_key", Text),
-    Column("abstract", Text),
-    Column("source", String(16)),
-    Column("authors", JsonValue),
-    Column("categories", JsonValue),
-    Column("keywords", JsonValue),
-    Column("ai_summary", Text),
-    Column("url", Text),
-    Column("pdf_url", Text),
-    Column("doi", String(255)),
-    Column("github_repo", Text),
-    Column("published_at", DateTime(timezone=True)),
-    Column("upvotes", Integer),
-    Column("comments", Integer),
+    *(Column(name, Paper.__table__.c[name].type) for name in PAPER_ROW_FIELDS),
     prefixes=["TEMPORARY"],
     postgresql_on_commit="DELETE ROWS",
 )
-ROW_COLUMNS = [column.name for column in paper_staging.columns]
+ROW_COLUMNS = list(PAPER_ROW_FIELDS)
 ENGAGEMENT = ("upvotes", "comments")
 FILL_ONLY = (
     "arxiv_id",
@@ -118,32 +102,13 @@ FILL_ONLY = (
     "github_repo",
     "published_at",
 )
-
-
-def _json_or_none(value: list[str] | None) -> str | None:
-    return orjson.dumps(value).decode() if value is not None else None
-
-
-def _copy_record(row: PaperRow) -> tuple[Any, ...]:
-    # Spelled out (in ROW_COLUMNS order) because a getattr loop costs more than the COPY itself.
-    return (
-        row.arxiv_id,
-        row.title,
-        row.title_key,
-        row.abstract,
-        row.source,
-        _json_or_none(row.authors),
-        _json_or_none(row.categories),
-        _json_or_none(row.keywords),
-        row.ai_summary,
-        row.url,
-        row.pdf_url,
-        row.doi,
-        row.github_repo,
-        row.published_at,
-        row.upvotes,
-        row.comments,
-    )
+_copy_record = row_tuple_builder(
+    {
+        name: lambda values: orjson.dumps(values).decode()  # COPY takes jsonb as JSON text
+        for name in PAPER_ROW_FIELDS
+        if isinstance(Paper.__table__.c[name].type, JSON)
+    }
+)
 
 
 async def _load_staging(rows: list[PaperRow], *, session: AsyncSession) -> None:
