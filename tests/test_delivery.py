@@ -24,7 +24,13 @@ from app.db import create_engine, create_session_factory
 from app.jobs import compose_job, ingest_job, send_job
 from app.mail.delivery import IN_FLIGHT_PER_CONNECTION
 from app.mail.outcomes import OUTCOME_WRITER, SendReport
-from app.mail.queue import Outcome, claim_digests, record_outcomes, release_digests
+from app.mail.queue import (
+    Outcome,
+    apply_changes,
+    claim_digests,
+    digest_changes,
+    release_digests,
+)
 from app.mail.transports import SmtpTransport, Verdict, parse_smtp_url
 from app.models import Digest, DigestStatus, Subscriber, SubscriberStatus
 from app.subscribers.rules import Preferences, add_active_subscriber
@@ -257,7 +263,7 @@ async def test_retries_end_with_the_digest_day(
             (await session.execute(select(Digest.id, Digest.subscriber_id))).all()
         )
         first, second = sorted(claimed)
-        counts = await record_outcomes(
+        changes = digest_changes(
             [
                 Outcome(
                     first,
@@ -269,12 +275,11 @@ async def test_retries_end_with_the_digest_day(
                 ),
                 Outcome(second, subscriber_ids[second], DigestStatus.RETRY, "451 later", 1, now),
             ],
-            session=session,
             now=now,
             retry_base=60,
             retry_ceiling=3600,
-            bounce_limit=1,
         )
+        counts = await apply_changes(changes, session=session, now=now, bounce_limit=1)
         await session.commit()
         rows = dict((await session.execute(select(Digest.id, Digest.status))).all())
     assert (counts.retry, counts.failed) == (1, 1)

@@ -75,9 +75,6 @@ class IngestReport:
         self.updated += counts.updated
         self.unchanged += counts.unchanged
 
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
 
 _staging_metadata = MetaData()
 # Shaped like `PaperRow`, each column typed as the `paper` column of the same name.

@@ -281,22 +281,6 @@ async def apply_changes_at_once(changes: DigestChanges, *, driver: Any) -> Recor
     return changes.counts
 
 
-async def record_outcomes(
-    outcomes: Sequence[Outcome],
-    *,
-    session: AsyncSession | AsyncConnection,
-    now: datetime,
-    retry_base: float,
-    retry_ceiling: float,
-    bounce_limit: int,
-    rng: random.Random | None = None,
-) -> RecordedCounts:
-    changes = digest_changes(
-        outcomes, now=now, retry_base=retry_base, retry_ceiling=retry_ceiling, rng=rng
-    )
-    return await apply_changes(changes, session=session, now=now, bounce_limit=bounce_limit)
-
-
 async def _count_bounces(
     subscriber_ids: list[int],
     *,
