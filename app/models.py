@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import enum
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from sqlalchemy import (
     BigInteger,
@@ -32,9 +33,31 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.db import Base, BigIntId, JsonValue
 
+Number = TypeVar("Number", int, float)
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class Bounded(Generic[Number]):
+    """A subscriber setting's default and its inclusive range: declared once here, and read by
+    the table's defaults and checks, validation, the forms, the API schemas, CSV import and
+    the CLI."""
+
+    default: Number
+    least: Number
+    most: Number
+
+    def __contains__(self, value: object) -> bool:
+        return isinstance(value, int | float) and self.least <= value <= self.most
+
+
+SEND_HOUR = Bounded(7, 0, 23)  # local hour of delivery
+DIGEST_SIZE = Bounded(10, 1, 50)  # papers per digest
+TRENDING_WEIGHT = Bounded(0.3, 0.0, 1.0)  # share of the trend signal in a paper's score
+DEFAULT_TIMEZONE = "UTC"
 
 
 class SubscriberStatus(enum.StrEnum):
@@ -112,10 +135,10 @@ class Subscriber(Base):
         _str_enum(SubscriberStatus, "subscriber_status"), default=SubscriberStatus.PENDING
     )
     topics: Mapped[list[str]] = mapped_column(JsonValue, default=list)
-    timezone: Mapped[str] = mapped_column(String(64), default="UTC")
-    send_hour: Mapped[int] = mapped_column(SmallInteger, default=7)
-    digest_size: Mapped[int] = mapped_column(SmallInteger, default=10)
-    trending_weight: Mapped[float] = mapped_column(Float, default=0.3)
+    timezone: Mapped[str] = mapped_column(String(64), default=DEFAULT_TIMEZONE)
+    send_hour: Mapped[int] = mapped_column(SmallInteger, default=SEND_HOUR.default)
+    digest_size: Mapped[int] = mapped_column(SmallInteger, default=DIGEST_SIZE.default)
+    trending_weight: Mapped[float] = mapped_column(Float, default=TRENDING_WEIGHT.default)
     token_version: Mapped[int] = mapped_column(Integer, default=1)
     bounce_count: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
@@ -137,9 +160,17 @@ class Subscriber(Base):
         # One subscription per mailbox, whatever the case the address was typed in.
         Index("uq_subscriber_email_lower", func.lower(email), unique=True),
         Index(None, "status"),
-        CheckConstraint("send_hour BETWEEN 0 AND 23", name="send_hour_range"),
-        CheckConstraint("digest_size BETWEEN 1 AND 50", name="digest_size_range"),
-        CheckConstraint("trending_weight BETWEEN 0 AND 1", name="trending_weight_range"),
+        CheckConstraint(
+            f"send_hour BETWEEN {SEND_HOUR.least} AND {SEND_HOUR.most}", name="send_hour_range"
+        ),
+        CheckConstraint(
+            f"digest_size BETWEEN {DIGEST_SIZE.least} AND {DIGEST_SIZE.most}",
+            name="digest_size_range",
+        ),
+        CheckConstraint(
+            f"trending_weight BETWEEN {TRENDING_WEIGHT.least:g} AND {TRENDING_WEIGHT.most:g}",
+            name="trending_weight_range",
+        ),
     )
 
 

@@ -11,7 +11,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.cli.base import cli, console, output, run_with_engine
 from app.config import Settings
 from app.db import create_session_factory
-from app.models import Subscriber, SubscriberStatus
+from app.models import (
+    DEFAULT_TIMEZONE,
+    DIGEST_SIZE,
+    SEND_HOUR,
+    TRENDING_WEIGHT,
+    Subscriber,
+    SubscriberStatus,
+)
 from app.subscribers.rules import (
     Preferences,
     SubscriberError,
@@ -29,12 +36,19 @@ def subscriber_add_command(
     topics: Annotated[
         list[str] | None, typer.Option("--topic", help="A topic (repeat for several).")
     ] = None,
-    timezone: Annotated[str, typer.Option(help="IANA timezone, e.g. Europe/Berlin.")] = "UTC",
-    hour: Annotated[int, typer.Option(help="Local hour (0-23) the digest is sent.")] = 7,
-    size: Annotated[int, typer.Option(help="Papers per digest (1-50).")] = 10,
+    timezone: Annotated[
+        str, typer.Option(help="IANA timezone, e.g. Europe/Berlin.")
+    ] = DEFAULT_TIMEZONE,
+    hour: Annotated[
+        int,
+        typer.Option(help=f"Local hour ({SEND_HOUR.least}-{SEND_HOUR.most}) the digest is sent."),
+    ] = SEND_HOUR.default,
+    size: Annotated[
+        int, typer.Option(help=f"Papers per digest ({DIGEST_SIZE.least}-{DIGEST_SIZE.most}).")
+    ] = DIGEST_SIZE.default,
     trending_weight: Annotated[
         float, typer.Option(help="0 = relevance only, 1 = trending only.")
-    ] = 0.3,
+    ] = TRENDING_WEIGHT.default,
 ) -> None:
     """Add a subscriber who is active at once (no confirmation mail), or update one."""
 

@@ -13,7 +13,15 @@ from dataclasses import dataclass, field
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.models import Subscriber, SubscriberStatus, utcnow
+from app.models import (
+    DEFAULT_TIMEZONE,
+    DIGEST_SIZE,
+    SEND_HOUR,
+    TRENDING_WEIGHT,
+    Subscriber,
+    SubscriberStatus,
+    utcnow,
+)
 from app.subscribers.rules import (
     Preferences,
     SubscriberError,
@@ -38,10 +46,10 @@ def _preferences(row: dict[str, str]) -> Preferences:
     try:
         return Preferences(
             topics=[t for t in (row.get("topics") or "").split(";") if t.strip()],
-            timezone=(row.get("timezone") or "UTC").strip(),
-            send_hour=int(row.get("send_hour") or 7),
-            digest_size=int(row.get("digest_size") or 10),
-            trending_weight=float(row.get("trending_weight") or 0.3),
+            timezone=(row.get("timezone") or DEFAULT_TIMEZONE).strip(),
+            send_hour=int(row.get("send_hour") or SEND_HOUR.default),
+            digest_size=int(row.get("digest_size") or DIGEST_SIZE.default),
+            trending_weight=float(row.get("trending_weight") or TRENDING_WEIGHT.default),
         )
     except ValueError as error:
         raise SubscriberError(f"not a number: {error}") from error

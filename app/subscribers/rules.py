@@ -17,7 +17,15 @@ from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.models import Subscriber, SubscriberStatus, utcnow
+from app.models import (
+    DEFAULT_TIMEZONE,
+    DIGEST_SIZE,
+    SEND_HOUR,
+    TRENDING_WEIGHT,
+    Subscriber,
+    SubscriberStatus,
+    utcnow,
+)
 from app.subscribers.localtime import as_utc
 from app.subscribers.tokens import Purpose, TokenError, read_token
 
@@ -32,10 +40,10 @@ class SubscriberError(ValueError):
 @dataclass(slots=True)
 class Preferences:
     topics: list[str]
-    timezone: str = "UTC"
-    send_hour: int = 7
-    digest_size: int = 10
-    trending_weight: float = 0.3
+    timezone: str = DEFAULT_TIMEZONE
+    send_hour: int = SEND_HOUR.default
+    digest_size: int = DIGEST_SIZE.default
+    trending_weight: float = TRENDING_WEIGHT.default
 
 
 @lru_cache(maxsize=1)
@@ -63,12 +71,13 @@ def validate_preferences(preferences: Preferences) -> Preferences:
             ZoneInfo(preferences.timezone)
         except (ZoneInfoNotFoundError, ValueError) as error:
             raise SubscriberError(f"unknown timezone {preferences.timezone!r}") from error
-    if not 0 <= preferences.send_hour <= 23:
-        raise SubscriberError("send hour must be between 0 and 23")
-    if not 1 <= preferences.digest_size <= 50:
-        raise SubscriberError("digest size must be between 1 and 50")
-    if not 0.0 <= preferences.trending_weight <= 1.0:
-        raise SubscriberError("trending weight must be between 0 and 1")
+    for name, value, bounds in (
+        ("send hour", preferences.send_hour, SEND_HOUR),
+        ("digest size", preferences.digest_size, DIGEST_SIZE),
+        ("trending weight", preferences.trending_weight, TRENDING_WEIGHT),
+    ):
+        if value not in bounds:
+            raise SubscriberError(f"{name} must be between {bounds.least:g} and {bounds.most:g}")
     return Preferences(
         topics=topics,
         timezone=preferences.timezone,

@@ -15,7 +15,7 @@ from sqlalchemy import text
 
 from app.digests.front_page import trending_papers
 from app.mail.transports import Verdict
-from app.models import SubscriberStatus
+from app.models import DEFAULT_TIMEZONE, DIGEST_SIZE, SEND_HOUR, TRENDING_WEIGHT, SubscriberStatus
 from app.subscribers.rules import (
     SignupMail,
     SignupOutcome,
@@ -135,16 +135,20 @@ async def subscribe(
     client_ip: ClientIp,
     email: Annotated[str, Form(max_length=320)],
     topics: Annotated[str, Form(max_length=4000)] = "",
-    timezone: Annotated[str, Form(max_length=64)] = "UTC",
-    send_hour: Annotated[int, Form(ge=0, le=23)] = 7,
-    digest_size: Annotated[int, Form(ge=1, le=50)] = 10,
+    timezone: Annotated[str, Form(max_length=64)] = DEFAULT_TIMEZONE,
+    send_hour: Annotated[int, Form(ge=SEND_HOUR.least, le=SEND_HOUR.most)] = SEND_HOUR.default,
+    digest_size: Annotated[
+        int, Form(ge=DIGEST_SIZE.least, le=DIGEST_SIZE.most)
+    ] = DIGEST_SIZE.default,
     website: Annotated[str, Form(max_length=200)] = "",
 ) -> HTMLResponse:
     if not state.signup_limiter.allow(f"ip:{client_ip}"):
         return page(request, "limited.html", status_code=429)
     if website:  # only robots fill the hidden field: answer as usual, do nothing
         return page(request, "check_inbox.html")
-    preferences = form_preferences(topics, timezone, send_hour, digest_size, 0.3)
+    preferences = form_preferences(
+        topics, timezone, send_hour, digest_size, TRENDING_WEIGHT.default
+    )
     try:
         outcome = await request_signup(
             email,

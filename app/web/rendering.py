@@ -13,7 +13,7 @@ from jinja2 import Environment, FileSystemLoader
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.mail.message import TEMPLATES_DIR
-from app.models import Subscriber
+from app.models import DEFAULT_TIMEZONE, DIGEST_SIZE, SEND_HOUR, TRENDING_WEIGHT, Subscriber
 from app.subscribers.rules import (
     Preferences,
     known_timezones,
@@ -29,6 +29,11 @@ templates = Jinja2Templates(
         auto_reload=False,
     )
 )
+templates.env.globals["bounds"] = {
+    "send_hour": SEND_HOUR,
+    "digest_size": DIGEST_SIZE,
+    "trending_weight": TRENDING_WEIGHT,
+}
 TIMEZONES = sorted(known_timezones())
 
 
@@ -66,7 +71,7 @@ def form_preferences(
 ) -> Preferences:
     return Preferences(
         topics=[line for line in topics.replace("\r", "").split("\n") if line.strip()],
-        timezone=timezone.strip() or "UTC",
+        timezone=timezone.strip() or DEFAULT_TIMEZONE,
         send_hour=send_hour,
         digest_size=digest_size,
         trending_weight=trending_weight,

@@ -9,7 +9,16 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.models import DigestStatus, IngestStatus, SubscriberStatus
+from app.models import (
+    DEFAULT_TIMEZONE,
+    DIGEST_SIZE,
+    SEND_HOUR,
+    TRENDING_WEIGHT,
+    DigestStatus,
+    IngestStatus,
+    SubscriberStatus,
+)
+from app.subscribers.rules import MAX_TOPICS
 
 
 class Row(BaseModel):
@@ -38,22 +47,26 @@ class SubscriberCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     email: str = Field(max_length=320)
-    topics: list[str] = Field(default_factory=list, max_length=20)
-    timezone: str = "UTC"
-    send_hour: int = Field(default=7, ge=0, le=23)
-    digest_size: int = Field(default=10, ge=1, le=50)
-    trending_weight: float = Field(default=0.3, ge=0, le=1)
+    topics: list[str] = Field(default_factory=list, max_length=MAX_TOPICS)
+    timezone: str = DEFAULT_TIMEZONE
+    send_hour: int = Field(default=SEND_HOUR.default, ge=SEND_HOUR.least, le=SEND_HOUR.most)
+    digest_size: int = Field(default=DIGEST_SIZE.default, ge=DIGEST_SIZE.least, le=DIGEST_SIZE.most)
+    trending_weight: float = Field(
+        default=TRENDING_WEIGHT.default, ge=TRENDING_WEIGHT.least, le=TRENDING_WEIGHT.most
+    )
     status: Literal["active", "pending"] = "active"
 
 
 class SubscriberUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    topics: list[str] | None = Field(default=None, max_length=20)
+    topics: list[str] | None = Field(default=None, max_length=MAX_TOPICS)
     timezone: str | None = None
-    send_hour: int | None = Field(default=None, ge=0, le=23)
-    digest_size: int | None = Field(default=None, ge=1, le=50)
-    trending_weight: float | None = Field(default=None, ge=0, le=1)
+    send_hour: int | None = Field(default=None, ge=SEND_HOUR.least, le=SEND_HOUR.most)
+    digest_size: int | None = Field(default=None, ge=DIGEST_SIZE.least, le=DIGEST_SIZE.most)
+    trending_weight: float | None = Field(
+        default=None, ge=TRENDING_WEIGHT.least, le=TRENDING_WEIGHT.most
+    )
     status: SubscriberStatus | None = None
     revoke_links: bool = Field(
         default=False, description="Invalidate every link already mailed to this subscriber."

@@ -12,7 +12,16 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy import select
 
 from app.digests.views import PreviewError, load_digest_views, subscriber_preview
-from app.models import Digest, DigestStatus, Subscriber, SubscriberStatus
+from app.models import (
+    DEFAULT_TIMEZONE,
+    DIGEST_SIZE,
+    SEND_HOUR,
+    TRENDING_WEIGHT,
+    Digest,
+    DigestStatus,
+    Subscriber,
+    SubscriberStatus,
+)
 from app.subscribers.rules import (
     SubscriberError,
     resubscribe,
@@ -87,10 +96,14 @@ async def save_preferences(
     state: State,
     session: Session,
     topics: Annotated[str, Form(max_length=4000)] = "",
-    timezone: Annotated[str, Form(max_length=64)] = "UTC",
-    send_hour: Annotated[int, Form(ge=0, le=23)] = 7,
-    digest_size: Annotated[int, Form(ge=1, le=50)] = 10,
-    trending_weight: Annotated[float, Form(ge=0, le=1)] = 0.3,
+    timezone: Annotated[str, Form(max_length=64)] = DEFAULT_TIMEZONE,
+    send_hour: Annotated[int, Form(ge=SEND_HOUR.least, le=SEND_HOUR.most)] = SEND_HOUR.default,
+    digest_size: Annotated[
+        int, Form(ge=DIGEST_SIZE.least, le=DIGEST_SIZE.most)
+    ] = DIGEST_SIZE.default,
+    trending_weight: Annotated[
+        float, Form(ge=TRENDING_WEIGHT.least, le=TRENDING_WEIGHT.most)
+    ] = TRENDING_WEIGHT.default,
     paused: Annotated[bool, Form()] = False,
 ) -> Response:
     subscriber = await linked_subscriber(state, session, Purpose.PREFERENCES, token)
