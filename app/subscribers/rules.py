@@ -261,3 +261,23 @@ def resubscribe(subscriber: Subscriber, *, now: datetime) -> bool:
     subscriber.unsubscribed_at = None
     subscriber.confirmed_at = subscriber.confirmed_at or now
     return True
+
+
+def set_status(subscriber: Subscriber, status: SubscriberStatus, *, now: datetime) -> bool:
+    """An operator's change of status. Making a subscriber active lifts a suppression (the bounce
+    count starts afresh) and counts as confirmed; unsubscribing records when. Returns whether
+    anything changed."""
+    if status is subscriber.status:
+        return False
+    subscriber.status = status
+    if status is SubscriberStatus.ACTIVE:
+        subscriber.bounce_count = 0
+        subscriber.confirmed_at = subscriber.confirmed_at or now
+    if status is SubscriberStatus.UNSUBSCRIBED:
+        subscriber.unsubscribed_at = now
+    return True
+
+
+def revoke_links(subscriber: Subscriber) -> None:
+    """Invalidate every link already mailed to the subscriber (their token version moves on)."""
+    subscriber.token_version += 1

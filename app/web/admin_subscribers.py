@@ -9,23 +9,13 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, File, HTTPException, Query, UploadFile
 from fastapi.responses import HTMLResponse, PlainTextResponse, Response, StreamingResponse
-from sqlalchemy import delete, func, select
 
 from app.digests.views import PreviewError, subscriber_preview
-from app.models import (
-    Digest,
-    Subscriber,
-    SubscriberStatus,
-    utcnow,
-)
+from app.models import Subscriber, SubscriberStatus
+from app.subscribers import operator_actions
 from app.subscribers.csv_io import export_subscribers, import_subscribers
-from app.subscribers.rules import (
-    Preferences,
-    SubscriberError,
-    find_by_email,
-    normalise_email,
-    validate_preferences,
-)
+from app.subscribers.operator_actions import SubscriberChanges, SubscriberExists
+from app.subscribers.rules import Preferences, SubscriberError
 from app.web.deps import Session, State
 from app.web.paging import Cursor, Id, Limit, after, like_pattern, next_cursor
 from app.web.schemas import (
@@ -61,29 +51,14 @@ async def list_subscribers(
     cursor: Cursor = None,
     limit: Limit = 50,
 ) -> SubscriberPage:
-    query = select(Subscriber).where(Subscriber.id > after(cursor))
-    if status is not None:
-        query = query.where(Subscriber.status == status)
-    if q:
-        query = query.where(func.lower(Subscriber.email).like(like_pattern(q), escape="\\"))
-    rows: list[Subscriber] = []
-    # Topics live in a JSON list (JSONB on Postgres, JSON on SQLite): filter them here, page by
-    # page, so both databases answer the same.
-    batch_after = after(cursor)
-    while len(rows) < limit:
-        batch = (
-            await session.scalars(
-                query.where(Subscriber.id > batch_after).order_by(Subscriber.id).limit(limit * 4)
-            )
-        ).all()
-        if not batch:
-            break
-        for subscriber in batch:
-            if topic is None or topic.lower() in (t.lower() for t in subscriber.topics):
-                rows.append(subscriber)
-                if len(rows) == limit:
-                    break
-        batch_after = batch[-1].id
+    rows = await operator_actions.search_subscribers(
+        session=session,
+        after_id=after(cursor),
+        limit=limit,
+        status=status,
+        topic=topic,
+        address_like=like_pattern(q) if q else None,
+    )
     items = [SubscriberOut.model_validate(s) for s in rows]
     return SubscriberPage(items=items, next_cursor=next_cursor([s.id for s in rows], limit))
 
@@ -120,9 +95,7 @@ async def import_csv(
     except SubscriberError as error:
         raise bad_request(error) from error
     if dry_run:
-        await session.rollback()
-    else:
-        await session.commit()
+        await session.rollback()  # the request then commits nothing
     return ImportReport(
         dry_run=dry_run,
         rows=report.rows,
@@ -139,29 +112,21 @@ async def get_subscriber(session: Session, subscriber_id: Id) -> SubscriberOut:
 
 @router.post("/subscribers", response_model=SubscriberOut, status_code=201)
 async def create_subscriber(session: Session, body: SubscriberCreate) -> SubscriberOut:
+    preferences = Preferences(
+        body.topics, body.timezone, body.send_hour, body.digest_size, body.trending_weight
+    )
     try:
-        address = normalise_email(body.email)
-        preferences = validate_preferences(
-            Preferences(
-                body.topics, body.timezone, body.send_hour, body.digest_size, body.trending_weight
-            )
+        subscriber = await operator_actions.create_subscriber(
+            body.email,
+            preferences,
+            SubscriberStatus(body.status),
+            session=session,
+            now=datetime.now(UTC),
         )
+    except SubscriberExists as error:
+        raise HTTPException(status_code=409, detail=str(error)) from error
     except SubscriberError as error:
         raise bad_request(error) from error
-    if await find_by_email(address, session=session) is not None:
-        raise HTTPException(status_code=409, detail="a subscriber with this address exists")
-    subscriber = Subscriber(
-        email=address,
-        status=SubscriberStatus(body.status),
-        topics=preferences.topics,
-        timezone=preferences.timezone,
-        send_hour=preferences.send_hour,
-        digest_size=preferences.digest_size,
-        trending_weight=preferences.trending_weight,
-        confirmed_at=utcnow() if body.status == "active" else None,
-    )
-    session.add(subscriber)
-    await session.commit()
     return SubscriberOut.model_validate(subscriber)
 
 
@@ -171,44 +136,20 @@ async def update_subscriber(
 ) -> SubscriberOut:
     subscriber = await subscriber_or_404(session, subscriber_id)
     try:
-        preferences = validate_preferences(
-            Preferences(
-                body.topics if body.topics is not None else subscriber.topics,
-                body.timezone or subscriber.timezone,
-                body.send_hour if body.send_hour is not None else subscriber.send_hour,
-                body.digest_size if body.digest_size is not None else subscriber.digest_size,
-                body.trending_weight
-                if body.trending_weight is not None
-                else subscriber.trending_weight,
-            )
+        operator_actions.change_subscriber(
+            subscriber, SubscriberChanges(**body.model_dump()), now=datetime.now(UTC)
         )
     except SubscriberError as error:
         raise bad_request(error) from error
-    subscriber.topics = preferences.topics
-    subscriber.timezone = preferences.timezone
-    subscriber.send_hour = preferences.send_hour
-    subscriber.digest_size = preferences.digest_size
-    subscriber.trending_weight = preferences.trending_weight
-    if body.status is not None and body.status is not subscriber.status:
-        subscriber.status = body.status
-        if body.status is SubscriberStatus.ACTIVE:
-            subscriber.bounce_count = 0  # an operator lifting a suppression starts afresh
-            subscriber.confirmed_at = subscriber.confirmed_at or utcnow()
-        if body.status is SubscriberStatus.UNSUBSCRIBED:
-            subscriber.unsubscribed_at = utcnow()
-    if body.revoke_links:
-        subscriber.token_version += 1
-    await session.commit()
     return SubscriberOut.model_validate(subscriber)
 
 
 @router.delete("/subscribers/{subscriber_id}", status_code=204)
 async def erase_subscriber(session: Session, subscriber_id: Id) -> Response:
     """GDPR erase: the subscriber and every digest made for them, at once."""
-    subscriber = await subscriber_or_404(session, subscriber_id)
-    await session.execute(delete(Digest).where(Digest.subscriber_id == subscriber.id))
-    await session.delete(subscriber)
-    await session.commit()
+    await operator_actions.erase_subscriber(
+        await subscriber_or_404(session, subscriber_id), session=session
+    )
     return Response(status_code=204)
 
 

@@ -1,14 +1,14 @@
 """The web app's dependencies as `Annotated` aliases: settings, a database session per request
-(handlers commit what they change), the mailer and mail transport, the rate limiters, the
-client's address, and the admin API's bearer-token guard. All are `async def`: FastAPI runs a
-plain `def` dependency in a thread pool, a thread hop per dependency per request."""
+(committed by the dependency when the handler returns), the mailer and mail transport, the rate
+limiters, the client's address, and the admin API's bearer-token guard. All are `async def`:
+FastAPI runs a plain `def` dependency in a thread pool, a thread hop per dependency per request."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
@@ -24,6 +24,7 @@ from app.web.security import SlidingWindowLimiter, bearer_matches
 logger = logging.getLogger("paperboy.web")
 MAX_PENDING_MAILS = 1000
 SUGGESTIONS_SECONDS = 600.0
+AFTER_COMMIT = "paperboy.after_commit"
 
 
 @dataclass
@@ -77,8 +78,20 @@ async def _state(request: Request) -> WebState:
 
 
 async def _session(request: Request) -> AsyncIterator[AsyncSession]:
+    """A session per request, committed when the handler returns and rolled back when it
+    raises, before the answer goes out: handlers and the services they call never commit.
+    What must only happen once the change is stored (a mail naming a new subscriber) is
+    registered with `after_commit`."""
     async with (await _state(request)).sessions() as session:
         yield session
+        await session.commit()
+        for action in session.info.pop(AFTER_COMMIT, []):
+            action()
+
+
+def after_commit(session: AsyncSession, action: Callable[[], object]) -> None:
+    """Run `action` once the request's changes are committed (never if they are not)."""
+    session.info.setdefault(AFTER_COMMIT, []).append(action)
 
 
 async def _client_ip(request: Request) -> str:
@@ -99,6 +112,8 @@ async def _admin(request: Request) -> None:
 
 
 State = Annotated[WebState, Depends(_state)]
-Session = Annotated[AsyncSession, Depends(_session)]
+# Function scope: the commit happens as soon as the handler returns, so a failed commit is the
+# request's error rather than something that happens after a success was answered.
+Session = Annotated[AsyncSession, Depends(_session, scope="function")]
 ClientIp = Annotated[str, Depends(_client_ip)]
 AdminGuard = Depends(_admin)

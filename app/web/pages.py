@@ -26,7 +26,7 @@ from app.subscribers.rules import (
     request_signup,
 )
 from app.subscribers.tokens import Purpose, TokenError
-from app.web.deps import ClientIp, Session, State, WebState
+from app.web.deps import ClientIp, Session, State, WebState, after_commit
 from app.web.rendering import (
     TIMEZONES,
     confirmed_page,
@@ -178,8 +178,7 @@ async def subscribe(
         )
     if outcome.rate_limited:
         return page(request, "limited.html", status_code=429)
-    await session.commit()
-    state.send_later(send_signup_mail(state, outcome))
+    after_commit(session, lambda: state.send_later(send_signup_mail(state, outcome)))
     return page(request, "check_inbox.html")
 
 
@@ -206,8 +205,7 @@ async def resend_links(
         now=datetime.now(UTC),
         mail_interval=timedelta(seconds=state.settings.signup_mail_interval_seconds),
     )
-    await session.commit()
-    state.send_later(send_signup_mail(state, outcome))
+    after_commit(session, lambda: state.send_later(send_signup_mail(state, outcome)))
     return page(request, "check_inbox.html")
 
 
@@ -219,7 +217,6 @@ async def confirm_page(
     if subscriber.status in (SubscriberStatus.UNSUBSCRIBED, SubscriberStatus.BOUNCED):
         return link_problem(request, TokenError("This confirmation link is no longer valid."))
     confirm(subscriber, now=datetime.now(UTC), client_ip=client_ip)
-    await session.commit()
     return confirmed_page(request, state, subscriber)
 
 

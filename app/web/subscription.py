@@ -118,7 +118,6 @@ async def save_preferences(
         subscriber = await linked_subscriber(state, session, Purpose.PREFERENCES, token)
         context = preferences_context(state, subscriber, token) | {"error": str(error)}
         return page(request, "preferences.html", context, status_code=400)
-    await session.commit()
     return RedirectResponse(f"/preferences/{token}?saved=1", status_code=303)
 
 
@@ -139,7 +138,6 @@ async def unsubscribe_now(
     mailbox provider, no cookies): both unsubscribe at once and answer 200."""
     subscriber = await linked_subscriber(state, session, Purpose.UNSUBSCRIBE, token)
     unsubscribe(subscriber, now=datetime.now(UTC))
-    await session.commit()
     return page(request, "unsubscribed.html", {"subscriber": subscriber, "token": token})
 
 
@@ -149,7 +147,6 @@ async def resubscribe_now(
 ) -> HTMLResponse:
     subscriber = await linked_subscriber(state, session, Purpose.UNSUBSCRIBE, token)
     resubscribe(subscriber, now=datetime.now(UTC))
-    await session.commit()
     return confirmed_page(request, state, subscriber, welcome_back=True)
 
 
