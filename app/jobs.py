@@ -3,16 +3,18 @@ and the admin API all call these same functions. `ingest_job` reads one source i
 batches that are committed whole (or not at all), and records the run in `ingest_run`;
 `compose_job` freezes the digests of every subscriber who is due; `send_job` delivers them through
 the delivery engine (`app.mail.delivery`), one outcome per message committed as soon as the server
-has answered."""
+has answered. A job an operator starts through the admin API runs apart from the request and is
+recorded in `job_run` (`start_job_run`, `finish_job_run`)."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
 from datetime import UTC, date, datetime
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -27,11 +29,12 @@ from app.mail.delivery import SendProgress, deliver_digests
 from app.mail.outcomes import SendReport
 from app.mail.transports import Transport
 from app.metrics import PAPERS_INGESTED
-from app.models import IngestRun, IngestStatus
+from app.models import IngestRun, IngestStatus, JobRun
 
 if TYPE_CHECKING:
     from app.digests.compose import ComposeReport
 
+logger = logging.getLogger("paperboy.jobs")
 ProgressCallback = Callable[[int, int | None], None]
 WORKER_MIN_BYTES = 16 * 1024 * 1024  # files this large are parsed in worker processes
 PARSING_WORKERS = 2  # splittable files (plain JSON Lines) are cut into this many byte ranges
@@ -240,3 +243,41 @@ async def send_job(
         on_progress=on_progress,
         close_transport=close_transport,
     )
+
+
+# What a job started by an operator does: its report, and why it failed (None when it did not).
+JobWork = Callable[[], Awaitable[tuple[dict[str, Any], str | None]]]
+INTERRUPTED = "interrupted: the process running the job stopped before it finished"
+
+
+async def start_job_run(
+    job: str, parameters: dict[str, Any], *, session_factory: async_sessionmaker[AsyncSession]
+) -> JobRun:
+    """Record that a job has started; `finish_job_run` records how it ends."""
+    async with session_factory() as session:
+        run = JobRun(job=job, parameters=parameters)
+        session.add(run)
+        await session.commit()
+    return run
+
+
+async def finish_job_run(
+    run_id: int, work: JobWork, *, session_factory: async_sessionmaker[AsyncSession]
+) -> None:
+    """Do a recorded job's work and store how it ended: its report, or its error. A job cut
+    short (its process stopping) is stored as interrupted before the cancellation goes on."""
+    status = IngestStatus.FAILED
+    report: dict[str, Any] | None = None
+    error: str | None = INTERRUPTED
+    try:
+        report, error = await work()
+        status = IngestStatus.FAILED if error else IngestStatus.SUCCEEDED
+    except Exception as failure:  # the run records it: nobody else is waiting for this job
+        logger.exception("job run %d failed", run_id)
+        error = f"{type(failure).__name__}: {failure}"
+    finally:
+        async with session_factory() as session:
+            run = await session.get_one(JobRun, run_id)
+            run.status, run.report, run.error = status, report, error
+            run.finished_at = datetime.now(UTC)
+            await session.commit()

@@ -1,7 +1,7 @@
 """Every table Paperboy stores, as typed SQLAlchemy 2 models: papers, subscribers, their frozen
-daily digests and digest items, and the record of each ingest run. The unique keys here are the
-idempotency guarantees the pipeline relies on (a paper once per arXiv id or normalised title, a
-digest once per subscriber and day, a paper once per digest)."""
+daily digests and digest items, the record of each ingest run and of each job an operator ran.
+The unique keys here are the idempotency guarantees the pipeline relies on (a paper once per
+arXiv id or normalised title, a digest once per subscriber and day, a paper once per digest)."""
 
 from __future__ import annotations
 
@@ -259,6 +259,27 @@ class IngestRun(Base):
     unchanged: Mapped[int] = mapped_column(Integer, default=0)
     rejected: Mapped[int] = mapped_column(Integer, default=0)
     rejections: Mapped[list[dict[str, Any]]] = mapped_column(JsonValue, default=list)
+    error: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (Index(None, "started_at"),)
+
+
+class JobRun(Base):
+    """A job an operator started through the admin API (ingest, compose, send), run apart from
+    the request that asked for it: its parameters, its state (as an ingest run's) and, once it
+    is over, its report or error."""
+
+    __tablename__ = "job_run"
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True)
+    job: Mapped[str] = mapped_column(String(16))
+    parameters: Mapped[dict[str, Any]] = mapped_column(JsonValue, default=dict)
+    status: Mapped[IngestStatus] = mapped_column(
+        _str_enum(IngestStatus, "job_run_status"), default=IngestStatus.RUNNING
+    )
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    report: Mapped[dict[str, Any] | None] = mapped_column(JsonValue)
     error: Mapped[str | None] = mapped_column(Text)
 
     __table_args__ = (Index(None, "started_at"),)

@@ -4,11 +4,13 @@ a dry run, export, GDPR erase, ingest by upload and by URL, digests, previews, j
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -38,6 +40,19 @@ def web(engine: AsyncEngine, settings: Settings, tmp_path: Path) -> Iterator[Run
 async def api(web: RunningApp) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(base_url=web.base_url, headers=AUTH, timeout=60) as client:
         yield client
+
+
+async def finished(api: httpx.AsyncClient, started: httpx.Response) -> dict[str, Any]:
+    """A job's run record once the job is over: the start answered 202 with the record, whose
+    address the test polls (the job runs in the server, apart from the request)."""
+    assert started.status_code == 202, started.text
+    location = started.headers["location"]
+    for _ in range(3000):
+        run: dict[str, Any] = (await api.get(location)).json()
+        if run["status"] != "running":
+            return run
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"{location} still running after 30 s")
 
 
 async def count(sessions: Sessions, model: type[Subscriber] | type[Digest]) -> int:
@@ -216,18 +231,28 @@ async def test_csv_import_reports_bad_rows_and_dry_run_changes_nothing(
 async def test_papers_and_ingest_by_upload_and_url(
     api: httpx.AsyncClient, sample_page: Path, data: Path
 ) -> None:
-    upload = await api.post(
-        "/admin/api/ingest", files={"file": ("page.txt", sample_page.read_bytes(), "text/plain")}
+    upload = await finished(
+        api,
+        await api.post(
+            "/admin/api/ingest",
+            files={"file": ("page.txt", sample_page.read_bytes(), "text/plain")},
+        ),
     )
-    assert upload.status_code == 200
-    assert (upload.json()["inserted"], upload.json()["format"]) == (185, "page"), upload.json()
+    assert upload["status"] == "succeeded", upload
+    assert (upload["report"]["inserted"], upload["report"]["format"]) == (185, "page")
+    assert upload["report"]["source"] == "page.txt"
     with serve({"/daily.json": Route(body=(data / "hf-daily.json").read_bytes())}) as server:
-        by_url = await api.post("/admin/api/ingest", data={"url": server.url("/daily.json")})
-    assert by_url.status_code == 200 and by_url.json()["format"] == "hf-daily"
-    broken = await api.post(
-        "/admin/api/ingest", files={"file": ("x.json", b"{not json", "application/json")}
+        by_url = await finished(
+            api, await api.post("/admin/api/ingest", data={"url": server.url("/daily.json")})
+        )
+    assert by_url["status"] == "succeeded" and by_url["report"]["format"] == "hf-daily"
+    broken = await finished(
+        api,
+        await api.post(
+            "/admin/api/ingest", files={"file": ("x.json", b"{not json", "application/json")}
+        ),
     )
-    assert broken.status_code == 422 and broken.json()["detail"]["error"]
+    assert broken["status"] == "failed" and broken["error"] and broken["report"]["error"]
     assert (await api.post("/admin/api/ingest")).status_code == 422
     assert (
         await api.post("/admin/api/ingest", data={"url": "file:///etc/passwd"})
@@ -272,12 +297,21 @@ async def test_digests_preview_jobs_and_stats(
     ).json()
     assert dry["report"]["due"] == 1 and dry["report"]["planned"] == 1
     assert await count(session_factory, Digest) == 0
-    composed = (await api.post("/admin/api/jobs/compose", params={"date": DAY.isoformat()})).json()
-    assert composed["report"]["queued"] == 1
+    composed = await finished(
+        api, await api.post("/admin/api/jobs/compose", params={"date": DAY.isoformat()})
+    )
+    assert composed["status"] == "succeeded" and composed["report"]["queued"] == 1
+    assert composed["parameters"] == {"date": DAY.isoformat()}
     due = (await api.post("/admin/api/jobs/send", params={"dry_run": "true"})).json()
     assert due["report"] == {"due": 1}
-    sent = (await api.post("/admin/api/jobs/send")).json()
+    sent = await finished(api, await api.post("/admin/api/jobs/send"))
     assert sent["report"]["sent"] == 1
+    runs = (await api.get("/admin/api/job-runs")).json()
+    assert [(r["job"], r["status"]) for r in runs] == [
+        ("send", "succeeded"),
+        ("compose", "succeeded"),
+    ]
+    assert (await api.get("/admin/api/job-runs/999999")).status_code == 404
 
     listed = (
         await api.get("/admin/api/digests", params={"date": DAY.isoformat(), "status": "sent"})

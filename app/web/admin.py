@@ -4,17 +4,20 @@ on demand, and stats."""
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from fastapi import APIRouter, File, Form, HTTPException, Query, UploadFile
+from fastapi.responses import JSONResponse
 from sqlalchemy import Select, func, or_, select
 from sqlalchemy.orm import selectinload
 
 from app.ingest.scheduled import scheduled_sources
 from app.ingest.sources import FORMATS
+from app.ingest.upsert import IngestReport
 from app.jobs import compose_job, ingest_job, send_job
 from app.mail.queue import count_due_digests
 from app.models import (
@@ -22,6 +25,7 @@ from app.models import (
     DigestItem,
     DigestStatus,
     IngestRun,
+    JobRun,
     Paper,
     Subscriber,
     SubscriberStatus,
@@ -37,10 +41,14 @@ from app.web.schemas import (
     IngestResult,
     IngestRunOut,
     JobResult,
+    JobRunOut,
     PaperOut,
     PaperPage,
     Stats,
 )
+
+if TYPE_CHECKING:
+    from app.digests.compose import ComposeReport
 
 router = APIRouter(prefix="/admin/api", dependencies=[AdminGuard], tags=["admin"])
 router.include_router(admin_subscribers.router)
@@ -87,44 +95,8 @@ async def get_paper(session: Session, paper_id: Id) -> PaperOut:
     return PaperOut.model_validate(paper)
 
 
-@router.post("/ingest", response_model=IngestResult)
-async def ingest(
-    state: State,
-    file: Annotated[UploadFile | None, File(description="A source file to ingest.")] = None,
-    url: Annotated[str | None, Form(max_length=2000, description="Or an http(s) URL.")] = None,
-    source_format: Annotated[str, Form(alias="format")] = "auto",
-) -> IngestResult:
-    if (file is None) == (url is None):
-        raise HTTPException(status_code=422, detail="send exactly one of: file, url")
-    if source_format != "auto" and source_format not in FORMATS:
-        raise HTTPException(
-            status_code=422, detail=f"format must be auto or one of {', '.join(FORMATS)}"
-        )
-    if url is not None:
-        if not url.startswith(("http://", "https://")):
-            raise HTTPException(status_code=422, detail="url must be an http(s) URL")
-        location = url
-        report = await ingest_job(
-            location,
-            session_factory=state.sessions,
-            settings=state.settings,
-            source_format=source_format,
-        )
-    else:
-        assert file is not None
-        with tempfile.TemporaryDirectory() as workdir:
-            path = Path(workdir) / "upload"
-            with path.open("wb") as target:
-                while chunk := await file.read(1024 * 1024):
-                    target.write(chunk)
-            report = await ingest_job(
-                str(path),
-                session_factory=state.sessions,
-                settings=state.settings,
-                source_format=source_format,
-            )
-        report.source = file.filename or "upload"
-    result = IngestResult(
+def ingest_summary(report: IngestReport) -> dict[str, Any]:
+    return IngestResult(
         source=report.source,
         format=report.format,
         records=report.records,
@@ -135,10 +107,64 @@ async def ingest(
         rejections=list(report.rejections),
         error=report.error,
         seconds=round(report.seconds, 3),
+    ).model_dump(mode="json")
+
+
+def started(run: JobRun) -> JSONResponse:
+    """202: the job runs on; its run record says how it ends."""
+    return JSONResponse(
+        JobRunOut.model_validate(run).model_dump(mode="json"),
+        status_code=202,
+        headers={"location": f"/admin/api/job-runs/{run.id}"},
     )
-    if report.error:
-        raise HTTPException(status_code=422, detail=result.model_dump(mode="json"))
-    return result
+
+
+STARTED: dict[int | str, dict[str, Any]] = {
+    202: {"model": JobRunOut, "description": "Started; poll the run record."}
+}
+
+
+@router.post("/ingest", status_code=202, response_model=JobRunOut, responses=STARTED)
+async def ingest(
+    state: State,
+    file: Annotated[UploadFile | None, File(description="A source file to ingest.")] = None,
+    url: Annotated[str | None, Form(max_length=2000, description="Or an http(s) URL.")] = None,
+    source_format: Annotated[str, Form(alias="format")] = "auto",
+) -> JSONResponse:
+    """Ingest an uploaded file or an http(s) URL as a job: the answer is its run record."""
+    if (file is None) == (url is None):
+        raise HTTPException(status_code=422, detail="send exactly one of: file, url")
+    if source_format != "auto" and source_format not in FORMATS:
+        raise HTTPException(
+            status_code=422, detail=f"format must be auto or one of {', '.join(FORMATS)}"
+        )
+    if url is not None and not url.startswith(("http://", "https://")):
+        raise HTTPException(status_code=422, detail="url must be an http(s) URL")
+    workdir: Path | None = None
+    if file is not None:
+        workdir = Path(tempfile.mkdtemp(prefix="paperboy-upload-"))
+        with (workdir / "upload").open("wb") as target:
+            while chunk := await file.read(1024 * 1024):
+                target.write(chunk)
+    location = str(workdir / "upload") if workdir else str(url)
+    shown_as = (file.filename or "upload") if file is not None else str(url)
+
+    async def work() -> tuple[dict[str, Any], str | None]:
+        try:
+            report = await ingest_job(
+                location,
+                session_factory=state.sessions,
+                settings=state.settings,
+                source_format=source_format,
+            )
+        finally:
+            if workdir is not None:
+                shutil.rmtree(workdir, ignore_errors=True)
+        report.source = shown_as
+        return ingest_summary(report), report.error
+
+    run = await state.start_job("ingest", {"source": shown_as, "format": source_format}, work)
+    return started(run)
 
 
 @router.get("/ingest-runs", response_model=list[IngestRunOut])
@@ -194,7 +220,11 @@ async def get_digest(session: Session, digest_id: Id) -> DigestDetail:
     return DigestDetail(**DigestOut.model_validate(digest).model_dump(), items=items)
 
 
-@router.post("/jobs/{job}", response_model=JobResult)
+@router.post(
+    "/jobs/{job}",
+    response_model=JobResult,
+    responses={200: {"description": "A dry run's report."}, **STARTED},
+)
 async def run_job(
     state: State,
     job: Literal["compose", "send", "ingest"],
@@ -207,47 +237,52 @@ async def run_job(
     source: Annotated[
         list[str] | None, Query(max_length=20, description="ingest: sources (default: configured).")
     ] = None,
-) -> JobResult:
+) -> JobResult | JSONResponse:
+    """Run a job now. A dry run answers at once with what would happen; a real run starts apart
+    from the request and the answer (202) is its run record."""
     if job == "compose":
-        composed = await compose_job(
-            session_factory=state.sessions,
-            settings=state.settings,
-            on_date=on_date,
-            dry_run=dry_run,
-        )
-        report = {
-            "due": composed.due,
-            "queued": composed.queued,
-            "skipped": composed.skipped,
-            "items": composed.items,
-            "already_composed": composed.already_composed,
-            "candidates": composed.candidates,
-        }
         if dry_run:
-            report["planned"] = sum(1 for plan in composed.plans if plan.items)
-        return JobResult(job=job, dry_run=dry_run, report=report)
+            planned = await compose_job(
+                session_factory=state.sessions,
+                settings=state.settings,
+                on_date=on_date,
+                dry_run=True,
+            )
+            report = compose_summary(planned)
+            report["planned"] = sum(1 for plan in planned.plans if plan.items)
+            return JobResult(job=job, dry_run=True, report=report)
+
+        async def compose() -> tuple[dict[str, Any], str | None]:
+            composed = await compose_job(
+                session_factory=state.sessions, settings=state.settings, on_date=on_date
+            )
+            return compose_summary(composed), None
+
+        parameters = {"date": on_date.isoformat() if on_date else None}
+        return started(await state.start_job(job, parameters, compose))
     if job == "send":
         if dry_run:
             async with state.sessions() as session:
                 due = await count_due_digests(session=session, now=datetime.now(UTC))
             return JobResult(job=job, dry_run=True, report={"due": due})
-        sent = await send_job(
-            session_factory=state.sessions,
-            settings=state.settings,
-            transport=state.transport,
-            close_transport=False,
-        )
-        return JobResult(
-            job=job,
-            dry_run=False,
-            report={
+
+        async def send() -> tuple[dict[str, Any], str | None]:
+            sent = await send_job(
+                session_factory=state.sessions,
+                settings=state.settings,
+                transport=state.transport,
+                close_transport=False,
+            )
+            report = {
                 "sent": sent.sent,
                 "retry": sent.retry,
                 "failed": sent.failed,
                 "bounced": sent.bounced,
                 "errors": sent.errors[:20],
-            },
-        )
+            }
+            return report, None
+
+        return started(await state.start_job(job, {}, send))
     sources = source or scheduled_sources(state.settings, datetime.now(UTC))
     if not sources:
         raise HTTPException(
@@ -256,19 +291,53 @@ async def run_job(
         )
     if dry_run:
         return JobResult(job=job, dry_run=True, report={"sources": sources})
-    results = []
-    for location in sources:
-        run = await ingest_job(location, session_factory=state.sessions, settings=state.settings)
-        results.append(
-            {
-                "source": location,
-                "inserted": run.inserted,
-                "updated": run.updated,
-                "rejected": run.rejected,
-                "error": run.error,
-            }
-        )
-    return JobResult(job=job, dry_run=False, report={"sources": results})
+
+    async def ingest_sources() -> tuple[dict[str, Any], str | None]:
+        results: list[dict[str, Any]] = []
+        for location in sources:
+            run = await ingest_job(
+                location, session_factory=state.sessions, settings=state.settings
+            )
+            results.append(
+                {
+                    "source": location,
+                    "inserted": run.inserted,
+                    "updated": run.updated,
+                    "rejected": run.rejected,
+                    "error": run.error,
+                }
+            )
+        failed = [str(result["source"]) for result in results if result["error"]]
+        return {"sources": results}, (f"failed: {', '.join(failed)}" if failed else None)
+
+    return started(await state.start_job(job, {"sources": sources}, ingest_sources))
+
+
+def compose_summary(report: ComposeReport) -> dict[str, Any]:
+    return {
+        "due": report.due,
+        "queued": report.queued,
+        "skipped": report.skipped,
+        "items": report.items,
+        "already_composed": report.already_composed,
+        "candidates": report.candidates,
+    }
+
+
+@router.get("/job-runs", response_model=list[JobRunOut])
+async def job_runs(session: Session, limit: Limit = 50) -> list[JobRunOut]:
+    """The jobs operators started, newest first."""
+    rows = (await session.scalars(select(JobRun).order_by(JobRun.id.desc()).limit(limit))).all()
+    return [JobRunOut.model_validate(r) for r in rows]
+
+
+@router.get("/job-runs/{run_id}", response_model=JobRunOut)
+async def job_run(session: Session, run_id: Id) -> JobRunOut:
+    """One job's run: `running` until it ends, then its report or error."""
+    run = await session.get(JobRun, run_id)
+    if run is None:
+        raise HTTPException(status_code=404, detail=f"no job run {run_id}")
+    return JobRunOut.model_validate(run)
 
 
 @router.get("/stats", response_model=Stats)

@@ -17,8 +17,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.config import Settings
 from app.digests.front_page import topic_suggestions
+from app.jobs import JobWork, finish_job_run, start_job_run
 from app.mail.message import Mailer
 from app.mail.transports import Transport
+from app.models import JobRun
 from app.web.security import SlidingWindowLimiter, bearer_matches
 
 logger = logging.getLogger("paperboy.web")
@@ -38,6 +40,7 @@ class WebState:
     signup_limiter: SlidingWindowLimiter  # requests per client address
     address_limiter: SlidingWindowLimiter  # link requests per mail address, known or not
     mail_tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    job_tasks: set[asyncio.Task[None]] = field(default_factory=set)
     cached_suggestions: tuple[float, list[str]] | None = None
 
     async def suggestions(self, session: AsyncSession) -> list[str]:
@@ -67,9 +70,24 @@ class WebState:
         task.add_done_callback(self.mail_tasks.discard)
         return True
 
+    async def start_job(self, job: str, parameters: dict[str, Any], work: JobWork) -> JobRun:
+        """Start an operator's job apart from the request and answer with its run record; the
+        run records how the job ends (`GET /admin/api/job-runs/{id}`)."""
+        run = await start_job_run(job, parameters, session_factory=self.sessions)
+        task = asyncio.create_task(finish_job_run(run.id, work, session_factory=self.sessions))
+        self.job_tasks.add(task)
+        task.add_done_callback(self.job_tasks.discard)
+        return run
+
     async def drain(self, seconds: float) -> None:
-        if self.mail_tasks:
-            await asyncio.wait(self.mail_tasks, timeout=seconds)
+        """At shutdown: signup mails and jobs get `seconds` to finish; jobs still running then
+        are cancelled and recorded as interrupted."""
+        waiting = self.mail_tasks | self.job_tasks
+        if waiting:
+            await asyncio.wait(waiting, timeout=seconds)
+        for task in list(self.job_tasks):
+            task.cancel()
+        await asyncio.gather(*self.job_tasks, return_exceptions=True)
 
 
 async def _state(request: Request) -> WebState:

@@ -130,6 +130,17 @@ class IngestRunOut(Row):
     error: str | None
 
 
+class JobRunOut(Row):
+    id: int
+    job: str
+    parameters: dict[str, Any]
+    status: IngestStatus
+    started_at: datetime
+    finished_at: datetime | None
+    report: dict[str, Any] | None
+    error: str | None
+
+
 class IngestResult(BaseModel):
     source: str
     format: str | None
