@@ -32,7 +32,7 @@ from app.metrics import PAPERS_INGESTED
 from app.models import IngestRun, IngestStatus, JobRun
 
 if TYPE_CHECKING:
-    from app.digests.compose import ComposeReport
+    from app.digests.plan import ComposeReport
 
 logger = logging.getLogger("paperboy.jobs")
 ProgressCallback = Callable[[int, int | None], None]
@@ -188,7 +188,8 @@ async def compose_job(
     """Compose and freeze the digests of every subscriber who is due. Safe to run at any time
     and in several processes at once: each digest is created once."""
     # Imported here so that ingest and send never load ranking's numerical stack (~1 s).
-    from app.digests.compose import freeze_digests, plan_digests
+    from app.digests.freeze import freeze_digests
+    from app.digests.plan import plan_digests
 
     moment = now or datetime.now(UTC)
     async with session_factory() as session:

@@ -27,7 +27,7 @@ from app.jobs import compose_job, ingest_job, send_job
 from app.mail.outcomes import SendReport
 
 if TYPE_CHECKING:
-    from app.digests.compose import ComposeReport
+    from app.digests.plan import ComposeReport
 
 logger = logging.getLogger("paperboy.scheduler")
 JOBS = ("ingest", "compose", "send")

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.config import Settings
 from app.db import create_engine, create_session_factory
-from app.digests.compose import PlannedItem
+from app.digests.plan import PlannedItem
 from app.jobs import compose_job, ingest_job
 from app.models import Digest, DigestItem, DigestStatus, Paper, SubscriberStatus
 from app.subscribers.localtime import local_digest_date

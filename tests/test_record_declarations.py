@@ -11,7 +11,7 @@ from datetime import UTC, date, datetime
 import numpy as np
 import orjson
 
-from app.digests.compose import ITEM_COLUMNS, Explanations, FrozenDigests
+from app.digests.freeze import ITEM_COLUMNS, Explanations, FrozenDigests
 from app.ingest.normalise import PAPER_ROW_FIELDS, PaperRow, PreparedBatch
 from app.ingest.parsing_worker import _pack, _unpack
 from app.ingest.sources import PaperRecord

@@ -23,7 +23,7 @@ from app.mail.outcomes import SendReport
 from app.mail.queue import count_due_digests
 
 if TYPE_CHECKING:
-    from app.digests.compose import ComposeReport
+    from app.digests.plan import ComposeReport
 
 PROGRESS_MIN_DIGESTS = 200
 

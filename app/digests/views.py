@@ -340,7 +340,7 @@ async def subscriber_preview(
         return (await load_digest_views([digest_id], session=session))[0]
     # Imported here: ranking's numerical stack takes a second to load, and only previews and
     # compose need it, not every worker that sends mail.
-    from app.digests.compose import plan_digests
+    from app.digests.plan import plan_digests
 
     if subscriber.status is not SubscriberStatus.ACTIVE:
         raise PreviewError(f"{email} is {subscriber.status.value}: no digest is composed for them")

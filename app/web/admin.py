@@ -48,7 +48,7 @@ from app.web.schemas import (
 )
 
 if TYPE_CHECKING:
-    from app.digests.compose import ComposeReport
+    from app.digests.plan import ComposeReport
 
 router = APIRouter(prefix="/admin/api", dependencies=[AdminGuard], tags=["admin"])
 router.include_router(admin_subscribers.router)
