@@ -25,9 +25,7 @@ from app.ingest.normalise import PreparedBatch, prepare_batches
 from app.ingest.parsing_worker import batches_from_workers
 from app.ingest.sources import SourceError, detect_format, parse_source
 from app.ingest.upsert import IngestReport, upsert_papers
-from app.mail.delivery import SendProgress, deliver_digests
-from app.mail.outcomes import SendReport
-from app.mail.transports import Transport
+from app.mail.delivery import deliver_digests
 from app.metrics import PAPERS_INGESTED
 from app.models import IngestRun, IngestStatus, JobRun
 
@@ -223,27 +221,8 @@ async def compose_job(
     return report
 
 
-async def send_job(
-    *,
-    session_factory: async_sessionmaker[AsyncSession],
-    settings: Settings,
-    once: bool = True,
-    transport: Transport | None = None,
-    stop: asyncio.Event | None = None,
-    on_progress: SendProgress | None = None,
-    close_transport: bool = True,
-) -> SendReport:
-    """Send every digest that is due (see `app.mail.delivery` for what a run guarantees). With
-    `once`, stop when none is left to claim; otherwise keep polling until `stop` is set."""
-    return await deliver_digests(
-        session_factory=session_factory,
-        settings=settings,
-        once=once,
-        transport=transport,
-        stop=stop,
-        on_progress=on_progress,
-        close_transport=close_transport,
-    )
+# The send job is the delivery engine itself: it owns its sessions and commits each outcome.
+send_job = deliver_digests
 
 
 # What a job started by an operator does: its report, and why it failed (None when it did not).

@@ -35,7 +35,10 @@ GITHUB_REPO = re.compile(r"^https?://(?:www\.)?github\.com/([\w.-]+)/([\w.-]+?)(
 
 @dataclass(slots=True)
 class PaperRow:
-    """A validated, normalised paper, shaped like the staging table."""
+    """A validated, normalised paper: the one declaration of a stored paper's fields. It repeats
+    `PaperRecord`'s fields on purpose: a record is what a parser read (lists empty when absent),
+    a row what is stored (None when absent, plus `title_key` and `source`);
+    tests/test_record_declarations.py holds both to the `paper` table."""
 
     arxiv_id: str | None
     title: str

@@ -29,6 +29,10 @@ from app.subscribers.tokens import Purpose, TokenError
 from app.web.deps import ClientIp, Session, State, WebState, after_commit
 from app.web.rendering import (
     TIMEZONES,
+    DigestSizeField,
+    SendHourField,
+    TimezoneField,
+    TopicsField,
     confirmed_page,
     form_preferences,
     link,
@@ -134,12 +138,10 @@ async def subscribe(
     session: Session,
     client_ip: ClientIp,
     email: Annotated[str, Form(max_length=320)],
-    topics: Annotated[str, Form(max_length=4000)] = "",
-    timezone: Annotated[str, Form(max_length=64)] = DEFAULT_TIMEZONE,
-    send_hour: Annotated[int, Form(ge=SEND_HOUR.least, le=SEND_HOUR.most)] = SEND_HOUR.default,
-    digest_size: Annotated[
-        int, Form(ge=DIGEST_SIZE.least, le=DIGEST_SIZE.most)
-    ] = DIGEST_SIZE.default,
+    topics: TopicsField = "",
+    timezone: TimezoneField = DEFAULT_TIMEZONE,
+    send_hour: SendHourField = SEND_HOUR.default,
+    digest_size: DigestSizeField = DIGEST_SIZE.default,
     website: Annotated[str, Form(max_length=200)] = "",
 ) -> HTMLResponse:
     if not state.signup_limiter.allow(f"ip:{client_ip}"):

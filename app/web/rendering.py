@@ -4,9 +4,9 @@ that does not work."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import Request
+from fastapi import Form, Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 from jinja2 import Environment, FileSystemLoader
@@ -29,6 +29,12 @@ templates = Jinja2Templates(
         auto_reload=False,
     )
 )
+# The preference form's fields, as both forms (signup, preferences) take them.
+TopicsField = Annotated[str, Form(max_length=4000)]
+TimezoneField = Annotated[str, Form(max_length=64)]
+SendHourField = Annotated[int, Form(ge=SEND_HOUR.least, le=SEND_HOUR.most)]
+DigestSizeField = Annotated[int, Form(ge=DIGEST_SIZE.least, le=DIGEST_SIZE.most)]
+TrendingWeightField = Annotated[float, Form(ge=TRENDING_WEIGHT.least, le=TRENDING_WEIGHT.most)]
 templates.env.globals["bounds"] = {
     "send_hour": SEND_HOUR,
     "digest_size": DIGEST_SIZE,

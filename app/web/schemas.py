@@ -142,6 +142,9 @@ class JobRunOut(Row):
 
 
 class IngestResult(BaseModel):
+    """An ingest's report as an admin job run carries it: the stored run's counts (as
+    `IngestRunOut`, which also has the run's id and times) plus the seconds it took."""
+
     source: str
     format: str | None
     records: int

@@ -32,6 +32,11 @@ from app.subscribers.tokens import Purpose
 from app.web.deps import Session, State, WebState
 from app.web.rendering import (
     TIMEZONES,
+    DigestSizeField,
+    SendHourField,
+    TimezoneField,
+    TopicsField,
+    TrendingWeightField,
     confirmed_page,
     form_preferences,
     link,
@@ -95,15 +100,11 @@ async def save_preferences(
     token: str,
     state: State,
     session: Session,
-    topics: Annotated[str, Form(max_length=4000)] = "",
-    timezone: Annotated[str, Form(max_length=64)] = DEFAULT_TIMEZONE,
-    send_hour: Annotated[int, Form(ge=SEND_HOUR.least, le=SEND_HOUR.most)] = SEND_HOUR.default,
-    digest_size: Annotated[
-        int, Form(ge=DIGEST_SIZE.least, le=DIGEST_SIZE.most)
-    ] = DIGEST_SIZE.default,
-    trending_weight: Annotated[
-        float, Form(ge=TRENDING_WEIGHT.least, le=TRENDING_WEIGHT.most)
-    ] = TRENDING_WEIGHT.default,
+    topics: TopicsField = "",
+    timezone: TimezoneField = DEFAULT_TIMEZONE,
+    send_hour: SendHourField = SEND_HOUR.default,
+    digest_size: DigestSizeField = DIGEST_SIZE.default,
+    trending_weight: TrendingWeightField = TRENDING_WEIGHT.default,
     paused: Annotated[bool, Form()] = False,
 ) -> Response:
     subscriber = await linked_subscriber(state, session, Purpose.PREFERENCES, token)
