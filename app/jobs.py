@@ -11,11 +11,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any, cast
 
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.config import Settings
@@ -261,3 +262,12 @@ async def finish_job_run(
             run.status, run.report, run.error = status, report, error
             run.finished_at = datetime.now(UTC)
             await session.commit()
+
+
+async def latest_job_runs(*, session: AsyncSession, limit: int) -> Sequence[JobRun]:
+    """The jobs operators started, newest first."""
+    return (await session.scalars(select(JobRun).order_by(JobRun.id.desc()).limit(limit))).all()
+
+
+async def find_job_run(run_id: int, *, session: AsyncSession) -> JobRun | None:
+    return await session.get(JobRun, run_id)

@@ -1,7 +1,7 @@
-"""What an operator does to subscribers through the admin API: search the list, create one,
-change one (preferences, status, links) and erase one with every digest made for them. The rules
-themselves (validation, status transitions) are `app.subscribers.rules`'; functions here take a
-session and never commit."""
+"""What an operator does to subscribers through the admin API: search and count the list, create
+one, change one (preferences, status, links) and erase one with every digest made for them. The
+rules themselves (validation, status transitions) are `app.subscribers.rules`'; functions here
+take a session and never commit."""
 
 from __future__ import annotations
 
@@ -126,3 +126,19 @@ async def erase_subscriber(subscriber: Subscriber, *, session: AsyncSession) -> 
     await session.execute(delete(Digest).where(Digest.subscriber_id == subscriber.id))
     await session.delete(subscriber)
     await session.flush()
+
+
+async def count_by_status(*, session: AsyncSession) -> dict[SubscriberStatus, int]:
+    """How many subscribers are in each status (every status named, zero included)."""
+    counted = dict(
+        (
+            await session.execute(
+                select(Subscriber.status, func.count()).group_by(Subscriber.status)
+            )
+        ).all()
+    )
+    return {status: int(counted.get(status, 0)) for status in SubscriberStatus}
+
+
+async def find_subscriber(subscriber_id: int, *, session: AsyncSession) -> Subscriber | None:
+    return await session.get(Subscriber, subscriber_id)

@@ -12,24 +12,20 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from fastapi import APIRouter, File, Form, HTTPException, Query, UploadFile
 from fastapi.responses import JSONResponse
-from sqlalchemy import Select, func, or_, select
-from sqlalchemy.orm import selectinload
 
+from app.digests.history import count_digests, digest_with_items, digests_per_day, search_digests
+from app.ingest.catalogue import find_paper, latest_ingest_runs, search_papers
 from app.ingest.scheduled import scheduled_sources
 from app.ingest.sources import FORMATS
 from app.ingest.upsert import IngestReport
-from app.jobs import compose_job, ingest_job, send_job
+from app.jobs import compose_job, find_job_run, ingest_job, latest_job_runs, send_job
 from app.mail.queue import count_due_digests
 from app.models import (
-    Digest,
-    DigestItem,
     DigestStatus,
-    IngestRun,
     JobRun,
-    Paper,
-    Subscriber,
     SubscriberStatus,
 )
+from app.subscribers.operator_actions import count_by_status
 from app.web import admin_subscribers
 from app.web.deps import AdminGuard, Session, State
 from app.web.paging import Cursor, Id, Limit, after, like_pattern, next_cursor
@@ -54,19 +50,6 @@ router = APIRouter(prefix="/admin/api", dependencies=[AdminGuard], tags=["admin"
 router.include_router(admin_subscribers.router)
 
 
-def paper_search(q: str | None) -> Select[Paper]:
-    query = select(Paper)
-    if q:
-        pattern = like_pattern(q)
-        query = query.where(
-            or_(
-                func.lower(Paper.title).like(pattern, escape="\\"),
-                func.lower(Paper.arxiv_id).like(pattern, escape="\\"),
-            )
-        )
-    return query
-
-
 @router.get("/papers", response_model=PaperPage)
 async def list_papers(
     session: Session,
@@ -76,11 +59,12 @@ async def list_papers(
     cursor: Cursor = None,
     limit: Limit = 50,
 ) -> PaperPage:
-    rows = (
-        await session.scalars(
-            paper_search(q).where(Paper.id > after(cursor)).order_by(Paper.id).limit(limit)
-        )
-    ).all()
+    rows = await search_papers(
+        session=session,
+        after_id=after(cursor),
+        limit=limit,
+        text_like=like_pattern(q) if q else None,
+    )
     return PaperPage(
         items=[PaperOut.model_validate(p) for p in rows],
         next_cursor=next_cursor([p.id for p in rows], limit),
@@ -89,7 +73,7 @@ async def list_papers(
 
 @router.get("/papers/{paper_id}", response_model=PaperOut)
 async def get_paper(session: Session, paper_id: Id) -> PaperOut:
-    paper = await session.get(Paper, paper_id)
+    paper = await find_paper(paper_id, session=session)
     if paper is None:
         raise HTTPException(status_code=404, detail=f"no paper {paper_id}")
     return PaperOut.model_validate(paper)
@@ -169,9 +153,7 @@ async def ingest(
 
 @router.get("/ingest-runs", response_model=list[IngestRunOut])
 async def ingest_runs(session: Session, limit: Limit = 50) -> list[IngestRunOut]:
-    rows = (
-        await session.scalars(select(IngestRun).order_by(IngestRun.id.desc()).limit(limit))
-    ).all()
+    rows = await latest_ingest_runs(session=session, limit=limit)
     return [IngestRunOut.model_validate(r) for r in rows]
 
 
@@ -183,12 +165,9 @@ async def list_digests(
     cursor: Cursor = None,
     limit: Limit = 50,
 ) -> DigestPage:
-    query = select(Digest).where(Digest.id > after(cursor))
-    if on_date is not None:
-        query = query.where(Digest.digest_date == on_date)
-    if status is not None:
-        query = query.where(Digest.status == status)
-    rows = (await session.scalars(query.order_by(Digest.id).limit(limit))).all()
+    rows = await search_digests(
+        session=session, after_id=after(cursor), limit=limit, on_date=on_date, status=status
+    )
     return DigestPage(
         items=[DigestOut.model_validate(d) for d in rows],
         next_cursor=next_cursor([d.id for d in rows], limit),
@@ -197,11 +176,7 @@ async def list_digests(
 
 @router.get("/digests/{digest_id}", response_model=DigestDetail)
 async def get_digest(session: Session, digest_id: Id) -> DigestDetail:
-    digest = await session.scalar(
-        select(Digest)
-        .where(Digest.id == digest_id)
-        .options(selectinload(Digest.items).selectinload(DigestItem.paper))
-    )
+    digest = await digest_with_items(digest_id, session=session)
     if digest is None:
         raise HTTPException(status_code=404, detail=f"no digest {digest_id}")
     items = [
@@ -327,14 +302,14 @@ def compose_summary(report: ComposeReport) -> dict[str, Any]:
 @router.get("/job-runs", response_model=list[JobRunOut])
 async def job_runs(session: Session, limit: Limit = 50) -> list[JobRunOut]:
     """The jobs operators started, newest first."""
-    rows = (await session.scalars(select(JobRun).order_by(JobRun.id.desc()).limit(limit))).all()
+    rows = await latest_job_runs(session=session, limit=limit)
     return [JobRunOut.model_validate(r) for r in rows]
 
 
 @router.get("/job-runs/{run_id}", response_model=JobRunOut)
 async def job_run(session: Session, run_id: Id) -> JobRunOut:
     """One job's run: `running` until it ends, then its report or error."""
-    run = await session.get(JobRun, run_id)
+    run = await find_job_run(run_id, session=session)
     if run is None:
         raise HTTPException(status_code=404, detail=f"no job run {run_id}")
     return JobRunOut.model_validate(run)
@@ -342,34 +317,14 @@ async def job_run(session: Session, run_id: Id) -> JobRunOut:
 
 @router.get("/stats", response_model=Stats)
 async def stats(session: Session, days: Annotated[int, Query(ge=1, le=90)] = 14) -> Stats:
-    by_status = dict(
-        (
-            await session.execute(
-                select(Subscriber.status, func.count()).group_by(Subscriber.status)
-            )
-        ).all()
-    )
-    since = datetime.now(UTC).date() - timedelta(days=days)
-    per_day: dict[str, dict[str, int]] = {}
-    rows = await session.execute(
-        select(Digest.digest_date, Digest.status, func.count())
-        .where(Digest.digest_date >= since)
-        .group_by(Digest.digest_date, Digest.status)
-    )
-    for digest_date, status, count in rows:
-        per_day.setdefault(digest_date.isoformat(), {})[status.value] = count
-    last = await session.scalar(select(IngestRun).order_by(IngestRun.id.desc()).limit(1))
+    by_status = await count_by_status(session=session)
+    latest = await latest_ingest_runs(session=session, limit=1)
     return Stats(
-        subscribers={s.value: int(by_status.get(s, 0)) for s in SubscriberStatus},
-        digests_by_day=dict(sorted(per_day.items())),
-        bounced_subscribers=int(by_status.get(SubscriberStatus.BOUNCED, 0)),
-        bounced_digests=int(
-            await session.scalar(
-                select(func.count())
-                .select_from(Digest)
-                .where(Digest.status == DigestStatus.BOUNCED)
-            )
-            or 0
+        subscribers={status.value: count for status, count in by_status.items()},
+        digests_by_day=await digests_per_day(
+            session=session, since=datetime.now(UTC).date() - timedelta(days=days)
         ),
-        last_ingest=IngestRunOut.model_validate(last) if last else None,
+        bounced_subscribers=by_status[SubscriberStatus.BOUNCED],
+        bounced_digests=await count_digests(DigestStatus.BOUNCED, session=session),
+        last_ingest=IngestRunOut.model_validate(latest[0]) if latest else None,
     )

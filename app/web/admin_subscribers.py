@@ -32,7 +32,7 @@ UPLOAD_LIMIT = 512 * 1024 * 1024
 
 
 async def subscriber_or_404(session: Session, subscriber_id: Id) -> Subscriber:
-    subscriber = await session.get(Subscriber, subscriber_id)
+    subscriber = await operator_actions.find_subscriber(subscriber_id, session=session)
     if subscriber is None:
         raise HTTPException(status_code=404, detail=f"no subscriber {subscriber_id}")
     return subscriber

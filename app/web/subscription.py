@@ -9,16 +9,14 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from sqlalchemy import select
 
+from app.digests.history import sent_digest_id
 from app.digests.views import PreviewError, load_digest_views, subscriber_preview
 from app.models import (
     DEFAULT_TIMEZONE,
     DIGEST_SIZE,
     SEND_HOUR,
     TRENDING_WEIGHT,
-    Digest,
-    DigestStatus,
     Subscriber,
     SubscriberStatus,
 )
@@ -156,13 +154,7 @@ async def digest_in_browser(
     request: Request, token: str, digest_date: date, state: State, session: Session
 ) -> HTMLResponse:
     subscriber = await linked_subscriber(state, session, Purpose.DIGEST, token)
-    digest_id = await session.scalar(
-        select(Digest.id).where(
-            Digest.subscriber_id == subscriber.id,
-            Digest.digest_date == digest_date,
-            Digest.status != DigestStatus.SKIPPED,
-        )
-    )
+    digest_id = await sent_digest_id(subscriber.id, digest_date, session=session)
     if digest_id is None:
         return page(
             request, "not_found.html", {"what": f"No digest for {digest_date}."}, status_code=404
