@@ -9,6 +9,7 @@ import csv
 import io
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -27,6 +28,8 @@ from app.subscribers.rules import (
     SubscriberError,
     find_by_email,
     normalise_email,
+    set_status,
+    update_preferences,
     validate_preferences,
 )
 
@@ -77,7 +80,7 @@ async def import_subscribers(text: str, *, session: AsyncSession) -> CsvImport:
         raise SubscriberError("the CSV needs a header row with at least an 'email' column")
     seen: set[str] = set()
     try:
-        async for _ in _rows(reader, report, seen, session=session):
+        async for _ in _rows(reader, report, seen, session=session, now=utcnow()):
             pass
     except csv.Error as error:
         raise SubscriberError(f"line {reader.line_num}: {error}") from error
@@ -86,7 +89,12 @@ async def import_subscribers(text: str, *, session: AsyncSession) -> CsvImport:
 
 
 async def _rows(
-    reader: csv.DictReader[str], report: CsvImport, seen: set[str], *, session: AsyncSession
+    reader: csv.DictReader[str],
+    report: CsvImport,
+    seen: set[str],
+    *,
+    session: AsyncSession,
+    now: datetime,
 ) -> AsyncIterator[None]:
     for row in reader:
         report.rows += 1
@@ -113,14 +121,8 @@ async def _rows(
             report.created += 1
         else:
             report.updated += 1
-        subscriber.status = status
-        subscriber.topics = preferences.topics
-        subscriber.timezone = preferences.timezone
-        subscriber.send_hour = preferences.send_hour
-        subscriber.digest_size = preferences.digest_size
-        subscriber.trending_weight = preferences.trending_weight
-        if status is SubscriberStatus.ACTIVE and subscriber.confirmed_at is None:
-            subscriber.confirmed_at = utcnow()
+        update_preferences(subscriber, preferences)
+        set_status(subscriber, status, now=now)
         yield
 
 

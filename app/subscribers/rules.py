@@ -98,9 +98,8 @@ async def add_active_subscriber(
     if subscriber is None:
         subscriber = Subscriber(email=address)
         session.add(subscriber)
-    subscriber.status = SubscriberStatus.ACTIVE
     _apply(subscriber, checked)
-    subscriber.confirmed_at = subscriber.confirmed_at or utcnow()
+    set_status(subscriber, SubscriberStatus.ACTIVE, now=utcnow())
     await session.flush()
     return subscriber
 
@@ -264,18 +263,19 @@ def resubscribe(subscriber: Subscriber, *, now: datetime) -> bool:
 
 
 def set_status(subscriber: Subscriber, status: SubscriberStatus, *, now: datetime) -> bool:
-    """An operator's change of status. Making a subscriber active lifts a suppression (the bounce
-    count starts afresh) and counts as confirmed; unsubscribing records when. Returns whether
-    anything changed."""
-    if status is subscriber.status:
-        return False
-    subscriber.status = status
+    """An operator's change of status (the admin API, CSV import). Making a subscriber active
+    lifts a suppression (the bounce count starts afresh); an operator's "active" counts as
+    confirmed; unsubscribing records when. Returns whether the status changed."""
+    changed = status is not subscriber.status
+    if changed:
+        subscriber.status = status
+        if status is SubscriberStatus.ACTIVE:
+            subscriber.bounce_count = 0
+        if status is SubscriberStatus.UNSUBSCRIBED:
+            subscriber.unsubscribed_at = now
     if status is SubscriberStatus.ACTIVE:
-        subscriber.bounce_count = 0
         subscriber.confirmed_at = subscriber.confirmed_at or now
-    if status is SubscriberStatus.UNSUBSCRIBED:
-        subscriber.unsubscribed_at = now
-    return True
+    return changed
 
 
 def revoke_links(subscriber: Subscriber) -> None:
