@@ -21,6 +21,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     SmallInteger,
     String,
     Text,
@@ -283,3 +284,30 @@ class JobRun(Base):
     error: Mapped[str | None] = mapped_column(Text)
 
     __table_args__ = (Index(None, "started_at"),)
+
+
+class PaperVector(Base):
+    """A paper's sentence embedding under one model: float32 bytes (pgvector is not assumed;
+    scoring runs in numpy over the compose window's few thousand papers). A new model embeds
+    again; vectors of other models stay until pruned."""
+
+    __tablename__ = "paper_vector"
+
+    paper_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    model: Mapped[str] = mapped_column(String(64), primary_key=True)
+    vector: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class TopicVector(Base):
+    """A topic's sentence embedding under one model, once per distinct normalised topic text
+    (many readers share a topic): computed at signup, a preference change or the first compose
+    that meets it, never per reader per day."""
+
+    __tablename__ = "topic_vector"
+
+    topic: Mapped[str] = mapped_column(String(200), primary_key=True)
+    model: Mapped[str] = mapped_column(String(64), primary_key=True)
+    vector: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+

@@ -18,7 +18,16 @@ from app.db import Base, create_engine, create_session_factory, current_revision
 from app.models import Subscriber
 from tests.conftest import ON_POSTGRES, drop_postgres_database, fresh_database_url
 
-TABLES = {"paper", "subscriber", "digest", "digest_item", "ingest_run", "job_run"}
+TABLES = {
+    "paper",
+    "subscriber",
+    "digest",
+    "digest_item",
+    "ingest_run",
+    "job_run",
+    "paper_vector",
+    "topic_vector",
+}
 
 
 def table_names(connection: Any) -> set[str]:
