@@ -1,6 +1,14 @@
 """Runtime configuration: every setting Paperboy reads, from `PAPERBOY_*` environment variables or
-an optional `.env` file. The defaults are the embedded ones (SQLite under ./var), so a newcomer runs
-everything with no server installed; a `postgresql+asyncpg://` URL switches to Postgres."""
+an optional `.env` file in the working directory. The defaults are the embedded ones (SQLite under
+./var), so a newcomer runs everything with no server installed; a `postgresql+asyncpg://` URL
+switches to Postgres.
+
+Settings validate themselves, the production refusal included, so every entry point that reads them
+(each CLI command, `app.web.create_app` under any ASGI server, the scheduler, workers, the bare
+`alembic` command) stops on an unusable configuration before it starts anything. `get_settings`
+turns the failure into one `ConfigurationError`: a message and exit status 1, not a traceback.
+`Settings(_env_file=None)` ignores any `.env` (what tests want: a developer's file must not change
+them)."""
 
 from __future__ import annotations
 
@@ -10,12 +18,34 @@ from functools import lru_cache
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
 ARXIV_CATEGORY = re.compile(r"[a-z-]+(\.[A-Za-z-]+)?")
 # The embedded default, good for a laptop; production mode refuses it.
 INSECURE_SECRET = "paperboy-development-secret-change-me"  # noqa: S105
+
+
+class ConfigurationError(SystemExit):
+    """A configuration Paperboy cannot run with, said in one message. A SystemExit, so that
+    whatever met it (a CLI command, uvicorn loading the app factory, alembic) ends with the
+    message on stderr and status 1 instead of a traceback, before anything was started."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(f"paperboy: {message}")
+        self.message = message
+
+
+class UnsafeForProduction(ValueError):
+    """The production refusal: every problem found, one a line."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__(
+            "refusing to start in production:\n  - "
+            + "\n  - ".join(problems)
+            + "\n(set PAPERBOY_ENVIRONMENT=development to try things out locally)"
+        )
+        self.problems = problems
 
 
 class Settings(BaseSettings):
@@ -173,6 +203,12 @@ class Settings(BaseSettings):
             problems.append("PAPERBOY_MAIL_FROM needs your own domain")
         return problems
 
+    @model_validator(mode="after")
+    def _refuse_unsafe_production(self) -> Settings:
+        if self.environment == "production" and (problems := self.unsafe_for_production()):
+            raise UnsafeForProduction(problems)
+        return self
+
     @property
     def sender_domain(self) -> str:
         address = parseaddr(self.mail_from)[1]
@@ -235,6 +271,31 @@ class Settings(BaseSettings):
         return url
 
 
+def explain(error: ValidationError) -> str:
+    """A failed validation as an operator reads it: the setting's variable name and what is
+    wrong with it, one a line; never the value (it may be a secret)."""
+    refusals = [
+        cause
+        for issue in error.errors()
+        if isinstance(cause := issue.get("ctx", {}).get("error"), UnsafeForProduction)
+    ]
+    if refusals:
+        return str(refusals[0])
+    lines = []
+    for issue in error.errors():
+        cause = issue.get("ctx", {}).get("error")
+        what = str(cause) if isinstance(cause, ValueError) else issue["msg"]
+        name = "PAPERBOY_" + "_".join(str(part) for part in issue["loc"][:1]).upper()
+        lines.append(what if name in what else f"{name}: {what}")
+    return "invalid configuration:\n  - " + "\n  - ".join(lines)
+
+
 @lru_cache
 def get_settings() -> Settings:
-    return Settings()
+    """The process's settings, read once; `ConfigurationError` when they cannot be used."""
+    try:
+        return Settings()
+    except ValidationError as error:
+        raise ConfigurationError(explain(error)) from None
+    except SettingsError as error:
+        raise ConfigurationError(f"invalid configuration: {error}") from None

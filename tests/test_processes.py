@@ -103,7 +103,9 @@ async def test_paperboy_up_newcomer_journey(tmp_path: Path) -> None:
     assert len(list(mailbox.Maildir(maildir, create=False))) == 2
 
 
-@pytest.mark.parametrize("command", [["up"], ["web"], ["worker"], ["scheduler"]])
+@pytest.mark.parametrize(
+    "command", [["up"], ["web"], ["worker"], ["scheduler"], ["migrate"], ["send"]]
+)
 async def test_production_refuses_an_unsafe_configuration(
     tmp_path: Path, command: list[str]
 ) -> None:
@@ -123,6 +125,62 @@ async def test_production_refuses_an_unsafe_configuration(
     assert "PAPERBOY_SECRET_KEY is the development default" in said
     assert "PAPERBOY_BASE_URL points at this machine" in said
     assert not (tmp_path / "var").exists()  # nothing was started or written
+
+
+def uvicorn_factory(port: int) -> list[str]:
+    """The app served the way any ASGI deployment may serve it: uvicorn and the factory."""
+    return [sys.executable, "-m", "uvicorn", "app.web:create_app", "--factory", f"--port={port}"]
+
+
+async def test_the_app_factory_under_uvicorn_refuses_an_unsafe_configuration(
+    tmp_path: Path,
+) -> None:
+    env = CLEAN_ENV | {"PAPERBOY_ENVIRONMENT": "production"}
+    process = await asyncio.create_subprocess_exec(
+        *uvicorn_factory(free_port()),
+        cwd=tmp_path,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, stderr = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 1
+    said = stderr.decode()
+    assert "paperboy: refusing to start in production:\n" in said
+    assert "PAPERBOY_SECRET_KEY is the development default" in said
+    assert "PAPERBOY_BASE_URL points at this machine" in said
+    assert "Traceback" not in said and "Uvicorn running" not in said
+    assert not (tmp_path / "var").exists()
+
+
+async def test_the_app_factory_under_uvicorn_sets_up_logging(tmp_path: Path) -> None:
+    port = free_port()
+    env = CLEAN_ENV | {"PAPERBOY_LOG_FORMAT": "json"}
+    process = await asyncio.create_subprocess_exec(
+        *uvicorn_factory(port),
+        cwd=tmp_path,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+            for _ in range(150):
+                try:
+                    if (await client.get("/healthz")).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                await asyncio.sleep(0.2)
+            else:
+                raise AssertionError("uvicorn never answered")
+    finally:
+        process.send_signal(signal.SIGINT)
+        _, stderr = await asyncio.wait_for(process.communicate(), 30)
+    lines = [json.loads(line) for line in stderr.decode().splitlines()]
+    said = [(line["logger"], line["message"]) for line in lines]
+    assert ("uvicorn.error", "Application startup complete.") in said
+    assert any(logger == "uvicorn.access" and "/healthz" in what for logger, what in said)
 
 
 def test_a_safe_production_configuration_passes() -> None:

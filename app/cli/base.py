@@ -1,5 +1,6 @@
 """The `paperboy` command line's shared parts: the typer application every command module adds
-itself to, the consoles, and the one way a command gets an engine from the settings."""
+itself to, the consoles, and the one way a command gets its settings (checked, with logging set up)
+and an engine from them."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import typer
 from rich.console import Console
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.config import Settings, get_settings
+from app.config import ConfigurationError, Settings, get_settings
 from app.db import create_engine
 from app.logs import configure_logging
 
@@ -48,7 +49,7 @@ def run_async(main: Coroutine[Any, Any, T]) -> T:
 
 
 def run_with_engine(work: Callable[[AsyncEngine, Settings], Awaitable[T]]) -> T:
-    settings = get_settings()
+    settings = checked_settings()
 
     async def main() -> T:
         engine = create_engine(settings.database_url, echo=settings.database_echo)
@@ -67,13 +68,11 @@ def fail(message: str) -> typer.Exit:
 
 
 def checked_settings() -> Settings:
-    settings = get_settings()
-    problems = settings.unsafe_for_production() if settings.environment == "production" else []
-    if problems:
-        raise fail(
-            "refusing to start in production:\n  - "
-            + "\n  - ".join(problems)
-            + "\n(set PAPERBOY_ENVIRONMENT=development to try things out locally)"
-        )
+    """Every command's settings. Validation (`app.config`) refuses an unusable configuration, and
+    an unsafe one in production, with one message; logging is set up from them."""
+    try:
+        settings = get_settings()
+    except ConfigurationError as error:
+        raise fail(error.message) from None
     configure_logging(settings)
     return settings

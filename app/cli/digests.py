@@ -13,7 +13,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.cli.base import checked_settings, cli, console, fail, output, run_with_engine
+from app.cli.base import cli, console, fail, output, run_with_engine
 from app.config import Settings
 from app.db import create_session_factory
 from app.digests.views import PreviewError, preview_digest_view
@@ -197,7 +197,6 @@ def send_command(
 def worker_command() -> None:
     """Run a delivery worker until stopped (SIGINT/SIGTERM): claims due digests in batches under
     a lease and sends them. Start as many as you like, on any host, against Postgres."""
-    checked_settings()
 
     async def work(engine: AsyncEngine, settings: Settings) -> SendReport:
         stop = asyncio.Event()

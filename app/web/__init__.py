@@ -1,6 +1,11 @@
 """The web app factory: public pages, the admin JSON API under /admin/api with its OpenAPI
 description (/openapi.json, read as a page at /docs), static files, security headers, and error
-answers that suit the caller (an HTML page for people, JSON for the API)."""
+answers that suit the caller (an HTML page for people, JSON for the API).
+
+`create_app()` without settings is how a process serves the app (`paperboy web`, or any ASGI server
+given the factory: `uvicorn app.web:create_app --factory`): it reads the settings, so an unusable or
+(in production) unsafe configuration stops the server before it binds, with one message, and it
+sets up logging. Given settings (`paperboy up`, tests), it leaves both to the caller."""
 
 from __future__ import annotations
 
@@ -17,6 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.config import Settings, get_settings
 from app.db import create_engine, create_session_factory
+from app.logs import configure_logging
 from app.mail.message import Mailer
 from app.mail.transports import open_transport
 from app.metrics import render_metrics
@@ -31,7 +37,9 @@ MAIL_DRAIN_SECONDS = 10.0  # at shutdown, how long signup mails still being sent
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    settings = settings or get_settings()
+    if settings is None:
+        settings = get_settings()
+        configure_logging(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
