@@ -1,9 +1,11 @@
 """The digest as a mail: renders digest views (`app.digests.views`) with Jinja (autoescaped HTML
 whose CSS `app.mail.templates` inlined into the templates, and plain text), and builds the
 RFC 5322 message with every header a mailbox provider expects (List-Unsubscribe one-click,
-List-Id, Message-ID on our own domain), optionally DKIM-signed. Nothing from a paper reaches a
-header; subscriber topics do, and only after control characters are stripped and the text is
-RFC 2047-encoded by the email package."""
+List-Id, Message-ID on our own domain), optionally DKIM-signed. The message is written by hand,
+not with the email package (see `Mailer.message`). Nothing from a paper reaches a header;
+subscriber topics do, in the Subject, only after control characters are stripped, and
+`encoded_header` below RFC 2047-encodes a non-ASCII Subject itself (base64 encoded-words of whole
+characters). Only the From display name is encoded by the email package (`formataddr`)."""
 
 from __future__ import annotations
 
