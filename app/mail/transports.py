@@ -218,7 +218,12 @@ async def _transaction(
     """MAIL, RCPT and DATA for one recipient. Not `sendmail`: it parses both addresses with the
     email package and runs two regular expressions over the whole message, together a third of
     the sender's time for a 30 kB digest. Our addresses are bare (validated at signup) and our
-    messages are CRLF lines already, so SIZE is the length and the wire form is one replace."""
+    messages are CRLF lines already, so SIZE is the length and the wire form is one replace.
+
+    The data goes through aiosmtplib's protocol (`write`, `read_response`), not its public API
+    (`SMTP.data` runs the same two regular expressions): pyproject.toml pins aiosmtplib to the
+    minor version this was written against, and tests/test_library_pins.py checks those members
+    and fails on any other version."""
     if UNSENDABLE_ADDRESS.search(sender) or UNSENDABLE_ADDRESS.search(recipient):
         return Delivery(Verdict.REFUSED, "553 the address cannot be written in an SMTP command")
     options = [b"SIZE=%d" % len(data)] if client.supports_extension("size") else []

@@ -52,7 +52,11 @@ class LinkSerializer(URLSafeTimedSerializer):
 
     - A payload of a public id and a version never shrinks under zlib, so the attempt to
       compress it, a fifth of the signing time, is skipped.
-    - The signer for the serializer's own salt is built once, not once per token."""
+    - The signer for the serializer's own salt is built once, not once per token.
+
+    Both override itsdangerous internals (`dump_payload` skips the URL-safe mixin's, `dumps`
+    must ask `make_signer(None)` for the own signer): pyproject.toml pins itsdangerous to the
+    minor version this was written against, and tests/test_library_pins.py checks them."""
 
     def dump_payload(self, obj: Any) -> bytes:
         return base64_encode(Serializer.dump_payload(self, obj))
