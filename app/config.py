@@ -80,6 +80,12 @@ class Settings(BaseSettings):
     relevance_threshold: float = Field(
         default=0.2, ge=0, le=1, description="Least topic relevance (0-1) a paper needs."
     )
+    embedding_model: str = Field(
+        default="all-MiniLM-L6-v2",
+        max_length=1000,
+        description="Sentence-embedding model for relevance by meaning: the shipped "
+        "all-MiniLM-L6-v2, a model directory, or none (words only).",
+    )
 
     base_url: str = Field(
         default="http://127.0.0.1:8000",

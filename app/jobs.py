@@ -13,7 +13,8 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
-from datetime import UTC, date, datetime
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import select
@@ -176,6 +177,54 @@ async def _ingest_stream(
             await writing
 
 
+@dataclass(slots=True)
+class EmbedReport:
+    model: str | None = None  # None: the semantic layer is off
+    embedded: int = 0
+    seconds: float = 0.0
+
+
+async def embed_job(
+    *,
+    session_factory: async_sessionmaker[AsyncSession],
+    settings: Settings,
+    now: datetime | None = None,
+) -> EmbedReport:
+    """Embed the papers that can still enter a digest (first seen within the compose window) and
+    have no vector under the configured model yet, newest first, a chunk per commit. Idempotent;
+    a model change embeds them again under the new model's name."""
+    from app.ranking.semantic import (
+        EMBED_CHUNK,
+        embedding_model,
+        papers_to_embed,
+        store_paper_vectors,
+    )
+
+    report = EmbedReport()
+    encoder = embedding_model(settings.embedding_model)
+    if encoder is None:
+        return report
+    report.model = encoder.name
+    started = time.perf_counter()
+    since = (now or datetime.now(UTC)) - timedelta(days=settings.compose_window_days)
+    while True:
+        async with session_factory() as session:
+            chunk = await papers_to_embed(
+                session=session, model=encoder.name, since=since, limit=EMBED_CHUNK
+            )
+            if not chunk:
+                break
+            # In a thread: encoding a chunk takes seconds, and the event loop serves meanwhile.
+            vectors = await asyncio.to_thread(encoder.encode, [text for _, text in chunk])
+            await store_paper_vectors(
+                [paper_id for paper_id, _ in chunk], vectors, session=session, model=encoder.name
+            )
+            await session.commit()
+        report.embedded += len(chunk)
+    report.seconds = time.perf_counter() - started
+    return report
+
+
 async def compose_job(
     *,
     session_factory: async_sessionmaker[AsyncSession],
@@ -191,6 +240,8 @@ async def compose_job(
     from app.digests.plan import plan_digests
 
     moment = now or datetime.now(UTC)
+    # Papers ingested since the last embed get their vectors first, whoever ingested them.
+    await embed_job(session_factory=session_factory, settings=settings, now=moment)
     async with session_factory() as session:
         report = await plan_digests(
             session=session,
@@ -198,6 +249,7 @@ async def compose_job(
             settings=settings,
             on_date=on_date,
         )
+        await session.commit()  # the vectors of topics met for the first time, now cached
         writers = COMPOSE_WRITERS if is_postgres(session) else 1
     composition = report.composition
     if dry_run or composition is None:

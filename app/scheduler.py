@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.config import Settings
 from app.ingest.scheduled import scheduled_sources
 from app.ingest.upsert import IngestReport
-from app.jobs import compose_job, ingest_job, send_job
+from app.jobs import compose_job, embed_job, ingest_job, send_job
 from app.mail.outcomes import SendReport
 
 if TYPE_CHECKING:
@@ -57,6 +57,13 @@ async def run_ingest(
                 report.rejected,
             )
         reports.append(report)
+    try:  # the new papers' vectors, so that the next compose need not wait for them
+        embedded = await embed_job(session_factory=session_factory, settings=settings)
+    except Exception:  # relevance by words still works without them
+        logger.exception("embedding the new papers failed")
+    else:
+        if embedded.embedded:
+            logger.info("embedded %d papers with %s", embedded.embedded, embedded.model)
     return reports
 
 

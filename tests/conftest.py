@@ -19,6 +19,11 @@ from app.config import Settings
 from app.db import Base, create_engine, create_session_factory, migrate
 
 DATA = Path(__file__).parent / "data"
+# The suite ranks by words unless a test asks for meaning (tests/test_semantic.py and the
+# newcomer's journey): embedding the sample takes seconds that most tests have no use for.
+# Set for the processes tests start, too.
+WORDS_ONLY = "none"
+os.environ["PAPERBOY_EMBEDDING_MODEL"] = WORDS_ONLY
 SAMPLE_PAGE = Path(__file__).parent.parent / "app" / "sample" / "trending-papers-page.txt"
 TEST_DATABASE_URL = os.environ.get("PAPERBOY_TEST_DATABASE_URL", "")
 ON_POSTGRES = TEST_DATABASE_URL.startswith("postgresql")
@@ -110,7 +115,12 @@ async def session(
 
 @pytest.fixture
 def settings(database_url: str) -> Settings:
-    return Settings(database_url=database_url, ingest_batch_size=100, http_retries=2)
+    return Settings(
+        database_url=database_url,
+        ingest_batch_size=100,
+        http_retries=2,
+        embedding_model=WORDS_ONLY,
+    )
 
 
 @pytest.fixture

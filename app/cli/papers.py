@@ -1,4 +1,5 @@
-"""Commands over papers: `migrate`, `ingest` and `eval` (ranking quality on judged topics)."""
+"""Commands over papers: `migrate`, `ingest`, `embed` (vectors for relevance by meaning) and `eval`
+(ranking quality on judged topics)."""
 
 from __future__ import annotations
 
@@ -11,12 +12,12 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColu
 from rich.table import Table
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.cli.base import cli, console, output, run_with_engine
+from app.cli.base import checked_settings, cli, console, output, run_with_engine
 from app.config import Settings
 from app.db import create_session_factory, current_revision, migrate
 from app.ingest.sources import FORMATS, SourceError
 from app.ingest.upsert import IngestReport
-from app.jobs import ingest_job
+from app.jobs import EmbedReport, embed_job, ingest_job
 
 if TYPE_CHECKING:
     from app.ranking.evaluation import JudgedPaper
@@ -116,17 +117,53 @@ def ingest_command(
         raise typer.Exit(code=1)
 
 
+@cli.command("embed")
+def embed_command() -> None:
+    """Embed the papers that can still enter a digest (first seen within the compose window) with
+    the configured sentence-embedding model, for relevance by meaning. Compose does this itself
+    first; run it after a large ingest to spread the work."""
+
+    async def work(engine: AsyncEngine, settings: Settings) -> EmbedReport:
+        return await embed_job(session_factory=create_session_factory(engine), settings=settings)
+
+    report = run_with_engine(work)
+    if report.model is None:
+        output.print("The semantic layer is off (PAPERBOY_EMBEDDING_MODEL=none): nothing to embed.")
+        return
+    noun = "paper" if report.embedded == 1 else "papers"
+    output.print(
+        f"Embedded {report.embedded} {noun} with {report.model} in {report.seconds:.1f} s."
+    )
+
+
 @cli.command("eval")
 def eval_command(
-    topics_file: Annotated[
-        Path, typer.Option("--topics", help="TSV: topic_id<TAB>topic text.", exists=True)
-    ],
-    qrels_file: Annotated[
-        Path,
+    topics_files: Annotated[
+        list[Path],
         typer.Option(
-            "--qrels", help="TSV: topic_id<TAB>paper title or arXiv id<TAB>grade 0-2.", exists=True
+            "--topics",
+            help="TSV: topic_id<TAB>topic text. Repeat for several groups (e.g. jargon, plain "
+            "language): each file is a group, named by the file.",
+            exists=True,
         ),
     ],
+    qrels_files: Annotated[
+        list[Path],
+        typer.Option(
+            "--qrels",
+            help="TSV: topic_id<TAB>paper title or arXiv id<TAB>grade 0-2; one per --topics, "
+            "in order.",
+            exists=True,
+        ),
+    ],
+    holdout_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--holdout",
+            help="TSV: topic_id<TAB>tune|holdout; means are also given per part.",
+            exists=True,
+        ),
+    ] = None,
     corpus: Annotated[
         str | None,
         typer.Option(help="Rank the papers of this source instead of the database's."),
@@ -134,21 +171,31 @@ def eval_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for machines.")] = False,
     k: Annotated[int, typer.Option(help="Cut-off rank of nDCG.")] = 10,
 ) -> None:
-    """Measure ranking quality: nDCG@k per judged topic and the mean, with the production
-    relevance function."""
+    """Measure ranking quality: nDCG@k per judged topic and the means per group (and per tune /
+    held-out part), by words alone, by meaning alone and fused, as compose ranks. Topics with no
+    relevant paper are listed but left out of the means."""
     # Imported here: the ranking stack takes a second to load and only this command needs it.
     from app.ranking.evaluation import (
         EvaluationError,
         evaluate,
         load_judged_papers,
+        read_holdout,
         read_judged_papers,
         read_qrels,
         read_topics,
+        signal_rankers,
     )
+    from app.ranking.semantic import embedding_model
 
+    if len(topics_files) != len(qrels_files):
+        console.print("[bold red]error:[/] give one --qrels file for each --topics file")
+        raise typer.Exit(code=1)
     try:
-        topics = read_topics(topics_file)
-        qrels = read_qrels(qrels_file, topics)
+        groups = []
+        for topics_file, qrels_file in zip(topics_files, qrels_files, strict=True):
+            topics = read_topics(topics_file)
+            groups.append((topics_file.stem, topics, read_qrels(qrels_file, topics)))
+        split = read_holdout(holdout_file) if holdout_file else {}
     except EvaluationError as error:
         console.print(f"[bold red]error:[/] {error}")
         raise typer.Exit(code=1) from error
@@ -165,22 +212,71 @@ def eval_command(
     if not papers:
         console.print("[bold red]error:[/] the corpus is empty: ingest papers or pass --corpus")
         raise typer.Exit(code=1)
-    results = evaluate(papers, topics, qrels, k=k)
-    mean = sum(r.ndcg for r in results) / len(results) if results else 0.0
+    settings = checked_settings()
+    encoder = embedding_model(settings.embedding_model)
+    rankers = (
+        signal_rankers(papers, encoder, threshold=settings.relevance_threshold)
+        if encoder is not None
+        else {"lexical": None}
+    )
+    rows = []  # (group, topic id, topic, judged, part, {signal: nDCG})
+    for group, topics, qrels in groups:
+        by_signal = {
+            signal: evaluate(papers, topics, qrels, ranker=ranker, k=k)
+            for signal, ranker in rankers.items()
+        }
+        for position, result in enumerate(next(iter(by_signal.values()))):
+            scores = {signal: results[position].ndcg for signal, results in by_signal.items()}
+            part = split.get(result.topic_id, "")
+            rows.append((group, result.topic_id, result.topic, result.judged, part, scores))
+    signals = list(rankers)
+
+    def mean(selected: list[dict[str, float]], signal: str) -> float:
+        return sum(s[signal] for s in selected) / len(selected) if selected else 0.0
+
+    summaries = []  # (label, count, {signal: mean})
+    for group, _, _ in groups:
+        for part in ("", "tune", "holdout") if split else ("",):
+            # A topic with no relevant paper has no nDCG to speak of: it is listed, not averaged.
+            selected = [r[5] for r in rows if r[0] == group and r[3] and (not part or r[4] == part)]
+            label = group + (f" ({part})" if part else "")
+            summaries.append((label, len(selected), {s: mean(selected, s) for s in signals}))
+    everything = [r[5] for r in rows if r[3]]
+    summaries.append(("all", len(everything), {s: mean(everything, s) for s in signals}))
     if as_json:
         payload = {
             "k": k,
             "papers": len(papers),
-            "mean_ndcg": round(mean, 4),
+            "signals": signals,
+            "mean_ndcg": round(summaries[-1][2][signals[-1]], 4),
+            "means": [
+                {"group": label, "topics": count, **{s: round(v, 4) for s, v in means.items()}}
+                for label, count, means in summaries
+            ],
             "topics": [
-                {"id": r.topic_id, "topic": r.topic, "ndcg": round(r.ndcg, 4), "judged": r.judged}
-                for r in results
+                {
+                    "group": group,
+                    "id": topic_id,
+                    "topic": topic,
+                    "judged": judged,
+                    "part": part or None,
+                    "ndcg": round(scores[signals[-1]], 4),
+                    **{s: round(v, 4) for s, v in scores.items()},
+                }
+                for group, topic_id, topic, judged, part, scores in rows
             ],
         }
         typer.echo(orjson.dumps(payload, option=orjson.OPT_INDENT_2).decode())
         return
-    table = Table("topic", "text", "judged", f"nDCG@{k}", title=f"{len(papers)} papers")
-    for r in results:
-        table.add_row(r.topic_id, r.topic, str(r.judged), f"{r.ndcg:.3f}")
-    table.add_row("mean", "", "", f"{mean:.3f}", style="bold")
+    table = Table("group", "topic", "text", "judged", "part", *(f"{s} nDCG@{k}" for s in signals))
+    table.title = f"{len(papers)} papers"
+    for group, topic_id, topic, judged, part, scores in rows:
+        table.add_row(
+            group, topic_id, topic, str(judged), part, *(f"{scores[s]:.3f}" for s in signals)
+        )
+    for label, count, means in summaries:
+        table.add_row(
+            "mean", label, f"{count} topics", "", "", *(f"{means[s]:.3f}" for s in signals),
+            style="bold",
+        )  # fmt: skip
     output.print(table)

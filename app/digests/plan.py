@@ -21,9 +21,10 @@ from app.digests.candidates import Candidate, load_candidates
 from app.digests.freeze import Explanations, FrozenDigests
 from app.models import Digest, DigestItem, Paper, Subscriber, SubscriberStatus
 from app.pgcopy import jsonb_field, text_field
-from app.ranking.relevance import PaperText, RelevanceIndex
+from app.ranking.relevance import PaperText, RelevanceIndex, TopicScores
 from app.ranking.selection import Picks, Reader
 from app.ranking.selection import select as select_papers
+from app.ranking.semantic import embedding_model, semantic_relevance
 from app.ranking.trend import trend_scores
 from app.subscribers.localtime import as_utc, local_digest_date
 
@@ -150,11 +151,11 @@ async def plan_digests(
     candidates = await load_candidates(session=session, since=window_start, limit=max_candidates)
     report.candidates = len(candidates)
     await _set_history(readers, due.ids, candidates, session=session, window_start=window_start)
-    index = RelevanceIndex([PaperText(c.title, c.abstract) for c in candidates])
     topics = list(topic_row)
+    index, relevance = await score_topics(topics, candidates, session=session, settings=settings)
     picks = select_papers(
         readers,
-        index.score(topics),
+        relevance,
         trend_scores(
             [c.upvotes for c in candidates],
             [c.comments for c in candidates],
@@ -169,6 +170,30 @@ async def plan_digests(
         due=due, picks=picks, candidates=candidates, topics=topics, index=index
     )
     return report
+
+
+async def score_topics(
+    topics: list[str],
+    candidates: list[Candidate],
+    *,
+    session: AsyncSession,
+    settings: Settings,
+) -> tuple[RelevanceIndex, TopicScores]:
+    """Each topic's relevance to each candidate, as compose ranks: by words, and by meaning too
+    unless the semantic layer is off (the topics' vectors are cached on the way)."""
+    index = RelevanceIndex([PaperText(c.title, c.abstract) for c in candidates])
+    relevance = index.score(topics)
+    encoder = embedding_model(settings.embedding_model)
+    if encoder is not None:
+        relevance.matrix = await semantic_relevance(
+            topics,
+            [c.paper_id for c in candidates],
+            relevance.matrix,
+            session=session,
+            encoder=encoder,
+            threshold=settings.relevance_threshold,
+        )
+    return index, relevance
 
 
 async def _set_history(

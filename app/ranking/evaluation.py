@@ -11,13 +11,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+from numpy.typing import NDArray
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.ingest.normalise import normalise_arxiv_id, prepare_batches, title_key
 from app.ingest.sources import RecordError, SourceError, detect_format, parse_source
 from app.models import Paper
-from app.ranking.relevance import PaperText, RelevanceIndex, rank_topic
+from app.ranking.fusion import DEFAULT_WEIGHTS, FusionWeights, fuse
+from app.ranking.relevance import Matrix, PaperText, RelevanceIndex, rank_topic
+from app.ranking.semantic import Encoder, paper_text
 
 Ranker = Callable[[str], list[int]]
 MAX_CORPUS = 100_000
@@ -95,6 +99,52 @@ def ndcg_at(ranked_grades: Sequence[int], all_grades: Sequence[int], k: int = 10
 def production_ranker(papers: Sequence[JudgedPaper]) -> Ranker:
     index = RelevanceIndex([PaperText(p.title, p.abstract) for p in papers])
     return lambda topic: [column for column, _ in rank_topic(index, topic)]
+
+
+SIGNALS = ("lexical", "semantic", "fused")
+
+
+def signal_rankers(
+    papers: Sequence[JudgedPaper],
+    encoder: Encoder,
+    *,
+    threshold: float,
+    weights: FusionWeights = DEFAULT_WEIGHTS,
+) -> dict[str, Ranker]:
+    """Rankers by words alone, by meaning alone, and by the fusion compose uses: side by side,
+    over the same papers (each embedded once here)."""
+    index = RelevanceIndex([PaperText(p.title, p.abstract) for p in papers])
+    vectors = encoder.encode([paper_text(p.title, p.abstract) for p in papers])
+    has_vector = np.ones(len(papers), np.bool_)
+
+    def rows(topic: str) -> tuple[Matrix, Matrix]:
+        return index.score([topic]).matrix, encoder.encode([topic]) @ vectors.T
+
+    def ranked(scores: NDArray[np.float32]) -> list[int]:
+        order = np.argsort(-scores, kind="stable")
+        return [int(i) for i in order if scores[i] > 0]
+
+    def lexical(topic: str) -> list[int]:
+        return ranked(rows(topic)[0][0])
+
+    def semantic(topic: str) -> list[int]:
+        return ranked(rows(topic)[1][0])
+
+    def fused(topic: str) -> list[int]:
+        words, cosine = rows(topic)
+        return ranked(fuse(words, cosine, has_vector, threshold=threshold, weights=weights)[0])
+
+    return {"lexical": lexical, "semantic": semantic, "fused": fused}
+
+
+def read_holdout(path: Path) -> dict[str, str]:
+    """Which topics tune the fusion's weights and which are held out: topic_id<TAB>tune|holdout."""
+    split: dict[str, str] = {}
+    for number, (topic_id, part) in _rows(path, 2):
+        if part not in ("tune", "holdout"):
+            raise EvaluationError(f"{path.name}:{number}: expected tune or holdout, not {part!r}")
+        split[topic_id] = part
+    return split
 
 
 def evaluate(
