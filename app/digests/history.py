@@ -73,3 +73,13 @@ async def sent_digest_id(
             Digest.status != DigestStatus.SKIPPED,
         )
     )
+
+
+async def latest_digest(subscriber_id: int, *, session: AsyncSession) -> Digest | None:
+    """The subscriber's most recent digest (a skipped one included)."""
+    return await session.scalar(
+        select(Digest)
+        .where(Digest.subscriber_id == subscriber_id)
+        .order_by(Digest.digest_date.desc())
+        .limit(1)
+    )

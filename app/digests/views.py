@@ -203,9 +203,16 @@ def _digest_view(
         timezone=subscriber.timezone,
         public_id=subscriber.public_id,
         token_version=subscriber.token_version,
-        topics=list(subscriber.topics or []),
+        topics=contributing_topics(subscriber.topics or [], papers),
         papers=papers,
     )
+
+
+def contributing_topics(topics: Sequence[str], papers: Sequence[PaperView]) -> list[str]:
+    """The reader's topics that brought papers into this digest, in the reader's order: the
+    intro names these only, not a topic that matched nothing today."""
+    matched = {paper.matched_topic for paper in papers}
+    return [topic for topic in topics if topic in matched]
 
 
 class DigestViewLoader:

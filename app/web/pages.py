@@ -219,7 +219,7 @@ async def confirm_page(
     if subscriber.status in (SubscriberStatus.UNSUBSCRIBED, SubscriberStatus.BOUNCED):
         return link_problem(request, TokenError("This confirmation link is no longer valid."))
     confirm(subscriber, now=datetime.now(UTC), client_ip=client_ip)
-    return confirmed_page(request, state, subscriber)
+    return await confirmed_page(request, state, session, subscriber)
 
 
 @router.get("/healthz", response_class=PlainTextResponse)

@@ -4,6 +4,7 @@ that does not work."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import Form, Request
@@ -12,6 +13,7 @@ from fastapi.templating import Jinja2Templates
 from jinja2 import Environment, FileSystemLoader
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.digests.topic_coverage import topic_coverage
 from app.mail.message import TEMPLATES_DIR
 from app.models import DEFAULT_TIMEZONE, DIGEST_SIZE, SEND_HOUR, TRENDING_WEIGHT, Subscriber
 from app.subscribers.rules import (
@@ -56,11 +58,30 @@ def link(state: WebState, purpose: Purpose, subscriber: Subscriber, path: str) -
     return f"{state.settings.base_url}/{path}/{token}"
 
 
-def confirmed_page(
-    request: Request, state: WebState, subscriber: Subscriber, *, welcome_back: bool = False
+async def coverage_context(
+    state: WebState, session: AsyncSession, subscriber: Subscriber
+) -> dict[str, Any]:
+    """What each of the reader's topics matched over the compose window (see
+    `app.digests.topic_coverage`)."""
+    coverage = await topic_coverage(
+        list(subscriber.topics or []),
+        session=session,
+        settings=state.settings,
+        now=datetime.now(UTC),
+    )
+    return {"coverage": coverage, "window_days": state.settings.compose_window_days}
+
+
+async def confirmed_page(
+    request: Request,
+    state: WebState,
+    session: AsyncSession,
+    subscriber: Subscriber,
+    *,
+    welcome_back: bool = False,
 ) -> HTMLResponse:
-    """The page after confirming (or resubscribing): the subscription is on, and where to
-    change it."""
+    """The page after confirming (or resubscribing): the subscription is on, what each topic
+    matches, and where to change it."""
     return page(
         request,
         "confirmed.html",
@@ -68,7 +89,8 @@ def confirmed_page(
             "subscriber": subscriber,
             "preferences_url": link(state, Purpose.PREFERENCES, subscriber, "preferences"),
             "welcome_back": welcome_back,
-        },
+        }
+        | await coverage_context(state, session, subscriber),
     )
 
 

@@ -10,13 +10,14 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from app.digests.history import sent_digest_id
+from app.digests.history import latest_digest, sent_digest_id
 from app.digests.views import PreviewError, load_digest_views, subscriber_preview
 from app.models import (
     DEFAULT_TIMEZONE,
     DIGEST_SIZE,
     SEND_HOUR,
     TRENDING_WEIGHT,
+    DigestStatus,
     Subscriber,
     SubscriberStatus,
 )
@@ -36,6 +37,7 @@ from app.web.rendering import (
     TopicsField,
     TrendingWeightField,
     confirmed_page,
+    coverage_context,
     form_preferences,
     link,
     linked_subscriber,
@@ -79,15 +81,22 @@ async def preferences_page(
 ) -> HTMLResponse:
     subscriber = await linked_subscriber(state, session, Purpose.PREFERENCES, token)
     preview, preview_note = await preview_for(state, session, subscriber)
+    latest = await latest_digest(subscriber.id, session=session)
     return page(
         request,
         "preferences.html",
         preferences_context(state, subscriber, token)
+        | await coverage_context(state, session, subscriber)
         | {
             "saved": saved,
             "preview": preview,
             "preview_note": preview_note,
             "suggestions": await state.suggestions(session),
+            "skipped_day": (
+                latest.digest_date
+                if latest is not None and latest.status is DigestStatus.SKIPPED
+                else None
+            ),
         },
     )
 
@@ -146,7 +155,7 @@ async def resubscribe_now(
 ) -> HTMLResponse:
     subscriber = await linked_subscriber(state, session, Purpose.UNSUBSCRIBE, token)
     resubscribe(subscriber, now=datetime.now(UTC))
-    return confirmed_page(request, state, subscriber, welcome_back=True)
+    return await confirmed_page(request, state, session, subscriber, welcome_back=True)
 
 
 @router.get("/digests/{token}/{digest_date}", response_class=HTMLResponse)
