@@ -290,6 +290,37 @@ async def test_digest_in_the_browser(
     assert (await client.get(f"/digests/{token}/not-a-date")).status_code == 422
 
 
+@pytest.mark.usefixtures("loaded")
+async def test_preferences_tell_what_each_topic_matches_and_why_a_digest_was_not_sent(
+    client: httpx.AsyncClient, web: RunningApp, session_factory: Sessions, settings: Settings
+) -> None:
+    async with session_factory() as session:
+        reader = await add_active_subscriber(
+            "gil@example.org",
+            Preferences(["teaching robots to use their hands", "knitting patterns"]),
+            session=session,
+        )
+        await session.commit()
+    token = make_token(web.settings.secret_key, Purpose.PREFERENCES, reader.public_id, 1)
+    before = (await client.get(f"/preferences/{token}")).text
+    assert "was not sent" not in before
+    assert before.count("matched no paper") == 2 and "close topics that did:" in before
+    # Nothing matched: the day's digest is skipped, and the page says why, once asked.
+    report = await compose_job(
+        session_factory=session_factory, settings=settings, on_date=date(2026, 11, 26)
+    )
+    assert report.skipped == 1
+    after = (await client.get(f"/preferences/{token}")).text
+    assert "Your digest of 2026-11-26 was not sent" in after
+    async with session_factory() as session:
+        reader = await add_active_subscriber(
+            "gil@example.org", Preferences(["mixture of experts"]), session=session
+        )
+        await session.commit()
+    changed = (await client.get(f"/preferences/{token}")).text
+    assert "<strong>mixture of experts</strong>: 1" in changed and "matched no paper" not in changed
+
+
 async def test_hostile_text_is_escaped_and_headers_are_strict(
     client: httpx.AsyncClient, session_factory: Sessions, web: RunningApp
 ) -> None:
