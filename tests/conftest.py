@@ -18,13 +18,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from app.config import Settings
 from app.db import Base, create_engine, create_session_factory, migrate
 
-DATA = Path(__file__).parent / "data"
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT / "tests" / "data"
 # The suite ranks by words unless a test asks for meaning (tests/test_semantic.py and the
 # newcomer's journey): embedding the sample takes seconds that most tests have no use for.
 # Set for the processes tests start, too.
 WORDS_ONLY = "none"
 os.environ["PAPERBOY_EMBEDDING_MODEL"] = WORDS_ONLY
-SAMPLE_PAGE = Path(__file__).parent.parent / "app" / "sample" / "trending-papers-page.txt"
+SAMPLE_PAGE = ROOT / "app" / "sample" / "trending-papers-page.txt"
 TEST_DATABASE_URL = os.environ.get("PAPERBOY_TEST_DATABASE_URL", "")
 ON_POSTGRES = TEST_DATABASE_URL.startswith("postgresql")
 

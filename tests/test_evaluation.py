@@ -21,6 +21,7 @@ from app.ranking.evaluation import (
     read_qrels,
     read_topics,
 )
+from tests.conftest import DATA, SAMPLE_PAGE
 
 # The level lexical ranking reaches on the first ten judged jargon topics (0.917 when this was
 # written); a change that drops below it made ranking worse. The topics judged later are
@@ -36,12 +37,10 @@ FIRST_TOPICS = {
 def judged(
     request: pytest.FixtureRequest,
 ) -> tuple[list[JudgedPaper], dict[str, str], dict[str, dict[str, int]]]:
-    data = Path(__file__).parent / "data"
-    sample = Path(__file__).parent.parent / "app" / "sample" / "trending-papers-page.txt"
-    topics = read_topics(data / "eval-topics.tsv")
-    qrels = read_qrels(data / "eval-qrels.tsv", topics)
+    topics = read_topics(DATA / "eval-topics.tsv")
+    qrels = read_qrels(DATA / "eval-qrels.tsv", topics)
     first = {topic_id: text for topic_id, text in topics.items() if topic_id in FIRST_TOPICS}
-    return read_judged_papers(str(sample)), first, qrels
+    return read_judged_papers(str(SAMPLE_PAGE)), first, qrels
 
 
 def mean(values: list[float]) -> float:

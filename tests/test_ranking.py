@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,14 +13,14 @@ from app.ingest.sources import PAGE, PaperRecord, parse_source
 from app.ranking.relevance import PaperText, RelevanceIndex, TopicScores, rank_topic, terms
 from app.ranking.selection import Picks, Reader, select
 from app.ranking.trend import trend_scores
+from tests.conftest import SAMPLE_PAGE
 
 NOW = datetime(2026, 11, 26, 12, tzinfo=UTC)
 
 
 @pytest.fixture(scope="module")
 def sample() -> tuple[list[PaperRecord], RelevanceIndex]:
-    path = Path(__file__).parent.parent / "app" / "sample" / "trending-papers-page.txt"
-    with path.open("rb") as stream:
+    with SAMPLE_PAGE.open("rb") as stream:
         papers = [r for r in parse_source(stream, PAGE) if isinstance(r, PaperRecord)]
     return papers, RelevanceIndex([PaperText(p.title, p.abstract) for p in papers])
 
