@@ -24,8 +24,8 @@ from app.jobs import ingest_job
 from app.models import Digest, IngestRun, Paper
 from app.scheduler import build_scheduler, run_compose, run_ingest, run_send
 from app.subscribers.rules import Preferences, add_active_subscriber
-from tests.http_server import Route, serve
-from tests.smtp_sink import smtp_sink
+from tests.support.http_server import Route, serve
+from tests.support.smtp_sink import smtp_sink
 
 Sessions = async_sessionmaker[AsyncSession]
 PAPERBOY = str(Path(sys.executable).parent / "paperboy")

@@ -24,7 +24,7 @@ from app.models import Paper, Subscriber, SubscriberStatus
 from app.subscribers.rules import Preferences, add_active_subscriber
 from app.subscribers.tokens import Purpose, make_token
 from app.web.security import SlidingWindowLimiter
-from tests.web_app import RunningApp, link_in, serve_app
+from tests.support.web_app import RunningApp, link_in, serve_app
 
 Sessions = async_sessionmaker[AsyncSession]
 SIGNUP = {

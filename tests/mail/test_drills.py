@@ -25,7 +25,7 @@ from app.jobs import compose_job, ingest_job, send_job
 from app.mail.delivery import IN_FLIGHT_PER_CONNECTION
 from app.models import Digest, DigestStatus, Paper, Subscriber, SubscriberStatus
 from tests.conftest import requires_postgres
-from tests.smtp_sink import SinkHandler, smtp_sink
+from tests.support.smtp_sink import SinkHandler, smtp_sink
 
 pytestmark = requires_postgres
 

@@ -21,8 +21,8 @@ from app.config import Settings
 from app.jobs import compose_job, ingest_job
 from app.models import Digest, Subscriber
 from app.subscribers.rules import Preferences, add_active_subscriber
-from tests.http_server import Route, serve
-from tests.web_app import ADMIN_TOKEN, RunningApp, serve_app
+from tests.support.http_server import Route, serve
+from tests.support.web_app import ADMIN_TOKEN, RunningApp, serve_app
 
 Sessions = async_sessionmaker[AsyncSession]
 AUTH = {"authorization": f"Bearer {ADMIN_TOKEN}"}

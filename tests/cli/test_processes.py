@@ -22,8 +22,8 @@ import pytest
 
 from app.config import Settings
 from app.logs import JsonLines, configure_logging
-from tests.smtp_sink import free_port
-from tests.web_app import serve_app
+from tests.support.smtp_sink import free_port
+from tests.support.web_app import serve_app
 
 PAPERBOY = str(Path(sys.executable).parent / "paperboy")
 CLEAN_ENV = {k: v for k, v in os.environ.items() if not k.startswith("PAPERBOY_")}

@@ -35,7 +35,7 @@ from app.mail.transports import SmtpTransport, Verdict, parse_smtp_url
 from app.models import Digest, DigestStatus, Subscriber, SubscriberStatus
 from app.subscribers.rules import Preferences, add_active_subscriber
 from tests.conftest import requires_postgres
-from tests.smtp_sink import SinkHandler, smtp_sink
+from tests.support.smtp_sink import SinkHandler, smtp_sink
 
 Sessions = async_sessionmaker[AsyncSession]
 # A day no time zone has finished yet, whenever the tests run: retries stay within it.

@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.config import Settings
 from app.jobs import ingest_job
-from tests.http_server import Route, serve
+from tests.support.http_server import Route, serve
 
 Sessions = async_sessionmaker[AsyncSession]
 

@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from app.config import Settings
 from app.jobs import ingest_job
 from app.models import Subscriber, SubscriberStatus
-from tests.web_app import link_in, serve_app
+from tests.support.web_app import link_in, serve_app
 
 Sessions = async_sessionmaker[AsyncSession]
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"

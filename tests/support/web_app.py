@@ -16,7 +16,7 @@ import uvicorn
 
 from app.config import Settings
 from app.web import create_app
-from tests.smtp_sink import SinkHandler, free_port, smtp_sink
+from tests.support.smtp_sink import SinkHandler, free_port, smtp_sink
 
 ADMIN_TOKEN = "test-admin-token-0123456789"
 

@@ -17,7 +17,7 @@ from schemathesis.core.result import Ok
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.config import Settings
-from tests.web_app import ADMIN_TOKEN, RunningApp, serve_app
+from tests.support.web_app import ADMIN_TOKEN, RunningApp, serve_app
 
 EXAMPLES_PER_OPERATION = 30
 # Operations that act outside the API's own data: fetching arbitrary sources is exercised by
