@@ -71,6 +71,18 @@ async def download(
     url: str, *, read_timeout: float, retries: int, max_retry_after: float
 ) -> IO[bytes]:
     spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)  # noqa: SIM115 (returned open)
+    try:
+        return await _download_into(
+            spool, url, read_timeout=read_timeout, retries=retries, max_retry_after=max_retry_after
+        )
+    except BaseException:
+        spool.close()  # a download that fails leaves no open file behind
+        raise
+
+
+async def _download_into(
+    spool: IO[bytes], url: str, *, read_timeout: float, retries: int, max_retry_after: float
+) -> IO[bytes]:
     headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "gzip"}
     async with httpx.AsyncClient(
         timeout=read_timeout, follow_redirects=True, headers=headers
