@@ -1,6 +1,7 @@
 """A real SMTP server for tests (aiosmtpd in a background thread): records every message it
 accepts, and can be told to answer a recipient with given codes (421, 451, 550 ...) in turn, to
-drop a share of connections, or to take its time over each message."""
+drop a share of connections, or to take its time over each message. A test waits for messages
+to arrive (`wait_for_received`, `wait_for_message`): woken by each arrival, never polling."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import random
 import socket
 import threading
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from email.message import EmailMessage
@@ -39,6 +40,7 @@ class SinkHandler:
 
     def __post_init__(self) -> None:
         self.random = random.Random(self.seed)
+        self.arrived = threading.Condition(self.lock)  # notified on every accepted message
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         recipient = envelope.rcpt_tos[0]
@@ -53,6 +55,7 @@ class SinkHandler:
             if code == 250:
                 self.received.append((recipient, envelope.original_content))
                 self.mail_options.append(list(envelope.mail_options))
+                self.arrived.notify_all()
         if code == 0:
             server.transport.abort()  # the connection is lost before any reply
             return "451 4.4.2 Connection lost"
@@ -61,6 +64,29 @@ class SinkHandler:
         if code == 250:
             return "250 2.0.0 OK queued"
         return f"{code} {'5.1.1 No such user' if code >= 500 else '4.2.0 Try again later'}"
+
+    def wait_until(self, condition: Callable[[], bool], timeout: float) -> bool:
+        """Block until `condition` (called holding the lock) holds; False if `timeout` passed
+        first."""
+        with self.arrived:
+            return self.arrived.wait_for(condition, timeout)
+
+    async def wait_for_received(self, count: int, seconds: float) -> bool:
+        """Wait, without blocking the event loop, until `count` messages have been accepted;
+        False if `seconds` passed first."""
+        return await asyncio.to_thread(
+            self.wait_until, lambda: len(self.received) >= count, seconds
+        )
+
+    def wait_for_message(self, recipient: str, count: int, timeout: float) -> EmailMessage:
+        """The `count`th message accepted for `recipient`, once it has arrived."""
+
+        def arrived() -> bool:
+            return sum(rcpt == recipient for rcpt, _ in self.received) >= count
+
+        if not self.wait_until(arrived, timeout):
+            raise AssertionError(f"no mail #{count} for {recipient} within {timeout} s")
+        return self.messages(recipient)[count - 1]
 
     def messages(self, recipient: str | None = None) -> list[EmailMessage]:
         with self.lock:

@@ -182,7 +182,7 @@ async def test_signup_answers_the_same_whatever_the_address_state(
     )
     assert "/preferences/" in link_in(web.wait_for_mail("active@example.org"), "preferences")
     assert web.wait_for_mail("left@example.org")["Subject"] == "Confirm your Paperboy subscription"
-    await asyncio.sleep(0.3)
+    web.wait_for_queued_mail()
     assert web.sink.messages("gone@example.org") == []  # a bounced address gets no mail
     still = await subscriber(session_factory, "active@example.org")
     assert still.status is SubscriberStatus.ACTIVE and still.topics == ["x"]
@@ -201,7 +201,7 @@ async def test_rate_limits_per_address_and_per_client(
             again = await client.post("/subscribe", data=SIGNUP)
             assert again.status_code == 429
             web.wait_for_mail("ada@example.org")
-            await asyncio.sleep(0.3)
+            web.wait_for_queued_mail()
             assert len(web.sink.messages("ada@example.org")) == 1  # no second mail
             third = await client.post("/subscribe", data={**SIGNUP, "email": "cy@example.org"})
             assert third.status_code == 200
@@ -226,7 +226,7 @@ async def test_honeypot_and_bad_input_store_nothing(
     assert out_of_range.status_code == 422 and "send_hour" in out_of_range.text
     async with session_factory() as session:
         assert (await session.scalars(select(Subscriber))).all() == []
-    await asyncio.sleep(0.2)
+    web.wait_for_queued_mail()
     assert web.sink.received == []
 
 
