@@ -35,6 +35,7 @@ from app.mail.transports import SmtpTransport, Verdict, parse_smtp_url
 from app.models import Digest, DigestStatus, Subscriber, SubscriberStatus
 from app.subscribers.rules import Preferences, add_active_subscriber
 from tests.conftest import requires_postgres
+from tests.support.queue import wait_until_retries_are_due
 from tests.support.smtp_sink import SinkHandler, smtp_sink
 
 Sessions = async_sessionmaker[AsyncSession]
@@ -98,7 +99,7 @@ async def send_until_done(sessions: Sessions, settings: Settings, rounds: int = 
         left = await statuses(sessions)
         if not left.get("retry") and not left.get("queued") and not left.get("sending"):
             return total
-        await asyncio.sleep(0.05)
+        await wait_until_retries_are_due(sessions)
     raise AssertionError(f"still not done: {await statuses(sessions)}")
 
 
@@ -353,9 +354,7 @@ async def test_a_worker_killed_mid_batch_loses_nothing(
         worker = await asyncio.create_subprocess_exec(
             PAPERBOY, "send", env=env, stdout=DEVNULL, stderr=DEVNULL
         )
-        deadline = time.monotonic() + 60
-        while len(sink.received) < 30 and time.monotonic() < deadline:  # noqa: ASYNC110
-            await asyncio.sleep(0.01)
+        await sink.wait_for_received(30, seconds=60)
         worker.send_signal(signal.SIGKILL)
         await asyncio.wait_for(worker.wait(), 10)
         assert len(sink.received) < 120, "the worker finished before it could be killed"
@@ -420,8 +419,7 @@ async def test_outcomes_survive_the_writer_losing_its_connection(
     with smtp_sink(SinkHandler(delay=0.01)) as (sink, port):
         config = smtp_settings(settings, port, send_batch_size=20, smtp_concurrency=4)
         sending = asyncio.create_task(send_job(session_factory=session_factory, settings=config))
-        while len(sink.received) < 20:  # noqa: ASYNC110
-            await asyncio.sleep(0.005)
+        assert await sink.wait_for_received(20, seconds=60)
         async with session_factory() as session:  # the server drops the writer's connection
             killed = await session.scalar(
                 text(

@@ -10,7 +10,6 @@ import os
 import random
 import signal
 import sys
-import time
 from collections import Counter
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -25,6 +24,7 @@ from app.jobs import compose_job, ingest_job, send_job
 from app.mail.delivery import IN_FLIGHT_PER_CONNECTION
 from app.models import Digest, DigestStatus, Paper, Subscriber, SubscriberStatus
 from tests.conftest import requires_postgres
+from tests.support.queue import wait_until_retries_are_due
 from tests.support.smtp_sink import SinkHandler, smtp_sink
 
 pytestmark = requires_postgres
@@ -168,9 +168,7 @@ async def test_sigkilled_workers_lose_nothing(
             worker = await asyncio.create_subprocess_exec(
                 PAPERBOY, "worker", env=env, stdout=DEVNULL, stderr=DEVNULL
             )
-            deadline = time.monotonic() + 120
-            while len(sink.received) < target and time.monotonic() < deadline:  # noqa: ASYNC110
-                await asyncio.sleep(0.005)
+            await sink.wait_for_received(target, seconds=120)
             worker.send_signal(signal.SIGKILL)
             await asyncio.wait_for(worker.wait(), 10)
             async with session_factory() as session:  # the dead worker's leases run out
@@ -213,7 +211,7 @@ async def test_flaky_mail_server_gets_everything(
                 )
             if not waiting:
                 break
-            await asyncio.sleep(0.05)
+            await wait_until_retries_are_due(session_factory)
     assert sink.per_recipient() == {address: 1 for address in addresses}
     assert sink.answers[421] + sink.answers[451] + sink.answers[0] > 300
     async with session_factory() as session:
