@@ -41,12 +41,24 @@ def mails(maildir: Path) -> list[tuple[str, str]]:
 
 
 async def wait_for(condition: object, seconds: float, what: str) -> None:
+    """Wait for a file to land in the Maildir: no event announces one, so look every 20 ms."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if callable(condition) and condition():
             return
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(0.02)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+async def lines_until(stream: asyncio.StreamReader, announcement: bytes) -> bytes:
+    """What the process printed up to and including the line that holds `announcement`."""
+    printed = b""
+    while announcement not in printed:
+        line = await stream.readline()
+        if not line:
+            raise AssertionError(f"the process ended before printing {announcement!r}")
+        printed += line
+    return printed
 
 
 async def test_paperboy_up_newcomer_journey(tmp_path: Path) -> None:
@@ -65,15 +77,12 @@ async def test_paperboy_up_newcomer_journey(tmp_path: Path) -> None:
     )
     base = f"http://127.0.0.1:{port}"
     maildir = tmp_path / "var" / "mail"
+    announced = b""
     try:
+        assert process.stdout is not None
+        # Printed once the server listens, after migrating and seeding.
+        announced = await asyncio.wait_for(lines_until(process.stdout, b"Paperboy is up"), 60)
         async with httpx.AsyncClient(base_url=base, timeout=10) as client:
-            for _ in range(150):
-                try:
-                    if (await client.get("/healthz")).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                await asyncio.sleep(0.2)
             front = await client.get("/")
             assert front.status_code == 200 and front.text.count('<li class="paper">') == 20
             signup = await client.post(
@@ -97,7 +106,7 @@ async def test_paperboy_up_newcomer_journey(tmp_path: Path) -> None:
         process.send_signal(signal.SIGINT)
         stdout, stderr = await asyncio.wait_for(process.communicate(), 30)
     assert process.returncode == 0, stderr.decode()[-2000:]
-    printed = stdout.decode()
+    printed = (announced + stdout).decode()
     assert f"Paperboy is up: {base}" in printed
     assert "seeded 185 sample papers" in printed
     assert str(maildir.resolve()) in printed.replace("\n", "")
