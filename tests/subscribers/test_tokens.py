@@ -1,0 +1,95 @@
+"""Link tokens on their own: each opens exactly the subscriber, purpose and version it was made
+for, survives a trip through a URL, and is refused (with the reason a reader is shown) when it
+is forged, damaged, made for another purpose or key, or, for confirmation links only, too old."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from urllib.parse import quote
+
+import pytest
+from itsdangerous import TimestampSigner
+
+from app.subscribers.tokens import (
+    MAX_AGE_SECONDS,
+    LinkSerializer,
+    Purpose,
+    TokenError,
+    make_token,
+    read_token,
+)
+
+SECRET = "token-test-secret-key-0123456789"
+READER = uuid.UUID("3f0c5a1e-8d2b-4c6f-9a7e-1b2c3d4e5f60")
+
+
+def made_at(seconds_ago: float, purpose: Purpose, payload: object) -> str:
+    """A token signed `seconds_ago` seconds ago with the key and salt Paperboy uses."""
+
+    class Earlier(TimestampSigner):
+        def get_timestamp(self) -> int:
+            return int(time.time() - seconds_ago)
+
+    serializer = LinkSerializer(SECRET, salt=f"paperboy.{purpose.value}", signer=Earlier)
+    return str(serializer.dumps(payload))
+
+
+@pytest.mark.parametrize("purpose", list(Purpose))
+def test_a_token_reads_back_as_its_subscriber_and_version(purpose: Purpose) -> None:
+    token = make_token(SECRET, purpose, READER, 4)
+    claims = read_token(SECRET, purpose, token)
+    assert (claims.public_id, claims.token_version) == (READER, 4)
+    assert quote(token, safe="") == token  # nothing to escape in a URL path or query
+
+
+def test_tokens_differ_by_subscriber_version_and_purpose() -> None:
+    tokens = {
+        make_token(SECRET, purpose, public_id, version)
+        for purpose in Purpose
+        for public_id in (READER, uuid.uuid4())
+        for version in (1, 2)
+    }
+    assert len(tokens) == len(Purpose) * 2 * 2
+
+
+def test_a_token_opens_nothing_but_its_own_purpose() -> None:
+    for made_for in Purpose:
+        token = make_token(SECRET, made_for, READER, 1)
+        for used_for in set(Purpose) - {made_for}:
+            with pytest.raises(TokenError, match="not valid") as refused:
+                read_token(SECRET, used_for, token)
+            assert not refused.value.expired
+
+
+def test_forged_and_damaged_tokens_are_refused() -> None:
+    token = make_token(SECRET, Purpose.UNSUBSCRIBE, READER, 1)
+    other_key = make_token("another-secret-key-0123456789", Purpose.UNSUBSCRIBE, READER, 1)
+    flipped = token[:-1] + ("A" if token[-1] != "A" else "B")
+    for bad in (other_key, flipped, token[:-4], token + "x", "", "garbage", "a.b.c"):
+        with pytest.raises(TokenError, match="not valid"):
+            read_token(SECRET, Purpose.UNSUBSCRIBE, bad)
+
+
+def test_a_signed_token_with_a_payload_of_the_wrong_shape_is_refused() -> None:
+    for payload in (["not-a-uuid", 1], [READER.hex], [READER.hex, "two"], {"id": READER.hex}):
+        token = made_at(0, Purpose.PREFERENCES, payload)
+        with pytest.raises(TokenError, match="not valid"):
+            read_token(SECRET, Purpose.PREFERENCES, token)
+
+
+def test_confirmation_links_expire_and_the_others_do_not() -> None:
+    limit = MAX_AGE_SECONDS[Purpose.CONFIRM]
+    assert limit is not None
+    payload = [READER.hex, 1]
+    fresh = made_at(limit - 60, Purpose.CONFIRM, payload)
+    assert read_token(SECRET, Purpose.CONFIRM, fresh).public_id == READER
+    stale = made_at(limit + 60, Purpose.CONFIRM, payload)
+    with pytest.raises(TokenError, match="expired") as refused:
+        read_token(SECRET, Purpose.CONFIRM, stale)
+    assert refused.value.expired
+    # An unsubscribe or preferences link in a mail kept for years still works.
+    five_years = 5 * 365 * 24 * 3600
+    for purpose in (Purpose.UNSUBSCRIBE, Purpose.PREFERENCES, Purpose.DIGEST):
+        old = made_at(five_years, purpose, payload)
+        assert read_token(SECRET, purpose, old).token_version == 1
