@@ -24,6 +24,7 @@ from app.jobs import ingest_job
 from app.models import Digest, IngestRun, Paper
 from app.scheduler import build_scheduler, run_compose, run_ingest, run_send
 from app.subscribers.rules import Preferences, add_active_subscriber
+from tests.conftest import isolated_settings
 from tests.support.http_server import Route, serve
 from tests.support.smtp_sink import smtp_sink
 
@@ -35,7 +36,7 @@ def test_sources_name_today_and_each_arxiv_category() -> None:
     now = datetime(2026, 11, 26, 23, 30, tzinfo=UTC)
     source = "https://huggingface.co/api/daily_papers?date={date}"
     assert expand_source(source, now).endswith("date=2026-11-26")
-    configured = Settings(
+    configured = isolated_settings(
         sources=f"{source}, papers.jsonl", arxiv_categories="cs.LG cs.CL", arxiv_max_results=50
     )
     assert scheduled_sources(configured, now) == [
@@ -47,7 +48,7 @@ def test_sources_name_today_and_each_arxiv_category() -> None:
         "&sortBy=submittedDate&sortOrder=descending&max_results=50",
     ]
     with pytest.raises(ValueError, match="not an arXiv category"):
-        Settings(arxiv_categories="cs.LG; DROP TABLE")
+        isolated_settings(arxiv_categories="cs.LG; DROP TABLE")
 
 
 async def test_jobs_are_scheduled_once_at_a_time(
@@ -75,7 +76,7 @@ async def test_jobs_are_scheduled_once_at_a_time(
         ).get_jobs()
     }
     with pytest.raises(ValueError, match="crontab"):
-        Settings(ingest_cron="every day at noon")
+        isolated_settings(ingest_cron="every day at noon")
 
 
 async def test_a_failing_source_never_stops_the_others(

@@ -22,6 +22,7 @@ import pytest
 
 from app.config import Settings
 from app.logs import JsonLines, configure_logging
+from tests.conftest import isolated_settings
 from tests.support.smtp_sink import free_port
 from tests.support.web_app import serve_app
 
@@ -195,7 +196,7 @@ async def test_the_app_factory_under_uvicorn_sets_up_logging(tmp_path: Path) -> 
 
 
 def test_a_safe_production_configuration_passes() -> None:
-    safe = Settings(
+    safe = isolated_settings(
         environment="production",
         secret_key="x" * 48,
         base_url="https://papers.example.net",
@@ -209,7 +210,7 @@ def test_a_safe_production_configuration_passes() -> None:
 
 
 def test_json_logs(capsys: pytest.CaptureFixture[str]) -> None:
-    configure_logging(Settings(log_format="json"))
+    configure_logging(isolated_settings(log_format="json"))
     try:
         logging.getLogger("paperboy.test").warning("sent %d digests", 3)
         try:
