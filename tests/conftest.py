@@ -14,9 +14,10 @@ Which database a test gets:
   Postgres server at `PAPERBOY_TEST_POSTGRES_URL` (default: `DEFAULT_POSTGRES_URL`, the local
   server) whenever it answers, and are skipped, with the reason, when it does not.
 
-Settings built here ignore a `.env` in the working directory, and the developer's own
-`PAPERBOY_*` variables are removed from the test process (and so from the `paperboy`
-subprocesses the tests start): a developer's configuration never changes what a test checks."""
+Settings built here ignore a `.env` in the working directory, tests run in an empty working
+directory of their own, and the developer's own `PAPERBOY_*` variables are removed from the test
+process: a developer's configuration never changes what a test, or a `paperboy` process it
+starts, checks."""
 
 from __future__ import annotations
 
@@ -200,6 +201,17 @@ class Templates:
     async def close(self) -> None:
         if self.postgres is not None:
             await drop_postgres_database(self.postgres)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def neutral_working_directory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Tests, and the `paperboy` processes they start, run in an empty directory: a `.env` (or
+    ./var) where pytest was started is never read, nor written to."""
+    started_in = Path.cwd()
+    directory = tmp_path_factory.mktemp("cwd")
+    os.chdir(directory)
+    yield directory
+    os.chdir(started_in)
 
 
 @pytest.fixture(scope="session")

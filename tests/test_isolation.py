@@ -1,5 +1,6 @@
 """The tests' own isolation from a developer's configuration: a `.env` in the working directory,
-or their own PAPERBOY_* variables, never change the settings a test runs with."""
+or their own PAPERBOY_* variables, never change the settings a test runs with, nor those of the
+`paperboy` processes tests start."""
 
 from __future__ import annotations
 
@@ -39,3 +40,11 @@ def test_the_developers_paperboy_variables_are_not_in_the_test_process() -> None
     present = {name for name in os.environ if name.startswith("PAPERBOY_")} - TEST_VARIABLES
     assert present == {"PAPERBOY_EMBEDDING_MODEL"}  # set by conftest itself
     assert os.environ["PAPERBOY_EMBEDDING_MODEL"] == WORDS_ONLY
+
+
+def test_tests_run_in_an_empty_directory_of_their_own(
+    request: pytest.FixtureRequest, neutral_working_directory: Path
+) -> None:
+    # What `paperboy` processes started by tests find where they start: no .env, no ./var.
+    assert Path.cwd() == neutral_working_directory != request.config.invocation_params.dir
+    assert not (Path.cwd() / ".env").exists()
