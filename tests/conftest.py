@@ -149,6 +149,9 @@ def postgres_unavailable(server_url: str) -> str | None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # The slowest tests start first (in their shuffled order), so that a parallel run does not
+    # end with one worker still busy with one of them while the other has nothing left to do.
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
     if ON_POSTGRES or not any(item.get_closest_marker("requires_postgres") for item in items):
         return
     problem = postgres_unavailable(POSTGRES_URL)

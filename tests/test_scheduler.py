@@ -143,6 +143,7 @@ async def test_two_schedulers_make_no_duplicate_work(
     assert sink.per_recipient() == {address: 1 for address in addresses}
 
 
+@pytest.mark.slow
 async def test_run_one_job_from_the_command_line(database_url: str, engine: object) -> None:
     env = os.environ | {"PAPERBOY_DATABASE_URL": database_url}
     done = subprocess.run(  # noqa: ASYNC221 - a short command, the loop has nothing else to do

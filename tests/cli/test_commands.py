@@ -41,6 +41,7 @@ def paperboy(
     )
 
 
+@pytest.mark.slow
 def test_help_explains_each_command() -> None:
     result = subprocess.run([PAPERBOY, "--help"], capture_output=True, text=True, check=True)
     assert "migrate" in result.stdout and "ingest" in result.stdout
@@ -50,6 +51,7 @@ def test_help_explains_each_command() -> None:
     assert "--format" in ingest_help.stdout and "arxiv-jsonl" in ingest_help.stdout
 
 
+@pytest.mark.slow
 def test_migrate_then_ingest_the_sample_twice(cli_database: str, sample_page: Path) -> None:
     migrated = paperboy(cli_database, "migrate")
     assert migrated.returncode == 0, migrated.stderr
@@ -63,6 +65,7 @@ def test_migrate_then_ingest_the_sample_twice(cli_database: str, sample_page: Pa
     assert "│ inserted     │ 0 " in second.stdout and "│ unchanged    │ 185" in second.stdout
 
 
+@pytest.mark.slow
 def test_stdin_and_several_sources_and_failures(cli_database: str, data: Path) -> None:
     assert paperboy(cli_database, "migrate").returncode == 0
     from_stdin = paperboy(cli_database, "ingest", "-", stdin=(data / "hf-daily.json").read_bytes())

@@ -62,6 +62,7 @@ async def lines_until(stream: asyncio.StreamReader, announcement: bytes) -> byte
     return printed
 
 
+@pytest.mark.slow
 async def test_paperboy_up_newcomer_journey(tmp_path: Path) -> None:
     port = free_port()
     env = CLEAN_ENV | {"PAPERBOY_COMPOSE_INTERVAL_SECONDS": "10", "COLUMNS": "200"}

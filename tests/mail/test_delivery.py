@@ -338,6 +338,7 @@ async def test_two_workers_on_postgres_send_each_digest_exactly_once(
     assert sink.per_recipient() == {address: 1 for address in addresses}
 
 
+@pytest.mark.slow
 async def test_a_worker_killed_mid_batch_loses_nothing(
     session_factory: Sessions, settings: Settings, sample_page: Path, database_url: str
 ) -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 from subprocess import DEVNULL
 from zoneinfo import ZoneInfo
 
+import pytest
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -27,7 +28,7 @@ from tests.conftest import requires_postgres
 from tests.support.queue import wait_until_retries_are_due
 from tests.support.smtp_sink import SinkHandler, smtp_sink
 
-pytestmark = requires_postgres
+pytestmark = [requires_postgres, pytest.mark.slow]
 
 Sessions = async_sessionmaker[AsyncSession]
 PAPERBOY = str(Path(sys.executable).parent / "paperboy")

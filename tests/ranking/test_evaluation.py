@@ -107,6 +107,7 @@ def test_qrels_may_name_papers_by_arxiv_id(tmp_path: Path) -> None:
     assert result.ndcg == pytest.approx(1.0)
 
 
+@pytest.mark.slow
 def test_eval_command_prints_json(data: Path, sample_page: Path) -> None:
     result = subprocess.run(
         [

@@ -31,6 +31,7 @@ def web(engine: AsyncEngine, settings: Settings, tmp_path: Path) -> Iterator[Run
         yield running
 
 
+@pytest.mark.slow
 def test_no_operation_answers_5xx(web: RunningApp, sample_page: Path) -> None:
     auth = {"authorization": f"Bearer {ADMIN_TOKEN}"}
     with sample_page.open("rb") as page:
