@@ -65,8 +65,14 @@ def test_a_token_opens_nothing_but_its_own_purpose() -> None:
 def test_forged_and_damaged_tokens_are_refused() -> None:
     token = make_token(SECRET, Purpose.UNSUBSCRIBE, READER, 1)
     other_key = make_token("another-secret-key-0123456789", Purpose.UNSUBSCRIBE, READER, 1)
-    flipped = token[:-1] + ("A" if token[-1] != "A" else "B")
-    for bad in (other_key, flipped, token[:-4], token + "x", "", "garbage", "a.b.c"):
+
+    def changed(position: int) -> str:
+        # Not the last character: its low bits fall outside the signature's bytes.
+        other = "A" if token[position] != "A" else "B"
+        return token[:position] + other + token[position + 1 :]
+
+    in_payload, in_signature = changed(0), changed(len(token) - 5)
+    for bad in (other_key, in_payload, in_signature, token[:-4], token + "x", "", "a.b.c"):
         with pytest.raises(TokenError, match="not valid"):
             read_token(SECRET, Purpose.UNSUBSCRIBE, bad)
 
