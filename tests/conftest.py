@@ -167,12 +167,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 class Templates:
-    """The migrated databases this test process copies, each made on first use."""
+    """The migrated databases this test process copies, each made on first use. On Postgres,
+    creating and dropping a database each wait for a checkpoint: the next test's copy is made,
+    and a finished test's copy dropped, in the background while a test runs."""
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         self.sqlite_file: Path | None = None
         self.postgres: str | None = None  # the template database's URL
+        self.next_copy: asyncio.Task[str] | None = None
+        self.dropping: set[asyncio.Task[None]] = set()
 
     async def sqlite_copy(self, destination: Path) -> str:
         if self.sqlite_file is None:
@@ -197,11 +201,25 @@ class Templates:
             finally:
                 await engine.dispose()  # a template is copied only while nobody is connected
             self.postgres = url
+        ready = self.next_copy or asyncio.create_task(self._copy_template())
+        self.next_copy = asyncio.create_task(self._copy_template())
+        return await ready
+
+    async def _copy_template(self) -> str:
+        assert self.postgres is not None
         return await create_postgres_database(
             POSTGRES_URL, template=make_url(self.postgres).database
         )
 
+    def drop_later(self, database_url: str) -> None:
+        task = asyncio.create_task(drop_postgres_database(database_url))
+        self.dropping.add(task)
+        task.add_done_callback(self.dropping.discard)
+
     async def close(self) -> None:
+        if self.next_copy is not None:
+            self.drop_later(await self.next_copy)
+        await asyncio.gather(*self.dropping)
         if self.postgres is not None:
             await drop_postgres_database(self.postgres)
 
@@ -234,7 +252,7 @@ async def database_url(
         try:
             yield url
         finally:
-            await drop_postgres_database(url)
+            templates.drop_later(url)  # WITH (FORCE): whatever still holds it is cut off
     else:
         yield await templates.sqlite_copy(tmp_path / "paperboy.db")
 
