@@ -31,7 +31,7 @@ from packaging.specifiers import SpecifierSet
 
 from app.mail.transports import _transaction, wire_form
 from app.subscribers.tokens import LinkSerializer
-from tests.smtp_sink import SinkHandler, smtp_sink
+from tests.support.smtp_sink import SinkHandler, smtp_sink
 
 ROOT = Path(__file__).resolve().parent.parent
 
