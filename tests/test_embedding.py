@@ -18,8 +18,9 @@ from app.ranking.embedding import (
     EmbeddingModelError,
     load_embedding_model,
 )
+from tests.conftest import DATA
 
-REFERENCE = Path(__file__).parent / "data" / "embedding-reference.json"
+REFERENCE = DATA / "embedding-reference.json"
 
 CHATBOTS = "making chatbots respond faster"
 SPECULATIVE = (

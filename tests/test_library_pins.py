@@ -17,7 +17,6 @@ import re
 import tomllib
 import uuid
 from importlib.metadata import version
-from pathlib import Path
 
 import aiosmtplib
 import pytest
@@ -31,9 +30,8 @@ from packaging.specifiers import SpecifierSet
 
 from app.mail.transports import _transaction, wire_form
 from app.subscribers.tokens import LinkSerializer
+from tests.conftest import ROOT
 from tests.support.smtp_sink import SinkHandler, smtp_sink
-
-ROOT = Path(__file__).resolve().parent.parent
 
 # What each hand-written path was written and measured against; pyproject.toml pins the same range.
 WRITTEN_AGAINST = {

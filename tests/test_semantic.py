@@ -23,10 +23,9 @@ from app.ranking.embedding import DEFAULT_MODEL
 from app.ranking.evaluation import read_judged_papers
 from app.ranking.semantic import embedding_model, paper_text, store_paper_vectors, topic_vectors
 from app.subscribers.rules import Preferences, add_active_subscriber
-from tests.conftest import SAMPLE_PAGE
+from tests.conftest import DATA, SAMPLE_PAGE
 
 Sessions = async_sessionmaker[AsyncSession]
-DATA = Path(__file__).parent / "data"
 PLAIN_TOPIC = "making chatbots respond faster"
 
 
