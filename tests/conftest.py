@@ -53,7 +53,7 @@ TEST_VARIABLES = {
 for _name in [n for n in os.environ if n.startswith("PAPERBOY_") and n not in TEST_VARIABLES]:
     del os.environ[_name]
 
-# The suite ranks by words unless a test asks for meaning (tests/test_semantic.py and the
+# The suite ranks by words unless a test asks for meaning (tests/ranking/test_semantic.py and the
 # newcomer's journey): embedding the sample takes seconds that most tests have no use for.
 # Set for the processes tests start, too.
 WORDS_ONLY = "none"
