@@ -84,6 +84,7 @@ async def count(sessions: Sessions, model: type[PaperVector] | type[TopicVector]
         return int(await session.scalar(select(func.count()).select_from(model)) or 0)
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("sample_loaded")
 async def test_papers_are_embedded_once_and_again_under_a_new_model(
     session_factory: Sessions, settings: Settings
@@ -130,6 +131,7 @@ async def test_topic_vectors_are_cached_per_normalised_text(
     assert np.allclose(second[0], first[2]) and await count(session_factory, TopicVector) == 2
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("sample_embedded")
 async def test_a_plain_language_reader_gets_a_full_digest_explained_by_meaning(
     session_factory: Sessions, settings: Settings
