@@ -84,3 +84,14 @@ def test_a_dotenv_file_is_read_only_when_asked_for(environment: pytest.MonkeyPat
         Settings()
     with pytest.raises(ConfigurationError):
         get_settings()
+
+
+def test_an_embedding_model_that_cannot_load_is_refused_at_start(
+    environment: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    environment.setenv("PAPERBOY_EMBEDDING_MODEL", str(tmp_path / "no-such-model"))
+    with pytest.raises(ConfigurationError, match="PAPERBOY_EMBEDDING_MODEL: embedding model"):
+        create_app()
+    get_settings.cache_clear()
+    environment.setenv("PAPERBOY_EMBEDDING_MODEL", "none")
+    create_app()  # words only: nothing to check

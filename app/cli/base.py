@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.config import ConfigurationError, Settings, get_settings
 from app.db import create_engine
 from app.logs import configure_logging
+from app.ranking.embedding import EmbeddingModelError, check_embedding_setting
 
 T = TypeVar("T")
 
@@ -74,5 +75,9 @@ def checked_settings() -> Settings:
         settings = get_settings()
     except ConfigurationError as error:
         raise fail(error.message) from None
+    try:
+        check_embedding_setting(settings.embedding_model)
+    except EmbeddingModelError as error:
+        raise fail(f"PAPERBOY_EMBEDDING_MODEL: {error}") from None
     configure_logging(settings)
     return settings

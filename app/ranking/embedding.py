@@ -272,3 +272,11 @@ def load_embedding_model(name_or_path: str | None) -> EmbeddingModel | None:
     if value.lower() == OFF:
         return None
     return _load_directory(resolve_model_directory(value))
+
+
+def check_embedding_setting(name_or_path: str | None) -> None:
+    """Fail fast on a model setting that names nothing loadable or files that do not match their
+    manifest, before a process starts work (the model itself loads when first needed)."""
+    value = (name_or_path or "").strip()
+    if value.lower() != OFF:
+        verify_model_directory(resolve_model_directory(value))

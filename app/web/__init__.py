@@ -20,12 +20,13 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app.config import Settings, get_settings
+from app.config import ConfigurationError, Settings, get_settings
 from app.db import create_engine, create_session_factory
 from app.logs import configure_logging
 from app.mail.message import Mailer
 from app.mail.transports import open_transport
 from app.metrics import render_metrics
+from app.ranking.embedding import EmbeddingModelError, check_embedding_setting
 from app.subscribers.tokens import TokenError
 from app.web import admin, pages, subscription
 from app.web.deps import WebState
@@ -39,6 +40,10 @@ MAIL_DRAIN_SECONDS = 10.0  # at shutdown, how long signup mails still being sent
 def create_app(settings: Settings | None = None) -> FastAPI:
     if settings is None:
         settings = get_settings()
+        try:
+            check_embedding_setting(settings.embedding_model)
+        except EmbeddingModelError as error:
+            raise ConfigurationError(f"PAPERBOY_EMBEDDING_MODEL: {error}") from None
         configure_logging(settings)
 
     @asynccontextmanager

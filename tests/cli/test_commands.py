@@ -103,3 +103,19 @@ def test_commands_that_never_rank_do_not_load_the_ranking_stack() -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
     )
     assert loaded.stdout.strip() == "[]"
+
+
+def test_a_bad_embedding_model_setting_fails_every_command_at_once(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PAPERBOY_")}
+    env["PAPERBOY_EMBEDDING_MODEL"] = str(tmp_path / "missing-model")
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "paperboy"), "migrate"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env | {"COLUMNS": "200"},
+        timeout=60,
+    )
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "PAPERBOY_EMBEDDING_MODEL" in result.stdout + result.stderr
+    assert not (tmp_path / "var").exists()  # refused before touching anything
