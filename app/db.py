@@ -11,6 +11,7 @@ from typing import Any
 
 import orjson
 from sqlalchemy import JSON, BigInteger, Integer, MetaData, any_, bindparam, event, func
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import (
@@ -42,6 +43,11 @@ class Base(DeclarativeBase):
 
 def is_postgres(session: AsyncSession) -> bool:
     return session.get_bind().dialect.name == "postgresql"
+
+
+def dialect_insert(session: AsyncSession) -> Any:
+    """The session's dialect `insert` (Postgres or SQLite), for `on_conflict_do_nothing`."""
+    return postgresql.insert if is_postgres(session) else sqlite.insert
 
 
 def among(session: AsyncSession, column: Any, ids: Collection[int]) -> Any:

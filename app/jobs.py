@@ -212,10 +212,11 @@ async def embed_job(
             chunk = await papers_to_embed(
                 session=session, model=encoder.name, since=since, limit=EMBED_CHUNK
             )
-            if not chunk:
-                break
-            # In a thread: encoding a chunk takes seconds, and the event loop serves meanwhile.
-            vectors = await asyncio.to_thread(encoder.encode, [text for _, text in chunk])
+        if not chunk:
+            break
+        # In a thread, holding no connection: encoding a chunk takes seconds.
+        vectors = await asyncio.to_thread(encoder.encode, [text for _, text in chunk])
+        async with session_factory() as session:
             await store_paper_vectors(
                 [paper_id for paper_id, _ in chunk], vectors, session=session, model=encoder.name
             )

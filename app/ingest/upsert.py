@@ -27,11 +27,10 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.schema import CreateTable
 
-from app.db import is_postgres
+from app.db import dialect_insert, is_postgres
 from app.ingest.normalise import PAPER_ROW_FIELDS, PaperRow, PreparedBatch, row_tuple_builder
 from app.models import Paper
 
@@ -171,9 +170,8 @@ async def upsert_papers(rows: list[PaperRow], *, session: AsyncSession) -> Upser
     changes |= {name: func.coalesce(paper.c[name], staged[name]) for name in FILL_ONLY}
     changed = or_(*(paper.c[name].is_distinct_from(value) for name, value in changes.items()))
     refresh = update(paper).where(changed).values(**changes, updated_at=now)
-    dialect_insert = postgresql.insert if is_postgres(session) else sqlite.insert
     inserted = await session.execute(
-        dialect_insert(paper)
+        dialect_insert(session)(paper)
         .from_select(
             [*ROW_COLUMNS, "first_seen_at", "updated_at"],
             select(

@@ -14,11 +14,10 @@ from typing import Protocol
 
 import numpy as np
 from numpy.typing import NDArray
-from sqlalchemy import Executable, exists, select
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import exists, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db import is_postgres
+from app.db import dialect_insert
 from app.models import Paper, PaperVector, TopicVector
 from app.ranking.fusion import fuse
 from app.ranking.relevance import SCORE_SLICE, Matrix
@@ -60,15 +59,6 @@ def _as_bytes(vector: NDArray[np.float32]) -> bytes:
     return np.ascontiguousarray(vector, dtype=np.float32).tobytes()
 
 
-def _insert_ignoring_existing(
-    session: AsyncSession, model: type[PaperVector] | type[TopicVector]
-) -> Executable:
-    """An insert that leaves rows already there (a concurrent compose or embed stored them)."""
-    if is_postgres(session):
-        return postgresql.insert(model).on_conflict_do_nothing()
-    return sqlite.insert(model).on_conflict_do_nothing()
-
-
 async def papers_to_embed(
     *, session: AsyncSession, model: str, since: datetime, limit: int
 ) -> list[tuple[int, str]]:
@@ -89,7 +79,7 @@ async def store_paper_vectors(
     if not paper_ids:
         return
     await session.execute(
-        _insert_ignoring_existing(session, PaperVector),
+        dialect_insert(session)(PaperVector).on_conflict_do_nothing(),
         [
             {"paper_id": paper_id, "model": model, "vector": _as_bytes(vector)}
             for paper_id, vector in zip(paper_ids, vectors, strict=True)
@@ -147,7 +137,7 @@ async def topic_vectors(
         encoded = encoder.encode(missing)
         known.update(zip(missing, encoded, strict=True))
         await session.execute(
-            _insert_ignoring_existing(session, TopicVector),
+            dialect_insert(session)(TopicVector).on_conflict_do_nothing(),
             [
                 {"topic": key, "model": encoder.name, "vector": _as_bytes(vector)}
                 for key, vector in zip(missing, encoded, strict=True)
