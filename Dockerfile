@@ -19,6 +19,8 @@ ENV PATH=/opt/paperboy/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PAPERBOY_LOG_FORMAT=json
 RUN useradd --system --uid 10001 --home-dir /srv/paperboy --create-home paperboy
+# Models fetched by Hugging Face id; a named volume mounted here inherits the owner.
+RUN install -d -o paperboy -g paperboy /srv/paperboy/models
 COPY --from=build /opt/paperboy /opt/paperboy
 COPY --from=build /srv/paperboy/src /srv/paperboy/src
 WORKDIR /srv/paperboy

@@ -84,7 +84,18 @@ class Settings(BaseSettings):
         default="all-MiniLM-L6-v2",
         max_length=1000,
         description="Sentence-embedding model for relevance by meaning: the shipped "
-        "all-MiniLM-L6-v2, a model directory, or none (words only).",
+        "all-MiniLM-L6-v2, a model directory, a Hugging Face model id (owner/name, fetched "
+        "once into the model cache), or none (words only).",
+    )
+    model_cache: str = Field(
+        default="~/.cache/paperboy/models",
+        max_length=1000,
+        description="Directory that keeps models fetched by Hugging Face id.",
+    )
+    model_hub_url: str = Field(
+        default="https://huggingface.co",
+        max_length=1000,
+        description="Where Hugging Face model ids are fetched from (a mirror may stand in).",
     )
 
     base_url: str = Field(

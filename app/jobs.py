@@ -201,7 +201,7 @@ async def embed_job(
     )
 
     report = EmbedReport()
-    encoder = embedding_model(settings.embedding_model)
+    encoder = embedding_model(settings)
     if encoder is None:
         return report
     report.model = encoder.name

@@ -133,7 +133,7 @@ async def warm_child(url: str, topics: list[str]) -> None:
     started = time.perf_counter()
     embedded = await embed_job(session_factory=sessions, settings=settings)
     papers_seconds = time.perf_counter() - started
-    encoder = embedding_model(settings.embedding_model)
+    encoder = embedding_model(settings)
     assert encoder is not None
     started = time.perf_counter()
     async with sessions() as session:

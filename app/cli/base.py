@@ -17,6 +17,7 @@ from app.config import ConfigurationError, Settings, get_settings
 from app.db import create_engine
 from app.logs import configure_logging
 from app.ranking.embedding import EmbeddingModelError, check_embedding_setting
+from app.ranking.model_hub import model_hub
 
 T = TypeVar("T")
 
@@ -76,7 +77,7 @@ def checked_settings() -> Settings:
     except ConfigurationError as error:
         raise fail(error.message) from None
     try:
-        check_embedding_setting(settings.embedding_model)
+        check_embedding_setting(settings.embedding_model, model_hub(settings))
     except EmbeddingModelError as error:
         raise fail(f"PAPERBOY_EMBEDDING_MODEL: {error}") from None
     configure_logging(settings)

@@ -213,7 +213,7 @@ def eval_command(
         console.print("[bold red]error:[/] the corpus is empty: ingest papers or pass --corpus")
         raise typer.Exit(code=1)
     settings = checked_settings()
-    encoder = embedding_model(settings.embedding_model)
+    encoder = embedding_model(settings)
     rankers = (
         signal_rankers(papers, encoder, threshold=settings.relevance_threshold)
         if encoder is not None

@@ -183,7 +183,7 @@ async def score_topics(
     unless the semantic layer is off (the topics' vectors are cached on the way)."""
     index = RelevanceIndex([PaperText(c.title, c.abstract) for c in candidates])
     relevance = index.score(topics)
-    encoder = embedding_model(settings.embedding_model)
+    encoder = embedding_model(settings)
     if encoder is not None:
         relevance.matrix = await semantic_relevance(
             topics,

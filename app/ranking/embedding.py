@@ -13,7 +13,6 @@ different model."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 import threading
 from collections.abc import Iterator, Sequence
@@ -25,6 +24,8 @@ from typing import Any
 import numpy as np
 import orjson
 from numpy.typing import NDArray
+
+from app.ranking.model_hub import ModelHub, ModelHubError, fetch_model, file_sha256, is_model_id
 
 SHIPPED_MODELS = Path(__file__).resolve().parent / "models"
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
@@ -74,14 +75,6 @@ class EmbeddingConfig:
         return config
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def verify_model_directory(directory: Path) -> dict[str, Any]:
     """Check every file the manifest lists against its SHA-256 and that the files an encoder needs
     are among them; returns the manifest."""
@@ -100,7 +93,7 @@ def verify_model_directory(directory: Path) -> dict[str, Any]:
         path = directory / name
         if not path.is_file():
             raise EmbeddingModelError(f"{path}: listed in {MANIFEST_FILE} but missing")
-        actual = _sha256(path)
+        actual = file_sha256(path)
         if actual != expected:
             raise EmbeddingModelError(
                 f"{path}: SHA-256 {actual} does not match {expected} recorded in {MANIFEST_FILE};"
@@ -240,9 +233,10 @@ def _load_directory(directory: Path) -> EmbeddingModel:
     return EmbeddingModel(directory)
 
 
-def resolve_model_directory(name_or_path: str) -> Path:
+def resolve_model_directory(name_or_path: str, hub: ModelHub | None = None) -> Path:
     """The directory a setting value names: "" or a shipped model's name (the default is
-    "all-MiniLM-L6-v2") for a model in the package, else a directory of the same layout."""
+    "all-MiniLM-L6-v2") for a model in the package, an existing directory of the same layout, or
+    a Hugging Face model id ("owner/name[@revision]"), fetched into the cache the first time."""
     value = name_or_path.strip()
     shipped = SHIPPED_MODELS / (value or DEFAULT_MODEL)
     if "/" not in value and os.sep not in value and shipped.is_dir():
@@ -255,28 +249,36 @@ def resolve_model_directory(name_or_path: str) -> Path:
                 f" {CONFIG_FILE} and {MANIFEST_FILE}, as scripts/export_embedding_model.py writes)"
             )
         return path.resolve()
+    if is_model_id(value) and not value.startswith((".", "~")):
+        try:
+            return fetch_model(value, hub or ModelHub())
+        except ModelHubError as error:
+            raise EmbeddingModelError(str(error)) from None
     shipped_names = sorted(p.name for p in SHIPPED_MODELS.iterdir() if p.is_dir())
     raise EmbeddingModelError(
         f"embedding model {value!r} is neither a shipped model ({', '.join(shipped_names)}),"
-        f" {OFF!r} (semantic ranking off) nor an existing model directory. Hugging Face model ids"
-        " are not fetched (not available offline): export the model with"
-        " scripts/export_embedding_model.py and set PAPERBOY_EMBEDDING_MODEL to its directory."
+        f" {OFF!r} (semantic ranking off), an existing model directory nor a Hugging Face model"
+        " id (owner/name)"
     )
 
 
-def load_embedding_model(name_or_path: str | None) -> EmbeddingModel | None:
+def load_embedding_model(
+    name_or_path: str | None, hub: ModelHub | None = None
+) -> EmbeddingModel | None:
     """The model a setting names (PAPERBOY_EMBEDDING_MODEL): None for "none" (the semantic layer
-    is off), the shipped default for "" or None, a shipped model by name, or a model directory.
-    Each directory is loaded, checked and given its session once per process."""
+    is off), the shipped default for "" or None, a shipped model by name, a model directory, or a
+    Hugging Face model id (fetched once into `hub`'s cache). Each directory is loaded, checked and
+    given its session once per process."""
     value = (name_or_path or "").strip()
     if value.lower() == OFF:
         return None
-    return _load_directory(resolve_model_directory(value))
+    return _load_directory(resolve_model_directory(value, hub))
 
 
-def check_embedding_setting(name_or_path: str | None) -> None:
+def check_embedding_setting(name_or_path: str | None, hub: ModelHub | None = None) -> None:
     """Fail fast on a model setting that names nothing loadable or files that do not match their
-    manifest, before a process starts work (the model itself loads when first needed)."""
+    manifest, before a process starts work (the model itself loads when first needed). A model id
+    not yet in the cache is fetched here, once."""
     value = (name_or_path or "").strip()
     if value.lower() != OFF:
-        verify_model_directory(resolve_model_directory(value))
+        verify_model_directory(resolve_model_directory(value, hub))

@@ -17,9 +17,11 @@ from numpy.typing import NDArray
 from sqlalchemy import exists, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.config import Settings
 from app.db import dialect_insert
 from app.models import Paper, PaperVector, TopicVector
 from app.ranking.fusion import fuse
+from app.ranking.model_hub import ModelHub, model_hub
 from app.ranking.relevance import SCORE_SLICE, Matrix
 
 EMBED_CHUNK = 256  # papers encoded and stored at a time
@@ -36,13 +38,17 @@ class Encoder(Protocol):
 
 
 @lru_cache(maxsize=4)
-def embedding_model(setting: str) -> Encoder | None:
-    """The model `PAPERBOY_EMBEDDING_MODEL` names, loaded once per process; None when it is
-    `none` (relevance by words only)."""
+def _encoder(setting: str, hub: ModelHub) -> Encoder | None:
     # Imported here: onnxruntime loads only in processes that rank by meaning.
     from app.ranking.embedding import load_embedding_model
 
-    return load_embedding_model(setting)
+    return load_embedding_model(setting, hub)
+
+
+def embedding_model(settings: Settings) -> Encoder | None:
+    """The model `PAPERBOY_EMBEDDING_MODEL` names, loaded once per process; None when it is
+    `none` (relevance by words only)."""
+    return _encoder(settings.embedding_model, model_hub(settings))
 
 
 def topic_key(topic: str) -> str:

@@ -27,6 +27,7 @@ from app.mail.message import Mailer
 from app.mail.transports import open_transport
 from app.metrics import render_metrics
 from app.ranking.embedding import EmbeddingModelError, check_embedding_setting
+from app.ranking.model_hub import model_hub
 from app.subscribers.tokens import TokenError
 from app.web import admin, pages, subscription
 from app.web.deps import WebState
@@ -41,7 +42,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if settings is None:
         settings = get_settings()
         try:
-            check_embedding_setting(settings.embedding_model)
+            check_embedding_setting(settings.embedding_model, model_hub(settings))
         except EmbeddingModelError as error:
             raise ConfigurationError(f"PAPERBOY_EMBEDDING_MODEL: {error}") from None
         configure_logging(settings)

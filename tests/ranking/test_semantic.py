@@ -19,7 +19,7 @@ from app.digests.plan import plan_digests
 from app.digests.topic_coverage import topic_coverage
 from app.jobs import compose_job, embed_job, ingest_job
 from app.models import Digest, DigestItem, Paper, PaperVector, TopicVector
-from app.ranking.embedding import DEFAULT_MODEL
+from app.ranking.embedding import DEFAULT_MODEL, load_embedding_model
 from app.ranking.evaluation import read_judged_papers
 from app.ranking.semantic import embedding_model, paper_text, store_paper_vectors, topic_vectors
 from app.subscribers.rules import Preferences, add_active_subscriber
@@ -45,7 +45,7 @@ async def sample_loaded(session_factory: Sessions, settings: Settings, sample_pa
 def sample_vectors() -> dict[str, np.ndarray]:
     """The sample papers' vectors by title, encoded once for the whole run (the model is the
     same in every test; only the databases differ)."""
-    encoder = embedding_model(DEFAULT_MODEL)
+    encoder = load_embedding_model(DEFAULT_MODEL)
     assert encoder is not None
     papers = read_judged_papers(str(SAMPLE_PAGE))
     vectors = encoder.encode([paper_text(p.title, p.abstract) for p in papers])
@@ -57,7 +57,7 @@ async def sample_embedded(
     sample_loaded: None, session_factory: Sessions, sample_vectors: dict[str, np.ndarray]
 ) -> None:
     """The sample, with each paper's vector stored as the embed job would have stored it."""
-    encoder = embedding_model(DEFAULT_MODEL)
+    encoder = load_embedding_model(DEFAULT_MODEL)
     assert encoder is not None
     async with session_factory() as session:
         rows = (await session.execute(select(Paper.id, Paper.title))).all()
@@ -115,7 +115,7 @@ async def test_no_model_means_no_vectors(session_factory: Sessions, settings: Se
 async def test_topic_vectors_are_cached_per_normalised_text(
     session_factory: Sessions, settings: Settings
 ) -> None:
-    encoder = embedding_model(settings.embedding_model)
+    encoder = embedding_model(settings)
     assert encoder is not None
     async with session_factory() as session:
         first = await topic_vectors(
@@ -187,7 +187,7 @@ async def test_papers_without_a_vector_are_ranked_by_words(
         i.paper_id for i in by_words.plans[0].items
     ]
     # One paper with a vector is enough to be ranked by meaning too, and nothing breaks.
-    encoder = embedding_model(settings.embedding_model)
+    encoder = embedding_model(settings)
     assert encoder is not None
     async with session_factory() as session:
         paper_id, title = (await session.execute(select(Paper.id, Paper.title).limit(1))).one()
