@@ -115,7 +115,6 @@ class EmbeddingModel:
     a model change means re-embedding."""
 
     def __init__(self, directory: Path) -> None:
-        import onnxruntime
         from tokenizers import Tokenizer
 
         self.directory = directory
@@ -129,6 +128,20 @@ class EmbeddingModel:
         tokenizer.enable_truncation(max_length=self.max_length)
         tokenizer.no_padding()  # batches are padded here, to their own longest text
         self._tokenizer = tokenizer
+        # The inference session is made at the first encode: a compose whose topic vectors are
+        # all cached never encodes, and skips onnxruntime's ~100 MB and its start-up.
+        self._session: Any = None
+        self._inputs: tuple[str, ...] = ()
+        self._lock = threading.Lock()  # a session is thread-safe; the tokenizer's state is not
+
+    def _inference_session(self) -> Any:
+        with self._lock:
+            if self._session is None:
+                self._session, self._inputs = self._open_session()
+            return self._session
+
+    def _open_session(self) -> tuple[Any, tuple[str, ...]]:
+        import onnxruntime
 
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = _core_count()
@@ -138,18 +151,17 @@ class EmbeddingModel:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self._session = onnxruntime.InferenceSession(
-            str(directory / "model.onnx"), options, providers=["CPUExecutionProvider"]
+        session = onnxruntime.InferenceSession(
+            str(self.directory / "model.onnx"), options, providers=["CPUExecutionProvider"]
         )
-        session_inputs = {i.name for i in self._session.get_inputs()}
+        session_inputs = {i.name for i in session.get_inputs()}
         unknown = session_inputs - set(self.config.inputs)
         if unknown:
             raise EmbeddingModelError(
-                f"{directory}: model.onnx wants inputs {sorted(unknown)} that {CONFIG_FILE} does"
-                " not declare"
+                f"{self.directory}: model.onnx wants inputs {sorted(unknown)} that {CONFIG_FILE}"
+                " does not declare"
             )
-        self._inputs = tuple(name for name in self.config.inputs if name in session_inputs)
-        self._lock = threading.Lock()  # a session is thread-safe; the tokenizer's state is not
+        return session, tuple(name for name in self.config.inputs if name in session_inputs)
 
     def __repr__(self) -> str:
         return f"EmbeddingModel({self.name!r}, {str(self.directory)!r})"
@@ -174,6 +186,7 @@ class EmbeddingModel:
         out = np.zeros((len(texts), self.dimension), dtype=np.float32)
         if not texts:
             return out
+        session = self._inference_session()
         with self._lock:
             encodings = self._tokenizer.encode_batch(list(texts))
         lengths = [len(encoding.ids) for encoding in encodings]
@@ -189,7 +202,7 @@ class EmbeddingModel:
                 mask[row, :length] = encoding.attention_mask
                 types[row, :length] = encoding.type_ids
             feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
-            hidden = self._session.run(None, {name: feeds[name] for name in self._inputs})[0]
+            hidden = session.run(None, {name: feeds[name] for name in self._inputs})[0]
             out[rows] = _mean_pool(np.asarray(hidden, dtype=np.float32), mask)
         if self.config.normalize:
             norms = np.linalg.norm(out, axis=1, keepdims=True)

@@ -5,6 +5,8 @@ tests/data/embedding-reference.json), and similarity follows meaning. The real m
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -132,3 +134,20 @@ def test_a_changed_model_file_fails_its_checksum(tmp_path: Path) -> None:
     (unlisted / "MANIFEST.json").write_bytes(orjson.dumps(manifest))
     with pytest.raises(EmbeddingModelError, match=r"does not list tokenizer\.json"):
         load_embedding_model(str(unlisted))
+
+
+def test_the_inference_runtime_loads_only_when_something_is_encoded() -> None:
+    """A compose whose topic vectors are all cached needs the model's name, never its session:
+    that process does not pay onnxruntime's memory."""
+    script = (
+        "import sys\n"
+        "from app.ranking.embedding import load_embedding_model\n"
+        "model = load_embedding_model('')\n"
+        "print(model.name, 'onnxruntime' in sys.modules)\n"
+        "model.encode(['making chatbots respond faster'])\n"
+        "print('onnxruntime' in sys.modules)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert result.stdout.split() == ["all-MiniLM-L6-v2-int8", "False", "True"]
