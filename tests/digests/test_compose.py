@@ -158,12 +158,15 @@ async def test_no_paper_is_sent_twice_across_days(
 ) -> None:
     reader = await subscribe(session_factory, "r@example.org", "LLM quantization", digest_size=5)
     start = datetime.now(UTC)
+    # Each digest is dated the day it is composed, as in production: a digest dated days before
+    # its composition would fall outside the window the previous-digest lookup searches.
+    day = start.date()
     for offset in range(3):
         await compose_job(
             session_factory=session_factory,
             settings=settings,
             now=start + timedelta(days=offset, minutes=1),
-            on_date=DAY + timedelta(days=offset),
+            on_date=day + timedelta(days=offset),
         )
     days = await digest_papers(session_factory, reader)
     sent = [title for titles in days.values() for title in titles]
@@ -177,10 +180,10 @@ async def test_no_paper_is_sent_twice_across_days(
         session_factory=session_factory,
         settings=settings,
         now=start + timedelta(days=3, hours=1),
-        on_date=DAY + timedelta(days=3),
+        on_date=day + timedelta(days=3),
     )
     days = await digest_papers(session_factory, reader)
-    later = days.get(DAY + timedelta(days=3), [])
+    later = days.get(day + timedelta(days=3), [])
     assert not set(later) & set(sent)
 
 
