@@ -148,7 +148,7 @@ async def _earlier_outcomes(
                 MailboxMessage.message_key.in_(keys[first : first + KEYS_AT_ONCE]),
             )
         )
-        outcomes.update({key: outcome for key, outcome in rows.tuples()})
+        outcomes.update({key: outcome for key, outcome in rows})
     return outcomes
 
 
