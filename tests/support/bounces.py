@@ -85,11 +85,13 @@ async def send_digests(
         rows = await session.execute(
             select(Digest.id, Subscriber.id, Subscriber.email, Digest.message_id)
             .join(Subscriber, Digest.subscriber_id == Subscriber.id)
-            .where(Digest.digest_date == on_date)
+            .where(Digest.digest_date == on_date, Digest.message_id.is_not(None))
         )
         return {
-            email: SentDigest(digest_id, subscriber_id, email, sink.envelope_senders[email], mid)
-            for digest_id, subscriber_id, email, mid in rows
+            email: SentDigest(
+                digest_id, subscriber_id, email, sink.envelope_senders[email], str(message_id)
+            )
+            for digest_id, subscriber_id, email, message_id in rows
             if email in addresses
         }
 
