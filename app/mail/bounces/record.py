@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -41,6 +41,7 @@ from app.models import (
 from app.subscribers.rules import find_by_email, unsubscribe
 
 logger = logging.getLogger("paperboy.bounces")
+CLOCK_SKEW = timedelta(minutes=10)
 # Subscribers whose hard bounces count, and whom a complaint unsubscribes; the others already
 # receive nothing.
 RECEIVING = (SubscriberStatus.PENDING, SubscriberStatus.ACTIVE, SubscriberStatus.PAUSED)
@@ -145,7 +146,7 @@ async def _latest_sent_digest(
     subscriber: Subscriber, event: ReportedEvent, session: AsyncSession
 ) -> Digest | None:
     """The digest a report that names only the address is most likely about: the last one
-    sent to the subscriber before the report."""
+    sent to the subscriber before the report (give or take the two clocks' difference)."""
     query = (
         select(Digest)
         .where(Digest.subscriber_id == subscriber.id, Digest.sent_at.is_not(None))
@@ -153,7 +154,7 @@ async def _latest_sent_digest(
         .limit(1)
     )
     if event.occurred_at is not None:
-        query = query.where(Digest.sent_at <= event.occurred_at)
+        query = query.where(Digest.sent_at <= event.occurred_at + CLOCK_SKEW)
     return (await session.execute(query)).scalar_one_or_none()
 
 
