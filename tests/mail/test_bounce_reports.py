@@ -184,3 +184,20 @@ def test_a_digest_message_id_names_its_digest_on_our_domain_only() -> None:
     assert read_digest_message_id(value.strip("<>"), domain="PAPERS.example.org") == named
     assert read_digest_message_id(value, domain="other.example") is None
     assert read_digest_message_id("<1234@papers.example.org>", domain="papers.example.org") is None
+
+
+def test_digests_go_out_from_a_tagged_return_path_and_other_mail_from_the_bare_one() -> None:
+    from app.mail.message import Mailer
+    from tests.conftest import isolated_settings
+
+    plain = Mailer(isolated_settings(mail_from="Paperboy <digest@papers.example.org>"))
+    assert plain.envelope_sender(5) == plain.envelope_sender() == "digest@papers.example.org"
+    tagged = Mailer(
+        isolated_settings(
+            mail_from="Paperboy <digest@papers.example.org>",
+            return_path="bounces@papers.example.org",
+            secret_key=SECRET,
+        )
+    )
+    assert tagged.envelope_sender() == "bounces@papers.example.org"  # signup mail
+    assert tagged.envelope_sender(5) == tagged_return_path("bounces@papers.example.org", SECRET, 5)

@@ -30,7 +30,7 @@ from app.mail.bounces.webhook import WebhookRefused
 from app.models import DeliveryEvent, DeliveryEventKind, Subscriber, SubscriberStatus
 from tests.support.bounces import SECRET_KEY, Sessions, bounce_settings, send_digests
 from tests.support.http_server import Route, serve
-from tests.support.web_app import serve_app
+from tests.support.web_app import ADMIN_TOKEN, serve_app
 
 WEBHOOKS = Path(__file__).resolve().parents[1] / "data" / "webhooks"
 TOPIC = "arn:aws:sns:us-west-2:123456789012:MyTopic"
@@ -276,6 +276,16 @@ async def test_postmark_bounces_and_complaints_need_the_webhook_credentials(
             assert answer.json() == {"recorded": 0, "unmatched": 0, "duplicates": 0}
             broken = await client.post("/webhooks/postmark", content=b"{", auth=POSTMARK_AUTH)
             assert broken.status_code == 400
+            # Operators see what each report did, and why a reader left.
+            assert (await client.get("/admin/api/delivery-events")).status_code == 401
+            listed = await client.get(
+                "/admin/api/delivery-events",
+                params={"kind": "complaint"},
+                headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+            )
+            [shown] = listed.json()["items"]
+            assert shown["source"] == "postmark" and shown["recipient"] == "john@example.com"
+            assert shown["detail"] == "SpamComplaint (512): Test spam complaint details"
     bounced, complained = await events_in(session_factory)
     assert bounced.kind is DeliveryEventKind.HARD_BOUNCE
     assert bounced.detail == "HardBounce (1): Test bounce details"

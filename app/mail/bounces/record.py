@@ -248,3 +248,20 @@ async def _mark_digest(
         .execution_options(synchronize_session=False)
     )
     return changed.first() is not None
+
+
+async def search_delivery_events(
+    *,
+    session: AsyncSession,
+    after_id: int,
+    limit: int,
+    subscriber_id: int | None = None,
+    kind: DeliveryEventKind | None = None,
+) -> Sequence[DeliveryEvent]:
+    """Recorded reports in the order they came, for operators (the admin API)."""
+    query = select(DeliveryEvent).where(DeliveryEvent.id > after_id)
+    if subscriber_id is not None:
+        query = query.where(DeliveryEvent.subscriber_id == subscriber_id)
+    if kind is not None:
+        query = query.where(DeliveryEvent.kind == kind)
+    return (await session.scalars(query.order_by(DeliveryEvent.id).limit(limit))).all()

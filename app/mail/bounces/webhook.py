@@ -40,8 +40,8 @@ def text_of(value: object) -> str:
 
 
 def moment(value: object) -> datetime | None:
-    """A provider's time stamp: ISO 8601 text (SES, Postmark) or Unix seconds (SendGrid,
-    Mailgun); None when absent or unreadable."""
+    """A provider's time stamp, in UTC: ISO 8601 text (SES, Postmark) or Unix seconds
+    (SendGrid, Mailgun); None when absent or unreadable."""
     try:
         if isinstance(value, int | float) and not isinstance(value, bool):
             return datetime.fromtimestamp(value, UTC)
@@ -49,7 +49,7 @@ def moment(value: object) -> datetime | None:
             if value.replace(".", "", 1).isdigit():
                 return datetime.fromtimestamp(float(value), UTC)
             parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-            return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+            return parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
     except (ValueError, OverflowError, OSError):
         return None
     return None
