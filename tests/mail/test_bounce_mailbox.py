@@ -364,3 +364,19 @@ def test_bounce_settings_are_checked_at_start() -> None:
     with pytest.raises(ValueError, match="PAPERBOY_RETURN_PATH must be a bare address"):
         isolated_settings(return_path="Bounces <bounces@example.org>")
     assert isolated_settings(return_path="bounces@example.org").return_path == "bounces@example.org"
+
+
+async def test_scheduler_run_bounces_reports_an_unreadable_mailbox_without_a_traceback(
+    session_factory: Sessions, settings: Settings, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from app.scheduler import run_job_now
+
+    missing = settings.model_copy(update={"bounce_mailbox": f"maildir://{tmp_path / 'gone'}"})
+    with caplog.at_level("ERROR", logger="paperboy.scheduler"):
+        ok = await run_job_now("bounces", session_factory=session_factory, settings=missing)
+    assert ok is False
+    [record] = caplog.records
+    assert "is not a Maildir" in record.getMessage() and record.exc_info is None
+    drop_into(tmp_path / "bounces", b"Subject: hello\n\nnot a report\n")
+    working = settings.model_copy(update={"bounce_mailbox": f"maildir://{tmp_path / 'bounces'}"})
+    assert await run_job_now("bounces", session_factory=session_factory, settings=working)
