@@ -115,6 +115,14 @@ def test_a_broken_report_is_unreadable_with_the_reason() -> None:
         read_report(no_type)
 
 
+def test_a_message_nested_past_any_depth_is_unreadable_not_a_crash() -> None:
+    nested = fixture("dsn-postfix-user-unknown.eml")
+    for _ in range(5000):
+        nested = b"Content-Type: message/rfc822\n\n" + nested
+    with pytest.raises(UnreadableReport):
+        read_report(nested)
+
+
 def test_several_recipients_in_one_notification() -> None:
     two = fixture("dsn-postfix-user-unknown.eml").replace(
         b"\n--4F1A2C0123.1799301792/mx.papers.example.org\nContent-Description: Undelivered",

@@ -414,6 +414,14 @@ async def test_mailgun_events_are_verified_with_the_signing_key(
             )
             answer = await client.post("/webhooks/mailgun", json=stranger)
             assert answer.json() == {"recorded": 0, "unmatched": 1, "duplicates": 0}
+            # Fields of the wrong shape are read as absent, not a crash.
+            odd = mailgun_signed(
+                "mailgun-failed-permanent.json",
+                id="odd-event",
+                **{"delivery-status": "oops", "message": [], "recipient": "odd@example.com"},
+            )
+            answer = await client.post("/webhooks/mailgun", json=odd)
+            assert answer.json() == {"recorded": 0, "unmatched": 1, "duplicates": 0}
     # One hard bounce of two allowed: counted, still active; the complaint unsubscribed Bob.
     async with session_factory() as session:
         alice = (
@@ -427,6 +435,7 @@ async def test_mailgun_events_are_verified_with_the_signing_key(
         (DeliveryEventKind.HARD_BOUNCE, "alice@example.com"),
         (DeliveryEventKind.COMPLAINT, "bob@example.com"),
         (DeliveryEventKind.COMPLAINT, "nobody@example.com"),
+        (DeliveryEventKind.HARD_BOUNCE, "odd@example.com"),
     ]
 
 

@@ -21,6 +21,7 @@ from app.mail.bounces.webhook import (
     WebhookMalformed,
     WebhookRefused,
     json_body,
+    mapping,
     moment,
     text_of,
 )
@@ -59,7 +60,7 @@ def _check_signature(signature: object, signing_key: str) -> None:
 
 def _event(data: Mapping[str, Any]) -> ReportedEvent | None:
     name = text_of(data.get("event"))
-    status = data.get("delivery-status") or {}
+    status = mapping(data.get("delivery-status"))
     undelivered = True
     if name == "failed" and data.get("severity") == "permanent":
         reason = text_of(data.get("reason"))
@@ -72,7 +73,9 @@ def _event(data: Mapping[str, Any]) -> ReportedEvent | None:
         detail = f"failed ({reason or 'permanent'}) {code}: {message}"
     elif name == "failed":
         kind, undelivered = DeliveryEventKind.SOFT_BOUNCE, False
-        detail = f"failed (temporary) {status.get('code', '')}: {status.get('message', '')}"
+        detail = (
+            f"failed (temporary) {text_of(status.get('code'))}: {text_of(status.get('message'))}"
+        )
     elif name == "complained":
         kind, undelivered, detail = DeliveryEventKind.COMPLAINT, False, "complaint via Mailgun"
     else:
@@ -80,7 +83,7 @@ def _event(data: Mapping[str, Any]) -> ReportedEvent | None:
     event_id, address = text_of(data.get("id")), text_of(data.get("recipient"))
     if not event_id or "@" not in address:
         raise WebhookMalformed(f"a Mailgun {name} event without id or recipient")
-    headers = (data.get("message") or {}).get("headers") or {}
+    headers = mapping(mapping(data.get("message")).get("headers"))
     message_id = text_of(headers.get("message-id"))
     return ReportedEvent(
         source="mailgun",

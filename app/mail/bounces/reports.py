@@ -85,6 +85,17 @@ def read_report(raw: bytes) -> MailboxReport:
         message = email.message_from_bytes(raw, policy=email.policy.compat32)
     except Exception as error:  # the parser is lenient; a failure here is a broken message
         raise UnreadableReport(f"not a mail message: {error}") from error
+    try:
+        return _report_in(message, raw)
+    except UnreadableReport:
+        raise
+    except (RecursionError, ValueError, LookupError, TypeError, AttributeError) as error:
+        # Nesting past the interpreter's depth, an unknown charset, a header the parser
+        # could not make into text: whatever the message is, it is no readable report.
+        raise UnreadableReport(f"{type(error).__name__}: {error}") from error
+
+
+def _report_in(message: Message, raw: bytes) -> MailboxReport:
     report_id = _header(message, "Message-ID") or hashlib.sha256(raw).hexdigest()
     delivered_to = _addresses(message, DELIVERY_ADDRESS_HEADERS)
     for part in _parts(message):

@@ -40,7 +40,9 @@ from app.mail.bounces.status_codes import failure_kind
 from app.mail.bounces.webhook import (
     WebhookMalformed,
     WebhookRefused,
+    items,
     json_body,
+    mapping,
     moment,
     text_of,
 )
@@ -229,12 +231,12 @@ def ses_events(message: SnsMessage) -> list[ReportedEvent]:
     if not isinstance(notification, dict):
         raise WebhookMalformed("the SES notification is not a JSON object")
     kind = text_of(notification.get("notificationType") or notification.get("eventType"))
-    mail = notification.get("mail") or {}
+    mail = mapping(notification.get("mail"))
     message_ids = _message_ids(mail)
     if kind == "Bounce":
-        return _bounces(notification.get("bounce") or {}, message, message_ids)
+        return _bounces(mapping(notification.get("bounce")), message, message_ids)
     if kind == "Complaint":
-        return _complaints(notification.get("complaint") or {}, message, message_ids)
+        return _complaints(mapping(notification.get("complaint")), message, message_ids)
     return []  # Delivery, Send, Open, ...: nothing went wrong
 
 
@@ -242,10 +244,10 @@ def _message_ids(mail: Mapping[str, Any]) -> tuple[str, ...]:
     """The original Message-ID, when SES included the headers."""
     found = [
         text_of(header.get("value"))
-        for header in mail.get("headers") or []
+        for header in items(mail.get("headers"))
         if isinstance(header, dict) and text_of(header.get("name")).lower() == "message-id"
     ]
-    common = (mail.get("commonHeaders") or {}).get("messageId")
+    common = mapping(mail.get("commonHeaders")).get("messageId")
     if common:
         found.append(text_of(common))
     return tuple(dict.fromkeys(found))
@@ -258,7 +260,7 @@ def _bounces(
     sub_type = text_of(bounce.get("bounceSubType"))
     feedback_id = text_of(bounce.get("feedbackId")) or message.message_id
     events = []
-    for recipient in bounce.get("bouncedRecipients") or []:
+    for recipient in items(bounce.get("bouncedRecipients")):
         if not isinstance(recipient, dict) or not recipient.get("emailAddress"):
             continue
         address = text_of(recipient["emailAddress"])
@@ -309,6 +311,6 @@ def _complaints(
             occurred_at=moment(complaint.get("timestamp")),
             address_is_trusted=True,
         )
-        for recipient in complaint.get("complainedRecipients") or []
+        for recipient in items(complaint.get("complainedRecipients"))
         if isinstance(recipient, dict) and recipient.get("emailAddress")
     ]

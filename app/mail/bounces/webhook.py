@@ -32,6 +32,16 @@ def json_body(body: bytes) -> Any:
         raise WebhookMalformed(f"the body is not JSON: {error}") from None
 
 
+def mapping(value: object) -> dict[str, Any]:
+    """A field that should be a JSON object, as one ({} when absent or not an object)."""
+    return value if isinstance(value, dict) else {}
+
+
+def items(value: object) -> list[Any]:
+    """A field that should be a JSON array, as one ([] when absent or not an array)."""
+    return value if isinstance(value, list) else []
+
+
 def text_of(value: object) -> str:
     """A field that should be text, as text ('' when absent)."""
     if value is None:
