@@ -12,18 +12,50 @@ them)."""
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 from email.utils import parseaddr
 from functools import lru_cache
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
+
 ARXIV_CATEGORY = re.compile(r"[a-z-]+(\.[A-Za-z-]+)?")
+SNS_TOPIC_ARN = re.compile(r"arn:aws(-[a-z]+)*:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_.-]{1,256}")
+RETURN_PATH = re.compile(r"[A-Za-z0-9._=-]+@[A-Za-z0-9.-]+")
+# The tag (+ and up to 34 characters) must fit the local part's 64 (RFC 5321).
+RETURN_PATH_LOCAL_CHARS = 28
+WEBHOOK_PASSWORD_CHARS = 16
 # The embedded default, good for a laptop; production mode refuses it.
 INSECURE_SECRET = "paperboy-development-secret-change-me"  # noqa: S105
+
+
+def read_ec_public_key(text: str) -> EllipticCurvePublicKey:
+    """An elliptic-curve public key from PEM, or from base64 DER as SendGrid shows its
+    verification key; ValueError saying what is wrong otherwise."""
+    # Imported here: only a configured SendGrid webhook needs it, and every process reads settings.
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.serialization import (
+        load_der_public_key,
+        load_pem_public_key,
+    )
+
+    try:
+        if "-----BEGIN" in text:
+            key = load_pem_public_key(text.encode())
+        else:
+            key = load_der_public_key(base64.b64decode("".join(text.split()), validate=True))
+    except (ValueError, binascii.Error, TypeError) as error:
+        raise ValueError(f"not a public key in PEM or base64 DER: {error}") from None
+    if not isinstance(key, ec.EllipticCurvePublicKey):
+        raise ValueError("not an elliptic-curve (ECDSA) public key")
+    return key
 
 
 class ConfigurationError(SystemExit):
@@ -147,6 +179,51 @@ class Settings(BaseSettings):
     bounce_limit: int = Field(
         default=1, ge=1, description="Hard bounces (5xx) after which a subscriber is suppressed."
     )
+    return_path: str | None = Field(
+        default=None,
+        description="Envelope sender (Return-Path) of every mail, e.g. bounces@example.org: "
+        "each digest's is tagged bounces+TOKEN@example.org, so that its bounce names it. "
+        "Unset: the From address, untagged.",
+    )
+    bounce_mailbox: str | None = Field(
+        default=None,
+        description="Mailbox that receives bounces and complaint reports, read by the scheduler "
+        "and `paperboy bounces`: maildir://PATH, imaps://user:pass@host/INBOX or "
+        "pop3s://user:pass@host.",
+    )
+    bounce_mailbox_ca_file: str | None = Field(
+        default=None,
+        description="PEM file of the CA certificates to trust for an imaps:// or pop3s:// bounce "
+        "mailbox (a self-signed server); default: the system's.",
+    )
+    bounce_poll_seconds: int = Field(
+        default=300, ge=10, description="How often the scheduler reads the bounce mailbox."
+    )
+    ses_topic_arns: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Amazon SNS topic ARNs whose SES bounce and complaint notifications "
+        "/webhooks/ses accepts (spaces or commas between). Unset: /webhooks/ses is closed.",
+    )
+    sns_test_origin: str | None = Field(
+        default=None,
+        description="Tests only (refused in production): an http(s) origin that SNS certificate "
+        "and subscription URLs may name besides https://sns.REGION.amazonaws.com.",
+    )
+    postmark_webhook_auth: str | None = Field(
+        default=None,
+        description="user:password that Postmark's bounce and spam-complaint webhooks send as "
+        "basic auth (put them in the webhook URL). Unset: /webhooks/postmark is closed.",
+    )
+    sendgrid_webhook_public_key: str | None = Field(
+        default=None,
+        description="SendGrid Event Webhook verification key (base64 DER or PEM, ECDSA). "
+        "Unset: /webhooks/sendgrid is closed.",
+    )
+    mailgun_webhook_signing_key: str | None = Field(
+        default=None,
+        min_length=16,
+        description="Mailgun HTTP webhook signing key. Unset: /webhooks/mailgun is closed.",
+    )
     dkim_selector: str | None = Field(default=None, description="DKIM selector (enables signing).")
     dkim_private_key_path: str | None = Field(
         default=None, description="PEM file of the DKIM private key."
@@ -218,6 +295,8 @@ class Settings(BaseSettings):
             problems.append("PAPERBOY_BASE_URL must be https:// in production")
         if self.sender_domain in ("localhost", "example.org", "example.com"):
             problems.append("PAPERBOY_MAIL_FROM needs your own domain")
+        if self.sns_test_origin:
+            problems.append("PAPERBOY_SNS_TEST_ORIGIN is for tests: unset it")
         return problems
 
     @model_validator(mode="after")
@@ -237,6 +316,70 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [part for part in value.replace(",", " ").split() if part]
         return value
+
+    @field_validator("ses_topic_arns", mode="before")
+    @classmethod
+    def _split_topics(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part for part in value.replace(",", " ").split() if part]
+        return value
+
+    @field_validator("ses_topic_arns")
+    @classmethod
+    def _valid_topic_arns(cls, arns: list[str]) -> list[str]:
+        for arn in arns:
+            if not SNS_TOPIC_ARN.fullmatch(arn):
+                raise ValueError(f"{arn!r} is not an SNS topic ARN like arn:aws:sns:REGION:ID:NAME")
+        return arns
+
+    @field_validator("return_path")
+    @classmethod
+    def _valid_return_path(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        local, _, domain = value.partition("@")
+        if not RETURN_PATH.fullmatch(value) or len(local) > RETURN_PATH_LOCAL_CHARS or not domain:
+            raise ValueError(
+                "PAPERBOY_RETURN_PATH must be a bare address like bounces@example.org "
+                f"(a local part of at most {RETURN_PATH_LOCAL_CHARS} characters)"
+            )
+        return value
+
+    @field_validator("bounce_mailbox")
+    @classmethod
+    def _supported_bounce_mailbox(cls, url: str | None) -> str | None:
+        if url is not None and not url.startswith(("maildir://", "imaps://", "pop3s://")):
+            raise ValueError(
+                "PAPERBOY_BOUNCE_MAILBOX must start with maildir://, imaps:// or pop3s://"
+            )
+        return url
+
+    @field_validator("postmark_webhook_auth")
+    @classmethod
+    def _valid_postmark_auth(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        user, _, password = value.partition(":")
+        if not user or len(password) < WEBHOOK_PASSWORD_CHARS:
+            raise ValueError(
+                "PAPERBOY_POSTMARK_WEBHOOK_AUTH must be user:password, the password at least "
+                f"{WEBHOOK_PASSWORD_CHARS} characters"
+            )
+        return value
+
+    @field_validator("sendgrid_webhook_public_key")
+    @classmethod
+    def _valid_sendgrid_key(cls, value: str | None) -> str | None:
+        if value is not None:
+            read_ec_public_key(value)
+        return value
+
+    @field_validator("sns_test_origin")
+    @classmethod
+    def _valid_test_origin(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("PAPERBOY_SNS_TEST_ORIGIN must be an http(s) origin")
+        return value.rstrip("/") if value else value
 
     @field_validator("arxiv_categories")
     @classmethod

@@ -3,8 +3,9 @@ and the admin API all call these same functions. `ingest_job` reads one source i
 batches that are committed whole (or not at all), and records the run in `ingest_run`;
 `compose_job` freezes the digests of every subscriber who is due; `send_job` delivers them through
 the delivery engine (`app.mail.delivery`), one outcome per message committed as soon as the server
-has answered. A job an operator starts through the admin API runs apart from the request and is
-recorded in `job_run` (`start_job_run`, `finish_job_run`)."""
+has answered; `bounces_job` reads the bounce mailbox (`app.mail.bounces.mailbox_job`). A job an
+operator starts through the admin API runs apart from the request and is recorded in `job_run`
+(`start_job_run`, `finish_job_run`)."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from app.ingest.normalise import PreparedBatch, prepare_batches
 from app.ingest.parsing_worker import batches_from_workers
 from app.ingest.sources import SourceError, detect_format, parse_source
 from app.ingest.upsert import IngestReport, upsert_papers
+from app.mail.bounces.mailbox_job import read_bounce_mailbox
 from app.mail.delivery import deliver_digests
 from app.metrics import PAPERS_INGESTED
 from app.models import IngestRun, IngestStatus, JobRun
@@ -277,6 +279,8 @@ async def compose_job(
 
 # The send job is the delivery engine itself: it owns its sessions and commits each outcome.
 send_job = deliver_digests
+# Likewise the bounce mailbox reader: a commit per message, before the message is marked read.
+bounces_job = read_bounce_mailbox
 
 
 # What a job started by an operator does: its report, and why it failed (None when it did not).

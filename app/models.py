@@ -79,6 +79,16 @@ class DigestStatus(enum.StrEnum):
     SKIPPED = "skipped"
 
 
+class DeliveryEventKind(enum.StrEnum):
+    """What a report received after sending says about a digest (a bounce mailbox or a
+    provider's webhook)."""
+
+    HARD_BOUNCE = "hard_bounce"  # the address does not take mail: counts to the bounce limit
+    SOFT_BOUNCE = "soft_bounce"  # delayed, or failed for a passing reason: recorded only
+    BLOCKED = "blocked"  # refused for a reason about us (policy, content): the subscriber stays
+    COMPLAINT = "complaint"  # the reader reported it as spam: unsubscribed at once
+
+
 class IngestStatus(enum.StrEnum):
     RUNNING = "running"
     SUCCEEDED = "succeeded"
@@ -241,6 +251,51 @@ class DigestItem(Base):
     paper: Mapped[Paper] = relationship(
         primaryjoin="foreign(DigestItem.paper_id) == Paper.id", viewonly=True
     )
+
+
+class DeliveryEvent(Base):
+    """A bounce or complaint report, once per report (`event_key`: the provider's event id, or
+    the report message and recipient), with the digest and subscriber it was matched to (none
+    when it named nothing of ours) and what it did. Erased with its subscriber."""
+
+    __tablename__ = "delivery_event"
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True)
+    event_key: Mapped[str] = mapped_column(String(255), unique=True)
+    source: Mapped[str] = mapped_column(String(16))
+    kind: Mapped[DeliveryEventKind] = mapped_column(
+        _str_enum(DeliveryEventKind, "delivery_event_kind")
+    )
+    subscriber_id: Mapped[int | None] = mapped_column(
+        BigInteger, ForeignKey("subscriber.id", ondelete="CASCADE"), index=True
+    )
+    digest_id: Mapped[int | None] = mapped_column(
+        BigInteger, ForeignKey("digest.id", ondelete="CASCADE"), index=True
+    )
+    recipient: Mapped[str | None] = mapped_column(String(320))
+    detail: Mapped[str] = mapped_column(Text)
+    action: Mapped[str] = mapped_column(String(32))
+    occurred_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    recorded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    __table_args__ = (Index(None, "recorded_at"),)
+
+
+class MailboxMessage(Base):
+    """A message of the bounce mailbox that has been read (by the mailbox's own key: Maildir
+    name, IMAP UIDVALIDITY.UID, POP3 UIDL), so that each is processed once even when marking it
+    in the mailbox failed or the mailbox (POP3) cannot mark it at all."""
+
+    __tablename__ = "mailbox_message"
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True)
+    mailbox: Mapped[str] = mapped_column(String(255))
+    message_key: Mapped[str] = mapped_column(String(255))
+    outcome: Mapped[str] = mapped_column(String(16))
+    detail: Mapped[str | None] = mapped_column(Text)
+    processed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    __table_args__ = (UniqueConstraint("mailbox", "message_key"),)
 
 
 class IngestRun(Base):

@@ -3,7 +3,8 @@ Ingest runs on `PAPERBOY_INGEST_CRON` over `PAPERBOY_SOURCES` and an arXiv API q
 of `PAPERBOY_ARXIV_CATEGORIES` (each source on its own, so one that fails or cannot be reached is
 reported and the others still load; `{date}` in a source becomes today's UTC date, for the
 daily-papers API); compose runs every few minutes and freezes the
-digests whose subscriber-local send time has come; a send trigger delivers what is due. Jobs
+digests whose subscriber-local send time has come; a send trigger delivers what is due; the
+bounce mailbox, when there is one, is read every `PAPERBOY_BOUNCE_POLL_SECONDS`. Jobs
 coalesce, never overlap, and survive their own exceptions. A second scheduler is harmless: the
 database keys make every job idempotent."""
 
@@ -23,14 +24,16 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.config import Settings
 from app.ingest.scheduled import scheduled_sources
 from app.ingest.upsert import IngestReport
-from app.jobs import compose_job, embed_job, ingest_job, send_job
+from app.jobs import bounces_job, compose_job, embed_job, ingest_job, send_job
+from app.mail.bounces.mailbox_job import BounceReport
+from app.mail.bounces.mailboxes import MailboxError
 from app.mail.outcomes import SendReport
 
 if TYPE_CHECKING:
     from app.digests.plan import ComposeReport
 
 logger = logging.getLogger("paperboy.scheduler")
-JOBS = ("ingest", "compose", "send")
+JOBS = ("ingest", "compose", "send", "bounces")
 MISFIRE_GRACE_SECONDS = 600
 
 Sessions = async_sessionmaker[AsyncSession]
@@ -95,6 +98,32 @@ async def run_send(*, session_factory: Sessions, settings: Settings) -> SendRepo
     return report
 
 
+async def run_bounces(*, session_factory: Sessions, settings: Settings) -> BounceReport | None:
+    """Read the bounce mailbox; None (the reason logged) when it could not be read."""
+    try:
+        report = await bounces_job(session_factory=session_factory, settings=settings)
+    except MailboxError as error:  # a clear reason, no traceback: the next run tries again
+        logger.error("reading the bounce mailbox failed: %s", error)
+        return None
+    events = report.events
+    if report.read or report.already_read:
+        logger.info(
+            "bounce mailbox: %d read, %d hard bounces (%d suppressed), %d soft, %d blocked, "
+            "%d complaints (%d unsubscribed), %d unmatched, %d not reports, %d left unread",
+            report.read,
+            events.hard_bounces,
+            events.suppressed,
+            events.soft_bounces,
+            events.blocked,
+            events.complaints,
+            events.unsubscribed,
+            events.unmatched,
+            report.not_reports,
+            report.unreadable,
+        )
+    return report
+
+
 def guarded(name: str, job: Callable[[], Awaitable[Any]]) -> Callable[[], Awaitable[None]]:
     """The job as the scheduler runs it: timed, logged, and never letting an exception out."""
 
@@ -154,6 +183,17 @@ def build_scheduler(
             name="send due digests",
             next_run_time=now + timedelta(seconds=5),
         )
+    if settings.bounce_mailbox is not None:
+        scheduler.add_job(
+            guarded(
+                "bounces",
+                lambda: run_bounces(session_factory=session_factory, settings=settings),
+            ),
+            IntervalTrigger(seconds=settings.bounce_poll_seconds, timezone=UTC),
+            id="bounces",
+            name="read the bounce mailbox",
+            next_run_time=now + timedelta(seconds=15),
+        )
     return scheduler
 
 
@@ -169,4 +209,7 @@ async def run_job_now(name: str, *, session_factory: Sessions, settings: Setting
     if name == "send":
         report = await run_send(session_factory=session_factory, settings=settings)
         return not report.errors
+    if name == "bounces":
+        bounces = await run_bounces(session_factory=session_factory, settings=settings)
+        return bounces is not None and not bounces.unreadable
     raise ValueError(f"unknown job {name!r}: one of {', '.join(JOBS)}")

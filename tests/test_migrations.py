@@ -27,6 +27,8 @@ TABLES = {
     "job_run",
     "paper_vector",
     "topic_vector",
+    "delivery_event",
+    "mailbox_message",
 }
 
 

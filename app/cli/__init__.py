@@ -2,10 +2,10 @@
 the one-command start. Each command builds the engine from the settings, calls a job, prints what
 happened, and exits non-zero when anything failed."""
 
-from app.cli import digests, papers, processes, subscribers, web
+from app.cli import bounces, digests, papers, processes, subscribers, web
 from app.cli.base import cli
 
-__all__ = ["cli", "digests", "main", "papers", "processes", "subscribers", "web"]
+__all__ = ["bounces", "cli", "digests", "main", "papers", "processes", "subscribers", "web"]
 
 
 def main() -> None:

@@ -86,8 +86,9 @@ def scheduler_command(
     ] = None,
 ) -> None:
     """Run the scheduler (ingest on PAPERBOY_INGEST_CRON, compose every few minutes, send what
-    is due) until stopped; or, with --run JOB, run one job now and exit (non-zero if it failed).
-    One scheduler is enough; a second one causes no duplicate work."""
+    is due, read PAPERBOY_BOUNCE_MAILBOX when set) until stopped; or, with --run JOB, run one
+    job now and exit (non-zero if it failed). One scheduler is enough; a second one causes no
+    duplicate work."""
     settings = checked_settings()
     if run is not None and run not in JOBS:
         raise typer.BadParameter(f"{run!r} is not one of {', '.join(JOBS)}", param_hint="--run")

@@ -73,7 +73,8 @@ async def deliver_digests(
         try:
             mail = mailer.message(view)
             sending = time.perf_counter()
-            delivery = await transport.deliver(mailer.sender_address, view.email, mail.data)
+            sender = mailer.envelope_sender(view.digest_id)
+            delivery = await transport.deliver(sender, view.email, mail.data)
             SEND_LATENCY.observe(time.perf_counter() - sending)
             if delivery.verdict is not Verdict.ACCEPTED:
                 SMTP_ERRORS.labels(error_class(delivery.detail)).inc()

@@ -22,6 +22,7 @@ import dkim
 from app.config import Settings
 from app.digests.views import DigestView
 from app.mail.paper_rows import PaperRows, RenderedPart, quoted_printable
+from app.mail.return_path import digest_message_id, tagged_return_path
 from app.mail.templates import mail_environment
 from app.subscribers.tokens import Purpose, make_token
 
@@ -149,11 +150,19 @@ class Mailer:
         )
 
     def message_id(self, view: DigestView) -> str:
-        # The same digest always gets the same Message-ID, so a mail client folds the rare
-        # duplicate (a resend after a crash) into one.
         if view.digest_id is None:
             return make_msgid(domain=self.domain)
-        return f"<digest.{view.digest_id}.{view.public_id.hex[:12]}@{self.domain}>"
+        return digest_message_id(view.digest_id, view.public_id.hex, self.domain)
+
+    def envelope_sender(self, digest_id: int | None = None) -> str:
+        """MAIL FROM, where bounces go: `PAPERBOY_RETURN_PATH`, tagged with the digest for a
+        digest (`app.mail.return_path`); the From address when no return path is set."""
+        return_path = self.settings.return_path
+        if return_path is None:
+            return self.sender_address
+        if digest_id is None:
+            return return_path
+        return tagged_return_path(return_path, self.settings.secret_key, digest_id)
 
     def message(self, view: DigestView, rendered: RenderedDigest | None = None) -> OutgoingMail:
         """The wire form of a digest: multipart/alternative (text, then HTML), both parts

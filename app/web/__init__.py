@@ -29,7 +29,7 @@ from app.metrics import render_metrics
 from app.ranking.embedding import EmbeddingModelError, check_embedding_setting
 from app.ranking.model_hub import model_hub
 from app.subscribers.tokens import TokenError
-from app.web import admin, pages, subscription
+from app.web import admin, pages, subscription, webhooks
 from app.web.deps import WebState
 from app.web.rendering import link_problem, page
 from app.web.security import SecurityHeaders, SlidingWindowLimiter
@@ -93,6 +93,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(pages.router)
     app.include_router(subscription.router)
     app.include_router(admin.router)
+    app.include_router(webhooks.router)
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics(request: Request) -> Response:

@@ -1,6 +1,6 @@
 """The admin JSON API under /admin/api, behind the bearer token: the subscriber routes (from
-`admin_subscribers`), papers, ingest (an uploaded file or a URL) and its runs, digests, jobs run
-on demand, and stats."""
+`admin_subscribers`), bounce and complaint reports (`admin_delivery_events`), papers, ingest (an
+uploaded file or a URL) and its runs, digests, jobs run on demand, and stats."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from app.models import (
     SubscriberStatus,
 )
 from app.subscribers.operator_actions import count_by_status
-from app.web import admin_subscribers
+from app.web import admin_delivery_events, admin_subscribers
 from app.web.deps import AdminGuard, Session, State
 from app.web.paging import Cursor, Id, Limit, after, like_pattern, next_cursor
 from app.web.schemas import (
@@ -48,6 +48,7 @@ if TYPE_CHECKING:
 
 router = APIRouter(prefix="/admin/api", dependencies=[AdminGuard], tags=["admin"])
 router.include_router(admin_subscribers.router)
+router.include_router(admin_delivery_events.router)
 
 
 @router.get("/papers", response_model=PaperPage)

@@ -82,7 +82,7 @@ async def send_signup_mail(state: WebState, outcome: SignupOutcome) -> None:
             footnote="Not you? Ignore this mail; nothing has changed.",
         )
     delivery = await state.transport.deliver(
-        state.mailer.sender_address, subscriber.email, mail.data
+        state.mailer.envelope_sender(), subscriber.email, mail.data
     )
     if delivery.verdict is not Verdict.ACCEPTED:
         # The page already answered; the subscriber can ask again (POST /links).

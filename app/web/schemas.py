@@ -14,6 +14,7 @@ from app.models import (
     DIGEST_SIZE,
     SEND_HOUR,
     TRENDING_WEIGHT,
+    DeliveryEventKind,
     DigestStatus,
     IngestStatus,
     SubscriberStatus,
@@ -188,6 +189,24 @@ class DigestItemOut(BaseModel):
 
 class DigestDetail(DigestOut):
     items: list[DigestItemOut]
+
+
+class DeliveryEventOut(Row):
+    id: int
+    kind: DeliveryEventKind
+    source: str
+    subscriber_id: int | None
+    digest_id: int | None
+    recipient: str | None
+    detail: str
+    action: str
+    occurred_at: datetime | None
+    recorded_at: datetime
+
+
+class DeliveryEventPage(BaseModel):
+    items: list[DeliveryEventOut]
+    next_cursor: str | None
 
 
 class JobResult(BaseModel):

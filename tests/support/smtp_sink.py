@@ -35,6 +35,7 @@ class SinkHandler:
     seed: int = 7
     received: list[tuple[str, bytes]] = field(default_factory=list)
     mail_options: list[list[str]] = field(default_factory=list)  # of each accepted message
+    envelope_senders: dict[str, str] = field(default_factory=dict)  # MAIL FROM, by recipient
     answers: Counter[int] = field(default_factory=Counter)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -55,6 +56,7 @@ class SinkHandler:
             if code == 250:
                 self.received.append((recipient, envelope.original_content))
                 self.mail_options.append(list(envelope.mail_options))
+                self.envelope_senders[recipient] = envelope.mail_from
                 self.arrived.notify_all()
         if code == 0:
             server.transport.abort()  # the connection is lost before any reply
