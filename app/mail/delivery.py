@@ -263,25 +263,38 @@ class SendRounds:
         room = asyncio.Semaphore(settings.send_batch_size)  # loaded digests waiting, at most
         undispatched: set[int] = set()  # claimed, not yet handed to a send: released at the end
 
+        claims: set[asyncio.Task[dict[int, int]]] = set()  # claims committing
+
+        async def claim_batch() -> dict[int, int]:
+            """Claim and commit a batch, and note it as undispatched: whole, even when the round
+            ends meanwhile (a claim cut short between its commit and that note leaked its
+            leases until they ran out)."""
+            async with session_factory() as session:
+                claimed = await claim_digests(
+                    session=session,
+                    now=datetime.now(UTC),
+                    limit=settings.send_batch_size,
+                    lease=timedelta(seconds=settings.send_lease_seconds),
+                    worker=self.worker,
+                )
+                await session.commit()
+            undispatched.update(claimed)
+            report.claimed += len(claimed)
+            return claimed
+
         async def claim_batches() -> None:
             while not ending():
+                claim = asyncio.create_task(claim_batch())
+                claims.add(claim)
+                claim.add_done_callback(claims.discard)
+                claimed = await asyncio.shield(claim)
+                if not claimed:
+                    if once:
+                        return
+                    await until_set(stop, POLL_SECONDS)
+                    continue
+                ids = list(claimed)
                 async with session_factory() as session:
-                    claimed = await claim_digests(
-                        session=session,
-                        now=datetime.now(UTC),
-                        limit=settings.send_batch_size,
-                        lease=timedelta(seconds=settings.send_lease_seconds),
-                        worker=self.worker,
-                    )
-                    await session.commit()
-                    undispatched.update(claimed)
-                    report.claimed += len(claimed)
-                    if not claimed:
-                        if once:
-                            return
-                        await until_set(stop, POLL_SECONDS)
-                        continue
-                    ids = list(claimed)
                     for first in range(0, len(ids), VIEWS_AT_ONCE):
                         chunk = ids[first : first + VIEWS_AT_ONCE]
                         for view in await self.views.load(chunk, session=session):
@@ -318,6 +331,11 @@ class SendRounds:
                 pass
             except Exception as error:  # raised once the sends in flight are recorded
                 claim_error = error
+            for claim in list(claims):  # a claim still committing: its digests are released too
+                try:
+                    await claim
+                except Exception as error:
+                    claim_error = claim_error or error
             if undispatched:
                 async with session_factory() as session:
                     await release_digests(sorted(undispatched), session=session)
