@@ -158,8 +158,12 @@ def print_send_report(report: SendReport) -> None:
             "`paperboy send --reclaim` then sends them)",
             highlight=False,
         )
-    if report.halted:
-        console.print(f"[bold red]error:[/] {escape(report.halted_message)}")
+    if report.retries_waiting:
+        output.print(
+            f"{report.retries_waiting} digests wait for a retry, the first at "
+            f"{clock(report.next_retry)}",
+            highlight=False,
+        )
     for error in report.errors[:10]:
         console.print(f"[bold red]error:[/] {escape(error)}")
 

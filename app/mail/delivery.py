@@ -36,10 +36,16 @@ from app.config import Settings
 from app.digests.views import DigestView, DigestViewLoader
 from app.mail.message import Mailer
 from app.mail.outcomes import OutcomeWriter, SendReport
-from app.mail.queue import Outcome, claim_digests, release_digests, retry_delay
+from app.mail.queue import (
+    Outcome,
+    claim_digests,
+    release_digests,
+    retry_delay,
+    waiting_retries,
+)
 from app.mail.replies import Verdict
 from app.mail.transports import Transport, open_transport
-from app.mail.workers import WorkerHeartbeat, held_digests, reclaim_dead_leases
+from app.mail.workers import WorkerHeartbeat, aware, held_digests, reclaim_dead_leases
 from app.metrics import SEND_LATENCY, SMTP_ERRORS, error_class
 from app.models import DigestStatus
 from app.subscribers.localtime import digest_day_end
@@ -175,12 +181,13 @@ async def deliver_digests(
         if close_transport:
             await transport.close()
         report.seconds = time.perf_counter() - started
-    async with session_factory() as session:
+    async with session_factory() as session:  # what is left, and why
+        now = datetime.now(UTC)
         report.held = await held_digests(
-            session=session,
-            now=datetime.now(UTC),
-            heartbeat_seconds=settings.send_heartbeat_seconds,
+            session=session, now=now, heartbeat_seconds=settings.send_heartbeat_seconds
         )
+        report.retries_waiting, next_retry = await waiting_retries(session=session, now=now)
+        report.next_retry = aware(next_retry) if next_retry else None
     return report
 
 

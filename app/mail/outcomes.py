@@ -41,6 +41,8 @@ class SendReport:
     halted: str | None = None  # the refusal about us that stopped the run
     reclaimed: int = 0  # digests released from dead workers' leases before sending
     held: HeldDigests = field(default_factory=HeldDigests)  # still leased when the run ended
+    retries_waiting: int = 0  # digests whose next attempt was not yet due when the run ended
+    next_retry: datetime | None = None
     seconds: float = 0.0
     destination: str = ""
     errors: list[str] = field(default_factory=list)

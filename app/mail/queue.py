@@ -320,3 +320,15 @@ async def count_due_digests(*, session: AsyncSession, now: datetime) -> int:
         await session.scalar(select(func.count()).select_from(Digest).where(_claimable(now)))  # type: ignore[arg-type]
         or 0
     )
+
+
+async def waiting_retries(*, session: AsyncSession, now: datetime) -> tuple[int, datetime | None]:
+    """Digests waiting for a retry not yet due: how many, and when the first falls due."""
+    count, first = (
+        await session.execute(
+            select(func.count(), func.min(Digest.next_attempt_at)).where(
+                Digest.status == DigestStatus.RETRY, Digest.next_attempt_at > now
+            )
+        )
+    ).one()
+    return int(count), first

@@ -272,6 +272,8 @@ async def run_job(
                 "refused_us": sent.refused_us,
                 "reclaimed": sent.reclaimed,
                 **held_report(sent.held),
+                "retries_waiting": sent.retries_waiting,
+                "next_retry": sent.next_retry.isoformat() if sent.next_retry else None,
                 "errors": sent.errors[:20],
             }
             return report, (sent.halted_message if sent.halted else None)
