@@ -170,6 +170,12 @@ class Settings(BaseSettings):
     send_lease_seconds: int = Field(
         default=300, ge=10, description="How long a claimed digest stays with its worker."
     )
+    send_heartbeat_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="How often a sending worker shows it is alive; one silent for three of "
+        "these is taken for dead, and `paperboy send --reclaim` may release its digests.",
+    )
     retry_base_seconds: float = Field(
         default=60.0, gt=0, description="First retry delay after a 4xx or lost connection."
     )

@@ -1,5 +1,6 @@
 """Every table Paperboy stores, as typed SQLAlchemy 2 models: papers, subscribers, their frozen
-daily digests and digest items, the record of each ingest run and of each job an operator ran.
+daily digests and digest items, the record of each ingest run and of each job an operator ran,
+and the send workers (their heartbeats, and the refusal that stopped one).
 The unique keys here are the idempotency guarantees the pipeline relies on (a paper once per
 arXiv id or normalised title, a digest once per subscriber and day, a paper once per digest)."""
 
@@ -206,6 +207,9 @@ class Digest(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The send worker that claimed it last (`SendWorker.id`; no foreign key: worker rows are
+    # pruned, digests stay): while it is `sending`, whose lease it is.
+    claimed_by: Mapped[int | None] = mapped_column(BigInteger)
 
     subscriber: Mapped[Subscriber] = relationship(back_populates="digests")
     items: Mapped[list[DigestItem]] = relationship(
@@ -339,6 +343,26 @@ class JobRun(Base):
     error: Mapped[str | None] = mapped_column(Text)
 
     __table_args__ = (Index(None, "started_at"),)
+
+
+class SendWorker(Base):
+    """One delivery run (`paperboy send`, `paperboy worker`, the scheduler's send): it beats
+    while it runs, so that the leases of a worker that died can be told from a live one's and
+    released at once; and it records the refusal about us that stopped it, if one did."""
+
+    __tablename__ = "send_worker"
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True)
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    heartbeat_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    stopped_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    refusal: Mapped[str | None] = mapped_column(Text)  # the server's answer that stopped it
+    refused_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (Index(None, "heartbeat_at"),)
 
 
 class PaperVector(Base):

@@ -25,6 +25,7 @@ TABLES = {
     "digest_item",
     "ingest_run",
     "job_run",
+    "send_worker",
     "paper_vector",
     "topic_vector",
     "delivery_event",

@@ -130,13 +130,40 @@ def preview_command(
         typer.echo(rendered.text)
 
 
+def clock(moment: datetime | None) -> str:
+    return moment.astimezone().strftime("%H:%M %Z") if moment else "?"
+
+
 def print_send_report(report: SendReport) -> None:
+    if report.reclaimed:
+        output.print(f"released {report.reclaimed} digests held by stopped workers")
     output.print(
         f"{report.sent} sent, {report.retry} to retry, {report.failed} failed, "
         f"{report.bounced} bounced ({report.suppressed} suppressed) in {report.seconds:.1f} s "
         f"({report.rate:,.0f}/s) to {report.destination}",
         highlight=False,
     )
+    held = report.held
+    if held.by_stopped:
+        output.print(
+            f"{held.by_stopped} digests are held by a stopped worker until "
+            f"{clock(held.stopped_until)}: `paperboy send --reclaim` sends them now",
+            highlight=False,
+        )
+    if held.by_others:
+        output.print(
+            f"{held.by_others} digests are held by another worker until "
+            f"{clock(held.others_until)} (a worker counts as stopped "
+            f"{held.dead_after:g} s after its last heartbeat; "
+            "`paperboy send --reclaim` then sends them)",
+            highlight=False,
+        )
+    if report.retries_waiting:
+        output.print(
+            f"{report.retries_waiting} digests wait for a retry, the first at "
+            f"{clock(report.next_retry)}",
+            highlight=False,
+        )
     for error in report.errors[:10]:
         console.print(f"[bold red]error:[/] {escape(error)}")
 
@@ -156,9 +183,20 @@ def send_command(
             help="Send what is due and exit (default), or keep sending as digests become due.",
         ),
     ] = True,
+    reclaim: Annotated[
+        bool,
+        typer.Option(
+            "--reclaim",
+            help="First release the digests leased to workers known dead (stopped, or silent "
+            "for three heartbeats), instead of waiting for their leases to run out. A live "
+            "worker's digests are never taken.",
+        ),
+    ] = False,
 ) -> None:
     """Deliver the queued digests (and retries that are due) through PAPERBOY_MAIL_URL, with a
-    progress bar and a summary. Ctrl-C finishes the messages in flight and stops."""
+    progress bar and a summary. Ctrl-C finishes the messages in flight and stops. Says so when
+    digests are held by another (or a stopped) worker, and stops, exiting non-zero, when the
+    mail server refuses mail from us for recipient after recipient."""
 
     async def work(engine: AsyncEngine, settings: Settings) -> SendReport:
         session_factory = create_session_factory(engine)
@@ -185,11 +223,12 @@ def send_command(
                 once=once,
                 stop=stop,
                 on_progress=on_progress,
+                reclaim=reclaim,
             )
 
     report = run_with_engine(work)
     print_send_report(report)
-    if report.errors:
+    if report.errors or report.halted:
         raise typer.Exit(code=1)
 
 
@@ -206,4 +245,5 @@ def worker_command() -> None:
             session_factory=create_session_factory(engine), settings=settings, once=False, stop=stop
         )
 
-    print_send_report(run_with_engine(work))
+    report = run_with_engine(work)
+    print_send_report(report)

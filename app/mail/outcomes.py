@@ -22,6 +22,7 @@ from app.mail.queue import (
     apply_changes_at_once,
     digest_changes,
 )
+from app.mail.workers import HeldDigests
 from app.metrics import MESSAGES
 
 OUTCOME_WRITER = "paperboy outcomes"  # the outcome writer's connection, as Postgres lists it
@@ -36,6 +37,12 @@ class SendReport:
     failed: int = 0
     bounced: int = 0
     suppressed: int = 0
+    refused_us: int = 0  # refusals about us (counted in retry or failed too): no bounce
+    halted: str | None = None  # the refusal about us that stopped the run
+    reclaimed: int = 0  # digests released from dead workers' leases before sending
+    held: HeldDigests = field(default_factory=HeldDigests)  # still leased when the run ended
+    retries_waiting: int = 0  # digests whose next attempt was not yet due when the run ended
+    next_retry: datetime | None = None
     seconds: float = 0.0
     destination: str = ""
     errors: list[str] = field(default_factory=list)
@@ -47,6 +54,16 @@ class SendReport:
     @property
     def rate(self) -> float:
         return self.attempted / self.seconds if self.seconds else 0.0
+
+    @property
+    def halted_message(self) -> str:
+        """Why the run stopped sending, for the operator: what to fix, and that nothing is lost."""
+        return (
+            f"delivery stopped: the mail server refused to take mail from us ({self.halted}). "
+            "The refusal is about our side (relay permission, login, sender address or policy), "
+            "not the subscribers: none was marked bounced, and their digests wait to be sent "
+            "once it is fixed. Check PAPERBOY_MAIL_URL and what the mail server allows us."
+        )
 
 
 class OutcomeWriter:

@@ -57,12 +57,17 @@ def _claimable(now: datetime) -> object:
 
 
 async def claim_digests(
-    *, session: AsyncSession, now: datetime, limit: int, lease: timedelta
+    *,
+    session: AsyncSession,
+    now: datetime,
+    limit: int,
+    lease: timedelta,
+    worker: int | None = None,
 ) -> dict[int, int]:
     """Take up to `limit` digests that are due for an attempt (or whose worker's lease ran out)
-    and mark them as being sent by this worker until `now + lease`. Digests of subscribers who
-    left or paused since compose are skipped instead of claimed. Returns {digest id: attempts,
-    this one included}."""
+    and mark them as being sent by `worker` (its `send_worker` id) until `now + lease`. Digests
+    of subscribers who left or paused since compose are skipped instead of claimed. Returns
+    {digest id: attempts, this one included}."""
     chosen = (
         select(Digest.id)
         .where(_claimable(now))  # type: ignore[arg-type]
@@ -78,6 +83,7 @@ async def claim_digests(
             status=DigestStatus.SENDING,
             lease_until=now + lease,
             attempts=Digest.attempts + 1,
+            claimed_by=worker,
         )
         .returning(Digest.id, Digest.attempts)
         .execution_options(synchronize_session=False)
@@ -314,3 +320,15 @@ async def count_due_digests(*, session: AsyncSession, now: datetime) -> int:
         await session.scalar(select(func.count()).select_from(Digest).where(_claimable(now)))  # type: ignore[arg-type]
         or 0
     )
+
+
+async def waiting_retries(*, session: AsyncSession, now: datetime) -> tuple[int, datetime | None]:
+    """Digests waiting for a retry not yet due: how many, and when the first falls due."""
+    count, first = (
+        await session.execute(
+            select(func.count(), func.min(Digest.next_attempt_at)).where(
+                Digest.status == DigestStatus.RETRY, Digest.next_attempt_at > now
+            )
+        )
+    ).one()
+    return int(count), first

@@ -1,13 +1,13 @@
 """Where finished messages go, chosen by `PAPERBOY_MAIL_URL`: an SMTP server (aiosmtplib, a pool of
 reused connections, STARTTLS or implicit TLS, login, an optional messages-per-second limit) or a
 Maildir on disk (the embedded default, readable by any mail client). A transport only delivers and
-classifies the answer: accepted, try again later (4xx, lost connection) or refused for good (5xx);
-what that means for a digest is decided by the delivery records."""
+names the answer's verdict by the rule in `app.mail.replies` (accepted, try again later, refused
+by the recipient's mailbox, refused us); what that means for a digest is decided by the delivery
+records."""
 
 from __future__ import annotations
 
 import asyncio
-import enum
 import mailbox
 import re
 import time
@@ -19,15 +19,11 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import aiosmtplib
 from aiosmtplib.typing import SMTPStatus
 
+from app.mail.replies import Stage, Verdict, classify_reply
+
 # Whitespace, angle brackets or control characters would let an address add parameters (or
 # commands) to MAIL or RCPT; validated addresses never hold them.
 UNSENDABLE_ADDRESS = re.compile(r"[\s<>\x00-\x1f\x7f]")
-
-
-class Verdict(enum.StrEnum):
-    ACCEPTED = "accepted"
-    TRY_LATER = "try_later"
-    REFUSED = "refused"
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,13 +187,18 @@ class SmtpTransport:
         except TimeoutError:
             await _discard(client)
             return Delivery(Verdict.TRY_LATER, f"timed out after {self.timeout:g} s")
-        except (aiosmtplib.SMTPRecipientRefused, aiosmtplib.SMTPDataError) as error:
+        except aiosmtplib.SMTPRecipientRefused as error:
             await _reset(client)
-            return await _by_code(client, error.code, error.message)
-        except aiosmtplib.SMTPResponseException as error:
-            # The server refused us (sender, login, greeting), not the address: never a bounce.
+            return await _by_code(client, error.code, error.message, Stage.RECIPIENT)
+        except aiosmtplib.SMTPDataError as error:
+            await _reset(client)
+            return await _by_code(client, error.code, error.message, Stage.MESSAGE)
+        except aiosmtplib.SMTPSenderRefused as error:
             await _discard(client)
-            return Delivery(Verdict.TRY_LATER, f"{error.code} {error.message}")
+            return await _by_code(client, error.code, error.message, Stage.SENDER)
+        except aiosmtplib.SMTPResponseException as error:  # the greeting, EHLO, STARTTLS, login
+            await _discard(client)
+            return await _by_code(client, error.code, error.message, Stage.SESSION)
         except (aiosmtplib.SMTPException, OSError) as error:
             await _discard(client)
             return Delivery(Verdict.TRY_LATER, f"connection: {error}")
@@ -275,11 +276,10 @@ async def _reset(client: aiosmtplib.SMTP) -> None:
             client.close()
 
 
-async def _by_code(client: aiosmtplib.SMTP, code: int, message: str) -> Delivery:
+async def _by_code(client: aiosmtplib.SMTP, code: int, message: str, stage: Stage) -> Delivery:
     if code == 421:  # the server is closing this connection
         await _discard(client)
-    verdict = Verdict.REFUSED if 500 <= code < 600 else Verdict.TRY_LATER
-    return Delivery(verdict, f"{code} {message}")
+    return Delivery(classify_reply(code, message, stage), f"{code} {message}")
 
 
 async def _discard(client: aiosmtplib.SMTP) -> None:

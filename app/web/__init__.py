@@ -12,6 +12,7 @@ from __future__ import annotations
 import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 
 from fastapi import FastAPI, Request
@@ -25,6 +26,7 @@ from app.db import create_engine, create_session_factory
 from app.logs import configure_logging
 from app.mail.message import Mailer
 from app.mail.transports import open_transport
+from app.mail.workers import delivery_state
 from app.metrics import render_metrics
 from app.ranking.embedding import EmbeddingModelError, check_embedding_setting
 from app.ranking.model_hub import model_hub
@@ -97,8 +99,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics(request: Request) -> Response:
-        async with request.app.state.paperboy.sessions() as session:
-            body, content_type = await render_metrics(session=session)
+        state = request.app.state.paperboy
+        async with state.sessions() as session:
+            delivery = await delivery_state(
+                session=session,
+                now=datetime.now(UTC),
+                heartbeat_seconds=state.settings.send_heartbeat_seconds,
+            )
+            body, content_type = await render_metrics(session=session, delivery=delivery.gauges())
         return Response(body, media_type=content_type)
 
     @app.get("/docs", include_in_schema=False)

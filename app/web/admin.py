@@ -20,6 +20,7 @@ from app.ingest.sources import FORMATS
 from app.ingest.upsert import IngestReport
 from app.jobs import compose_job, find_job_run, ingest_job, latest_job_runs, send_job
 from app.mail.queue import count_due_digests
+from app.mail.workers import HeldDigests, delivery_state, held_digests
 from app.models import (
     DigestStatus,
     JobRun,
@@ -30,6 +31,7 @@ from app.web import admin_delivery_events, admin_subscribers
 from app.web.deps import AdminGuard, Session, State
 from app.web.paging import Cursor, Id, Limit, after, like_pattern, next_cursor
 from app.web.schemas import (
+    DeliveryOut,
     DigestDetail,
     DigestItemOut,
     DigestOut,
@@ -213,6 +215,13 @@ async def run_job(
     source: Annotated[
         list[str] | None, Query(max_length=20, description="ingest: sources (default: configured).")
     ] = None,
+    reclaim: Annotated[
+        bool,
+        Query(
+            description="send: first release the digests leased to send workers known dead "
+            "(stopped, or silent for three heartbeats); never a live worker's."
+        ),
+    ] = False,
 ) -> JobResult | JSONResponse:
     """Run a job now. A dry run answers at once with what would happen; a real run starts apart
     from the request and the answer (202) is its run record."""
@@ -238,9 +247,15 @@ async def run_job(
         return started(await state.start_job(job, parameters, compose))
     if job == "send":
         if dry_run:
+            now = datetime.now(UTC)
             async with state.sessions() as session:
-                due = await count_due_digests(session=session, now=datetime.now(UTC))
-            return JobResult(job=job, dry_run=True, report={"due": due})
+                due = await count_due_digests(session=session, now=now)
+                held = await held_digests(
+                    session=session,
+                    now=now,
+                    heartbeat_seconds=state.settings.send_heartbeat_seconds,
+                )
+            return JobResult(job=job, dry_run=True, report={"due": due, **held_report(held)})
 
         async def send() -> tuple[dict[str, Any], str | None]:
             sent = await send_job(
@@ -248,17 +263,23 @@ async def run_job(
                 settings=state.settings,
                 transport=state.transport,
                 close_transport=False,
+                reclaim=reclaim,
             )
             report = {
                 "sent": sent.sent,
                 "retry": sent.retry,
                 "failed": sent.failed,
                 "bounced": sent.bounced,
+                "refused_us": sent.refused_us,
+                "reclaimed": sent.reclaimed,
+                **held_report(sent.held),
+                "retries_waiting": sent.retries_waiting,
+                "next_retry": sent.next_retry.isoformat() if sent.next_retry else None,
                 "errors": sent.errors[:20],
             }
-            return report, None
+            return report, (sent.halted_message if sent.halted else None)
 
-        return started(await state.start_job(job, {}, send))
+        return started(await state.start_job(job, {"reclaim": reclaim}, send))
     sources = source or scheduled_sources(state.settings, datetime.now(UTC))
     if not sources:
         raise HTTPException(
@@ -289,6 +310,16 @@ async def run_job(
     return started(await state.start_job(job, {"sources": sources}, ingest_sources))
 
 
+def held_report(held: HeldDigests) -> dict[str, Any]:
+    return {
+        "held_by_stopped_workers": held.by_stopped,
+        "held_by_stopped_workers_until": (
+            held.stopped_until.isoformat() if held.stopped_until else None
+        ),
+        "held_by_other_workers": held.by_others,
+    }
+
+
 def compose_summary(report: ComposeReport) -> dict[str, Any]:
     return {
         "due": report.due,
@@ -317,9 +348,16 @@ async def job_run(session: Session, run_id: Id) -> JobRunOut:
 
 
 @router.get("/stats", response_model=Stats)
-async def stats(session: Session, days: Annotated[int, Query(ge=1, le=90)] = 14) -> Stats:
+async def stats(
+    session: Session, state: State, days: Annotated[int, Query(ge=1, le=90)] = 14
+) -> Stats:
     by_status = await count_by_status(session=session)
     latest = await latest_ingest_runs(session=session, limit=1)
+    delivery = await delivery_state(
+        session=session,
+        now=datetime.now(UTC),
+        heartbeat_seconds=state.settings.send_heartbeat_seconds,
+    )
     return Stats(
         subscribers={status.value: count for status, count in by_status.items()},
         digests_by_day=await digests_per_day(
@@ -328,4 +366,12 @@ async def stats(session: Session, days: Annotated[int, Query(ge=1, le=90)] = 14)
         bounced_subscribers=by_status[SubscriberStatus.BOUNCED],
         bounced_digests=await count_digests(DigestStatus.BOUNCED, session=session),
         last_ingest=IngestRunOut.model_validate(latest[0]) if latest else None,
+        delivery=DeliveryOut(
+            refusal=delivery.refusal,
+            refused_at=delivery.refused_at,
+            workers_alive=delivery.workers_alive,
+            held_by_stopped_workers=delivery.held.by_stopped,
+            held_by_stopped_workers_until=delivery.held.stopped_until,
+            held_by_other_workers=delivery.held.by_others,
+        ),
     )

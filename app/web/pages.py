@@ -14,7 +14,7 @@ from fastapi.responses import HTMLResponse, PlainTextResponse, Response
 from sqlalchemy import text
 
 from app.digests.front_page import trending_papers
-from app.mail.transports import Verdict
+from app.mail.replies import Verdict
 from app.models import DEFAULT_TIMEZONE, DIGEST_SIZE, SEND_HOUR, TRENDING_WEIGHT, SubscriberStatus
 from app.subscribers.rules import (
     SignupMail,

@@ -215,9 +215,25 @@ class JobResult(BaseModel):
     report: dict[str, Any]
 
 
+class DeliveryOut(BaseModel):
+    """Delivery across every worker. `refusal`: the mail server's refusal about us (relay,
+    login, policy) that stopped the latest send run, for as long as nothing has been accepted
+    since; no subscriber was marked bounced for it. `held_by_stopped_workers`: digests leased
+    to workers that died, until `held_by_stopped_workers_until` (a send with reclaim takes them
+    at once)."""
+
+    refusal: str | None
+    refused_at: datetime | None
+    workers_alive: int
+    held_by_stopped_workers: int
+    held_by_stopped_workers_until: datetime | None
+    held_by_other_workers: int
+
+
 class Stats(BaseModel):
     subscribers: dict[str, int]
     digests_by_day: dict[str, dict[str, int]]
     bounced_subscribers: int
     bounced_digests: int
     last_ingest: IngestRunOut | None
+    delivery: DeliveryOut

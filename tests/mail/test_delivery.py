@@ -31,7 +31,8 @@ from app.mail.queue import (
     digest_changes,
     release_digests,
 )
-from app.mail.transports import SmtpTransport, Verdict, parse_smtp_url
+from app.mail.replies import Verdict
+from app.mail.transports import SmtpTransport, parse_smtp_url
 from app.models import Digest, DigestStatus, Subscriber, SubscriberStatus
 from app.subscribers.rules import Preferences, add_active_subscriber
 from tests.conftest import requires_postgres

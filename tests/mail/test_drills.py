@@ -1,7 +1,8 @@
 """Reliability drills on Postgres, at the scale of a small deployment: a simulated day of 2,000
 subscribers spread over the world's time zones under two schedulers and three workers; a worker
-SIGKILLed at random points while sending 2,000 digests; and a mail server that answers 421/451 or
-drops the connection for a fifth of the messages."""
+SIGKILLed at random points while sending 2,000 digests; a mail server that answers 421/451 or
+drops the connection for a fifth of the messages; and a relay that denies us every recipient
+for a while, then is fixed. Each prints its figures (`pytest -s`)."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.config import Settings
 from app.jobs import compose_job, ingest_job, send_job
-from app.mail.delivery import IN_FLIGHT_PER_CONNECTION
+from app.mail.delivery import HALT_AFTER_REFUSALS, IN_FLIGHT_PER_CONNECTION
 from app.models import Digest, DigestStatus, Paper, Subscriber, SubscriberStatus
 from tests.conftest import requires_postgres
 from tests.support.queue import wait_until_retries_are_due
@@ -220,3 +221,59 @@ async def test_flaky_mail_server_gets_everything(
             select(func.count()).select_from(Digest).where(Digest.status != DigestStatus.SENT)
         )
     assert failed == 0
+
+
+async def test_a_relay_that_denies_us_suppresses_no_one_and_loses_nothing(
+    session_factory: Sessions, settings: Settings, sample_page: Path
+) -> None:
+    addresses = await composed_day(session_factory, settings, sample_page)
+    denied_runs = 5  # the scheduler keeps trying while the relay is misconfigured
+    handler = SinkHandler(every_rcpt="554 5.7.1 <digest@papers.example.org>: Relay access denied")
+    with smtp_sink(handler) as (sink, port):
+        config = smtp_settings(settings, port)
+        for _ in range(denied_runs):
+            denied = await send_job(session_factory=session_factory, settings=config)
+            assert denied.halted is not None and denied.bounced == 0 and denied.sent == 0
+            await wait_until_retries_are_due(session_factory)
+        refusals = len(handler.rcpt_refused)
+        async with session_factory() as session:
+            suppressed = await session.scalar(
+                select(func.count())
+                .select_from(Subscriber)
+                .where(
+                    (Subscriber.status != SubscriberStatus.ACTIVE) | (Subscriber.bounce_count > 0)
+                )
+            )
+            waiting = await session.scalar(
+                select(func.count())
+                .select_from(Digest)
+                .where(Digest.status.in_([DigestStatus.QUEUED, DigestStatus.RETRY]))
+            )
+        # Nobody suppressed; every digest waits (none left leased to a run that stopped).
+        assert suppressed == 0 and waiting == len(addresses)
+
+        handler.every_rcpt = None  # the relay is fixed
+        rounds = 0
+        while rounds < 30:
+            rounds += 1
+            await send_job(session_factory=session_factory, settings=config)
+            async with session_factory() as session:
+                left = await session.scalar(
+                    select(func.count())
+                    .select_from(Digest)
+                    .where(Digest.status != DigestStatus.SENT)
+                )
+            if not left:
+                break
+            await wait_until_retries_are_due(session_factory)
+    counts = sink.per_recipient()
+    lost = len(set(addresses) - set(counts))
+    duplicates = sum(n - 1 for n in counts.values())
+    print(
+        f"\nrelay denial drill: {len(addresses)} digests; {denied_runs} runs against a relay "
+        f"denying us stopped after {refusals} refusals in all ({refusals / denied_runs:.1f} a "
+        f"run); {suppressed} subscribers suppressed; relay fixed: delivered in {rounds} "
+        f"run(s), {lost} lost, {duplicates} duplicates"
+    )
+    assert counts == {address: 1 for address in addresses}  # 0 lost, exactly one copy each
+    assert refusals <= denied_runs * (HALT_AFTER_REFUSALS + 8 * IN_FLIGHT_PER_CONNECTION)

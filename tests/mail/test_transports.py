@@ -14,13 +14,13 @@ from typing import Any
 
 import pytest
 
+from app.mail.replies import Verdict
 from app.mail.transports import (
     MaildirTransport,
     MailUrlError,
     RateLimiter,
     SmtpEndpoint,
     SmtpTransport,
-    Verdict,
     open_transport,
     parse_smtp_url,
     wire_form,
@@ -103,7 +103,7 @@ async def test_each_answer_is_classified(tmp_path: Path) -> None:
     assert busy.verdict is Verdict.TRY_LATER and busy.detail.startswith("451")
     assert gone.verdict is Verdict.REFUSED and gone.detail.startswith("550")
     # The server refused us, not the address: not a bounce, whatever the code.
-    assert blocked.verdict is Verdict.TRY_LATER and blocked.detail.startswith("550 5.7.1")
+    assert blocked.verdict is Verdict.REFUSED_US and blocked.detail.startswith("550 5.7.1")
     assert [recipient for recipient, _ in sink.received] == ["ann@example.org"]
 
 

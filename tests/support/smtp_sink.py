@@ -1,7 +1,9 @@
 """A real SMTP server for tests (aiosmtpd in a background thread): records every message it
 accepts, and can be told to answer a recipient with given codes (421, 451, 550 ...) in turn, to
-drop a share of connections, or to take its time over each message. A test waits for messages
-to arrive (`wait_for_received`, `wait_for_message`): woken by each arrival, never polling."""
+answer RCPT with given replies (one recipient's in turn, or every recipient's: a relay that
+denies us), to drop a share of connections, or to take its time over each message. A test waits
+for messages to arrive (`wait_for_received`, `wait_for_message`): woken by each arrival, never
+polling."""
 
 from __future__ import annotations
 
@@ -30,6 +32,11 @@ def free_port() -> int:
 @dataclass
 class SinkHandler:
     scripted: dict[str, list[int]] = field(default_factory=dict)
+    # Whole replies to RCPT ("554 5.7.1 Relaying denied"): a recipient's in turn, then
+    # `every_rcpt` for every recipient when set.
+    rcpt_scripted: dict[str, list[str]] = field(default_factory=dict)
+    every_rcpt: str | None = None
+    rcpt_refused: list[tuple[str, str]] = field(default_factory=list)  # (recipient, reply)
     transient_share: float = 0.0  # share of messages answered 451 or with a dropped connection
     delay: float = 0.0
     seed: int = 7
@@ -42,6 +49,19 @@ class SinkHandler:
     def __post_init__(self) -> None:
         self.random = random.Random(self.seed)
         self.arrived = threading.Condition(self.lock)  # notified on every accepted message
+
+    async def handle_RCPT(
+        self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
+    ) -> str:
+        with self.lock:
+            replies = self.rcpt_scripted.get(address)
+            reply = replies.pop(0) if replies else self.every_rcpt
+            if reply is not None:
+                self.rcpt_refused.append((address, reply))
+                return reply
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(options)
+        return "250 OK"
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         recipient = envelope.rcpt_tos[0]

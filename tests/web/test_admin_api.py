@@ -303,7 +303,12 @@ async def test_digests_preview_jobs_and_stats(
     assert composed["status"] == "succeeded" and composed["report"]["queued"] == 1
     assert composed["parameters"] == {"date": DAY.isoformat()}
     due = (await api.post("/admin/api/jobs/send", params={"dry_run": "true"})).json()
-    assert due["report"] == {"due": 1}
+    assert due["report"] == {
+        "due": 1,
+        "held_by_stopped_workers": 0,
+        "held_by_stopped_workers_until": None,
+        "held_by_other_workers": 0,
+    }
     sent = await finished(api, await api.post("/admin/api/jobs/send"))
     assert sent["report"]["sent"] == 1
     runs = (await api.get("/admin/api/job-runs")).json()
@@ -326,5 +331,6 @@ async def test_digests_preview_jobs_and_stats(
     assert stats["subscribers"]["active"] == 1
     assert stats["digests_by_day"][DAY.isoformat()] == {"sent": 1}
     assert stats["last_ingest"]["inserted"] == 185
+    assert stats["delivery"]["refusal"] is None and stats["delivery"]["workers_alive"] == 0
     assert (await api.post("/admin/api/jobs/ingest")).status_code == 422  # no sources configured
     assert (await api.post("/admin/api/jobs/rebuild")).status_code == 422

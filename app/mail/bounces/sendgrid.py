@@ -24,7 +24,6 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from app.config import read_ec_public_key
 from app.mail.bounces.reports import ReportedEvent, clipped, event_key
-from app.mail.bounces.status_codes import ENHANCED_CODE
 from app.mail.bounces.webhook import (
     WebhookMalformed,
     WebhookRefused,
@@ -32,6 +31,7 @@ from app.mail.bounces.webhook import (
     moment,
     text_of,
 )
+from app.mail.replies import ENHANCED_CODE
 from app.models import DeliveryEventKind
 
 SIGNATURE_HEADER = "X-Twilio-Email-Event-Webhook-Signature"
