@@ -44,7 +44,7 @@ from app.ingest.upsert import (
 )
 from app.mail.delivery import deliver_digests
 from app.metrics import PAPERS_INGESTED
-from app.models import IngestStatus, JobRun
+from app.models import IngestRun, IngestStatus, JobRun
 
 if TYPE_CHECKING:
     from app.digests.plan import ComposeReport
@@ -79,8 +79,8 @@ async def ingest_job(
     async with session_factory() as session:
         await close_abandoned_runs(session=session, now=datetime.now(UTC))
         run_id = (await open_run(location, session=session)).id
-        await session.commit()
         try:
+            await session.commit()
             async with (
                 heartbeat(run_id, session_factory=session_factory),
                 AsyncExitStack() as exit_stack,
@@ -152,6 +152,8 @@ async def _record_after_stop(
         await session.invalidate()
     try:
         async with session_factory() as recording:
+            if await recording.get(IngestRun, run_id) is None:
+                return  # stopped before the run was stored: there is nothing to record
             await record_run(run_id, report, IngestStatus.FAILED, session=recording)
             await recording.commit()
     except Exception:  # the next start-up closes the run instead (close_abandoned_runs)

@@ -63,7 +63,7 @@ async def test_jobs_are_scheduled_once_at_a_time(
         jobs = {job.id: job for job in scheduler.get_jobs()}
     finally:
         scheduler.shutdown(wait=False)
-    assert set(jobs) == {"ingest", "compose", "send"}
+    assert set(jobs) == {"close-interrupted-ingest-runs", "ingest", "compose", "send"}
     assert isinstance(jobs["ingest"].trigger, CronTrigger)
     assert str(jobs["ingest"].trigger.fields[5]) == "*/2"  # hour field
     assert isinstance(jobs["compose"].trigger, IntervalTrigger)
