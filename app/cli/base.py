@@ -64,8 +64,9 @@ def run_with_engine(work: Callable[[AsyncEngine, Settings], Awaitable[T]]) -> T:
     return run_async(main())
 
 
-# The exit status of a command stopped by SIGTERM, as a shell reports a process it killed.
+# The exit status of a command stopped by a signal, as a shell reports a process it killed.
 STOPPED_BY_SIGTERM = 128 + signal.SIGTERM
+STOPPED_BY_SIGINT = 128 + signal.SIGINT
 
 
 def stop_on_sigterm() -> None:

@@ -14,6 +14,7 @@ from rich.table import Table
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.cli.base import (
+    STOPPED_BY_SIGINT,
     STOPPED_BY_SIGTERM,
     checked_settings,
     cli,
@@ -127,13 +128,15 @@ def ingest_command(
 
     try:
         reports = run_with_engine(work)
-    except asyncio.CancelledError:
+    except (asyncio.CancelledError, KeyboardInterrupt) as stop:
+        signal_name = "Ctrl-C" if isinstance(stop, KeyboardInterrupt) else "SIGTERM"
         where = f" while reading {current[0]}" if current else ""
         console.print(
-            f"[bold red]stopped:[/] SIGTERM{where}; batches committed so far are kept and the "
-            "run is recorded as failed (interrupted)"
+            f"[bold red]stopped:[/] {signal_name}{where}; batches committed so far are kept and "
+            "the run is recorded as failed (interrupted)"
         )
-        raise typer.Exit(code=STOPPED_BY_SIGTERM) from None
+        code = STOPPED_BY_SIGINT if isinstance(stop, KeyboardInterrupt) else STOPPED_BY_SIGTERM
+        raise typer.Exit(code=code) from None
     if not all(report.ok for report in reports):
         raise typer.Exit(code=1)
 

@@ -2,7 +2,7 @@
 as SIGTERM or a stopping scheduler does) is recorded as failed, interrupted; a run whose process
 died (SIGKILL) is closed as interrupted at the next start, whether its owner ran here (the process
 is gone) or elsewhere (its heartbeat went quiet); a live run is never touched. `paperboy ingest`
-stopped by SIGTERM exits 143 without a traceback."""
+stopped by SIGTERM exits 143 (Ctrl-C: 130) without a traceback."""
 
 from __future__ import annotations
 
@@ -163,19 +163,27 @@ async def test_paperboy_ingest_stopped_or_killed_leaves_no_run_running(
         assert stopped.returncode == 143, err.decode()
         assert b"Traceback" not in err and b"stopped:" in err and b"SIGTERM" in err
 
-        killed = await paperboy_ingest(database_url, server.url("/slow.json"))
+        interrupted = await paperboy_ingest(database_url, server.url("/slow.json"))
         await until_running(session_factory, count=2)
+        interrupted.send_signal(signal.SIGINT)
+        _, err = await asyncio.wait_for(interrupted.communicate(), 60)
+        assert interrupted.returncode == 130, err.decode()
+        assert b"Traceback" not in err and b"Ctrl-C" in err
+
+        killed = await paperboy_ingest(database_url, server.url("/slow.json"))
+        await until_running(session_factory, count=3)
         killed.send_signal(signal.SIGKILL)
         await killed.wait()
-    first, second = await runs(session_factory)
-    assert first.status is IngestStatus.FAILED
-    assert first.error == "interrupted after 0 records: the process was stopped (SIGTERM)"
-    assert second.status is IngestStatus.RUNNING  # nobody was left to record it
+    by_term, by_int, by_kill = await runs(session_factory)
+    assert by_term.status is by_int.status is IngestStatus.FAILED
+    assert by_term.error == "interrupted after 0 records: the process was stopped (SIGTERM)"
+    assert by_int.error == "interrupted after 0 records: the process running it was stopped"
+    assert by_kill.status is IngestStatus.RUNNING  # nobody was left to record it
 
     after = await paperboy_ingest(database_url, str(sample_page))
     await asyncio.wait_for(after.communicate(), 120)
     assert after.returncode == 0
-    first, second, third = await runs(session_factory)
-    assert second.status is IngestStatus.FAILED
-    assert (second.error or "").endswith("stopped without closing the run")
-    assert third.status is IngestStatus.SUCCEEDED and third.inserted == 185
+    *_, by_kill, last = await runs(session_factory)
+    assert by_kill.status is IngestStatus.FAILED
+    assert (by_kill.error or "").endswith("stopped without closing the run")
+    assert last.status is IngestStatus.SUCCEEDED and last.inserted == 185
