@@ -25,7 +25,14 @@ from app.db import is_postgres
 from app.ingest.fetch import OpenedSource, open_source
 from app.ingest.normalise import PreparedBatch, held_until_complete, prepare_batches
 from app.ingest.parsing_worker import batches_from_workers
-from app.ingest.runs import close_abandoned_runs, heartbeat, interrupted, open_run, record_run
+from app.ingest.runs import (
+    close_abandoned_runs,
+    heartbeat,
+    interrupted,
+    open_run,
+    record_run,
+    record_stopped_run,
+)
 from app.ingest.sources import (
     ARXIV_ATOM,
     HF_DAILY,
@@ -44,7 +51,7 @@ from app.ingest.upsert import (
 )
 from app.mail.delivery import deliver_digests
 from app.metrics import PAPERS_INGESTED
-from app.models import IngestRun, IngestStatus, JobRun
+from app.models import IngestStatus, JobRun
 
 if TYPE_CHECKING:
     from app.digests.plan import ComposeReport
@@ -119,7 +126,9 @@ async def ingest_job(
                 reason or "the process running it was stopped", report.records
             )
             report.seconds = time.perf_counter() - started
-            await _record_after_stop(session, session_factory, run_id, report)
+            await record_stopped_run(
+                run_id, report, session=session, session_factory=session_factory
+            )
             raise
         except Exception as error:
             await session.rollback()
@@ -135,29 +144,6 @@ async def ingest_job(
     for outcome in ("inserted", "updated", "unchanged", "rejected"):
         PAPERS_INGESTED.labels(outcome).inc(getattr(report, outcome))
     return report
-
-
-async def _record_after_stop(
-    session: AsyncSession,
-    session_factory: async_sessionmaker[AsyncSession],
-    run_id: int,
-    report: IngestReport,
-) -> None:
-    """Record a stopped run as failed. The ingest's own connection may have been cut in the
-    middle of a statement, so it is dropped (its transaction rolled back) and a fresh session
-    writes the record."""
-    try:
-        await session.rollback()
-    except Exception:
-        await session.invalidate()
-    try:
-        async with session_factory() as recording:
-            if await recording.get(IngestRun, run_id) is None:
-                return  # stopped before the run was stored: there is nothing to record
-            await record_run(run_id, report, IngestStatus.FAILED, session=recording)
-            await recording.commit()
-    except Exception:  # the next start-up closes the run instead (close_abandoned_runs)
-        logger.exception("recording the stop of ingest run %d failed", run_id)
 
 
 async def close_interrupted_ingest_runs(

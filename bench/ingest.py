@@ -1049,8 +1049,10 @@ async def spawn(
     env = None
     if code_root is not None:
         env = os.environ | {"PYTHONPATH": os.pathsep.join([str(code_root), str(ROOT)])}
+    # In `code_root` the child's own children (`python -m app.ingest.parsing_worker`, which puts
+    # the working directory first on the path) import the same version of the code.
     process = await asyncio.create_subprocess_exec(
-        *command, stdout=asyncio.subprocess.PIPE, env=env
+        *command, stdout=asyncio.subprocess.PIPE, env=env, cwd=code_root
     )
     try:
         stdout, _ = await process.communicate()
@@ -1150,6 +1152,7 @@ HOSTILE_BASELINE_REF = "abff949"  # the last commit before the ingest hardening
 RSS_GOAL_MB = 300
 ONE_LINE_BYTES = 300 * 1000 * 1000
 DAILY_BYTES = 56 * 1000 * 1000
+LIMIT_RECORDS_BYTES = 200 * 1000 * 1000
 # Peak RSS reported when these inputs were first tried (issue 14), for reference.
 REPORTED_MB = {"one-line": 1270, "daily": 927}
 
@@ -1213,6 +1216,41 @@ def write_daily_papers(path: Path, seed: int) -> int:
             out.write(encoded)
             written += len(encoded)
         out.write(b"]")
+    return path.stat().st_size
+
+
+def write_limit_records(path: Path) -> int:
+    """About 200 MB of JSON Lines whose every record sits at the normaliser's limits (a title of
+    500 characters, an abstract of 10,000, 200 authors of 280 characters, 50 categories): each
+    is stored, and a batch of 5,000 of them would hold hundreds of MB of text."""
+    words = [
+        "attention",
+        "sparse",
+        "kernel",
+        "manifold",
+        "estimator",
+        "gradient",
+        "operator",
+        "lattice",
+    ]
+    written, number = 0, 0
+    with path.open("wb", buffering=1 << 20) as out:
+        while written < LIMIT_RECORDS_BYTES:
+            number += 1
+            title = f"Limit record {number} " + " ".join(words[i % 8] for i in range(80))
+            record = {
+                "id": f"2501.{number:05d}",
+                "title": title[:500],
+                "abstract": (" ".join(words[(i + number) % 8] for i in range(1500)))[:10_000],
+                "authors_parsed": [
+                    [f"Last{n}" + "l" * 130, f"First{n}" + "f" * 130, ""] for n in range(200)
+                ],
+                "categories": " ".join(f"cat.{n}" + "x" * 55 for n in range(50)),
+                "update_date": "2025-01-02",
+            }
+            line = orjson.dumps(record) + b"\n"
+            out.write(line)
+            written += len(line)
     return path.stat().st_size
 
 
@@ -1317,7 +1355,9 @@ def print_hostile(
             outcome(result),
             f"{result['seconds']:,.1f}",
             shown,
-            f"{REPORTED_MB[hostile.key]:,}" if code != "Paperboy" else "",
+            f"{REPORTED_MB[hostile.key]:,}"
+            if code != "Paperboy" and hostile.key in REPORTED_MB
+            else "",
         )
     console.print(table)
     console.print(
@@ -1332,8 +1372,10 @@ def hostile_main(args: argparse.Namespace, console: Console) -> int:
         console.print("generating the hostile inputs ...")
         one_line = workdir / "one-line.jsonl.gz"
         daily = workdir / "daily_papers.json"
+        limits = workdir / "limit-records.jsonl"
         one_line_size = write_one_line_jsonl_gz(one_line)
         daily_size = write_daily_papers(daily, args.seed)
+        limits_size = write_limit_records(limits)
         with FileServer(daily) as server:
             inputs = [
                 HostileInput(
@@ -1348,6 +1390,12 @@ def hostile_main(args: argparse.Namespace, console: Console) -> int:
                     f"{daily_size / 1e6:,.0f} MB daily-papers JSON (URL)",
                     server.url,
                     daily_size,
+                ),
+                HostileInput(
+                    "limits",
+                    f"{limits_size / 1e6:,.0f} MB JSONL, every record at the field limits (file)",
+                    str(limits),
+                    limits_size,
                 ),
             ]
             results = asyncio.run(run_hostile(args, inputs, workdir, console))

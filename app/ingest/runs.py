@@ -94,6 +94,30 @@ async def record_run(
         run.finished_at = now
 
 
+async def record_stopped_run(
+    run_id: int,
+    report: IngestReport,
+    *,
+    session: AsyncSession,
+    session_factory: async_sessionmaker[AsyncSession],
+) -> None:
+    """Record a stopped run as failed (and commit: nothing else is left to). The ingest's own
+    connection may have been cut in the middle of a statement, so its transaction is rolled
+    back (the connection dropped if that fails) and a fresh session writes the record."""
+    try:
+        await session.rollback()
+    except Exception:
+        await session.invalidate()
+    try:
+        async with session_factory() as recording:
+            if await recording.get(IngestRun, run_id) is None:
+                return  # stopped before the run was stored: there is nothing to record
+            await record_run(run_id, report, IngestStatus.FAILED, session=recording)
+            await recording.commit()
+    except Exception:  # the next start closes the run instead (close_abandoned_runs)
+        logger.exception("recording the stop of ingest run %d failed", run_id)
+
+
 def _aware(moment: datetime) -> datetime:
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
