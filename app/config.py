@@ -94,7 +94,17 @@ class Settings(BaseSettings):
         default=5000, ge=100, le=100_000, description="Papers written per committed batch."
     )
     http_timeout: float = Field(
-        default=30.0, gt=0, description="Seconds before an HTTP source fetch gives up."
+        default=30.0, gt=0, description="Seconds an HTTP source fetch waits for each read."
+    )
+    http_deadline: float = Field(
+        default=300.0,
+        gt=0,
+        description="Seconds a whole HTTP source download may take, retries included.",
+    )
+    http_max_bytes: int = Field(
+        default=200 * 1024 * 1024,
+        ge=1024,
+        description="Largest HTTP source body (bytes, after HTTP decompression) a fetch accepts.",
     )
     http_retries: int = Field(
         default=3, ge=0, le=10, description="Retries of an HTTP fetch on 5xx, 429, network errors."

@@ -24,14 +24,36 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.config import Settings
 from app.db import is_postgres
 from app.ingest.fetch import OpenedSource, open_source
-from app.ingest.normalise import PreparedBatch, prepare_batches
+from app.ingest.normalise import PreparedBatch, held_until_complete, prepare_batches
 from app.ingest.parsing_worker import batches_from_workers
-from app.ingest.sources import SourceError, detect_format, parse_source
-from app.ingest.upsert import IngestReport, upsert_papers
+from app.ingest.runs import (
+    close_abandoned_runs,
+    heartbeat,
+    interrupted,
+    open_run,
+    record_run,
+    record_stopped_run,
+)
+from app.ingest.sources import (
+    ARXIV_ATOM,
+    HF_DAILY,
+    PAGE,
+    READ_ERRORS,
+    SourceError,
+    detect_format,
+    parse_source,
+)
+from app.ingest.upsert import (
+    IngestReport,
+    describe_refusal,
+    is_about_the_database,
+    upsert_isolating_refusals,
+    upsert_papers,
+)
 from app.mail.bounces.mailbox_job import read_bounce_mailbox
 from app.mail.delivery import deliver_digests
 from app.metrics import PAPERS_INGESTED
-from app.models import IngestRun, IngestStatus, JobRun
+from app.models import IngestStatus, JobRun
 
 if TYPE_CHECKING:
     from app.digests.plan import ComposeReport
@@ -40,27 +62,13 @@ logger = logging.getLogger("paperboy.jobs")
 ProgressCallback = Callable[[int, int | None], None]
 WORKER_MIN_BYTES = 16 * 1024 * 1024  # files this large are parsed in worker processes
 PARSING_WORKERS = 2  # splittable files (plain JSON Lines) are cut into this many byte ranges
+# Formats small by nature: read to their end before the first write, so that one found malformed
+# writes nothing (up to a bound on what is held: see `held_until_complete`).
+READ_WHOLE_FORMATS = (PAGE, ARXIV_ATOM, HF_DAILY)
 COMPOSE_SLICE = 5_000  # subscribers whose digests are written (and committed) at a time
 # Slices written at once on Postgres: while one connection's server process checks and stores
 # items, the next slice's rows are being prepared and sent on another.
 COMPOSE_WRITERS = 3
-
-
-async def _record_run(
-    session: AsyncSession, run_id: int, report: IngestReport, status: IngestStatus
-) -> None:
-    run = await session.get_one(IngestRun, run_id)
-    run.format = report.format
-    run.status = status
-    run.records = report.records
-    run.inserted = report.inserted
-    run.updated = report.updated
-    run.unchanged = report.unchanged
-    run.rejected = report.rejected
-    run.rejections = list(report.rejections)
-    run.error = report.error
-    if status is not IngestStatus.RUNNING:
-        run.finished_at = datetime.now(UTC)
 
 
 async def ingest_job(
@@ -72,21 +80,27 @@ async def ingest_job(
     on_progress: ProgressCallback | None = None,
 ) -> IngestReport:
     """Ingest one source. A source that cannot be read at all ends as a failed run with the
-    reason in `report.error` and no papers written; bad records are rejected one by one."""
+    reason in `report.error` and no papers written; bad records are rejected one by one. A run
+    cut short (the task cancelled: SIGTERM, a scheduler or web app stopping) is recorded as
+    failed, interrupted, before the cancellation goes on."""
     report = IngestReport(source=location)
     started = time.perf_counter()
     async with session_factory() as session:
-        run = IngestRun(source=location[:2000], format=None)
-        session.add(run)
-        await session.commit()
-        run_id = run.id
+        await close_abandoned_runs(session=session, now=datetime.now(UTC))
+        run_id = (await open_run(location, session=session)).id
         try:
-            async with AsyncExitStack() as exit_stack:
+            await session.commit()
+            async with (
+                heartbeat(run_id, session_factory=session_factory),
+                AsyncExitStack() as exit_stack,
+            ):
                 source = await open_source(
                     location,
                     read_timeout=settings.http_timeout,
                     retries=settings.http_retries,
                     max_retry_after=settings.http_max_retry_after,
+                    deadline=settings.http_deadline,
+                    max_bytes=settings.http_max_bytes,
                     exit_stack=exit_stack,
                 )
                 report.format = (
@@ -103,25 +117,45 @@ async def ingest_job(
         except SourceError as error:
             await session.rollback()
             report.error = str(error)
-        except (OSError, EOFError) as error:
-            # A stream that breaks mid-way (truncated gzip, vanished file): the batches committed
-            # so far stay, whole; the run is failed and says how far it got.
+        except READ_ERRORS as error:
+            # A stream that breaks mid-way (truncated or corrupt gzip, vanished file): the
+            # batches committed so far stay, whole; the run is failed and says how far it got.
             await session.rollback()
             report.error = f"reading {location} failed after {report.records} records: {error}"
+        except asyncio.CancelledError as stop:
+            reason = f"the process was stopped ({stop.args[0]})" if stop.args else None
+            report.error = interrupted(
+                reason or "the process running it was stopped", report.records
+            )
+            report.seconds = time.perf_counter() - started
+            await record_stopped_run(
+                run_id, report, session=session, session_factory=session_factory
+            )
+            raise
         except Exception as error:
             await session.rollback()
             report.error = f"{type(error).__name__}: {error}"
             report.seconds = time.perf_counter() - started
-            await _record_run(session, run_id, report, IngestStatus.FAILED)
+            await record_run(run_id, report, IngestStatus.FAILED, session=session)
             await session.commit()
             raise
         report.seconds = time.perf_counter() - started
         status = IngestStatus.SUCCEEDED if report.ok else IngestStatus.FAILED
-        await _record_run(session, run_id, report, status)
+        await record_run(run_id, report, status, session=session)
         await session.commit()
     for outcome in ("inserted", "updated", "unchanged", "rejected"):
         PAPERS_INGESTED.labels(outcome).inc(getattr(report, outcome))
     return report
+
+
+async def close_interrupted_ingest_runs(
+    *, session_factory: async_sessionmaker[AsyncSession]
+) -> int:
+    """At a process's start: close as interrupted the ingest runs whose process died."""
+    async with session_factory() as session:
+        closed = await close_abandoned_runs(session=session, now=datetime.now(UTC))
+        await session.commit()
+    return closed
 
 
 async def _ingest_stream(
@@ -134,14 +168,30 @@ async def _ingest_stream(
     on_progress: ProgressCallback | None,
 ) -> None:
     """Write batches of `batch_size` rows, each committed whole (with the run's counters), while
-    the next batch is parsed and normalised in a thread."""
+    the next batch is parsed and normalised in a thread. A batch the database refuses for its
+    data is rolled back and written again in parts, so that only the papers it refuses are
+    rejected."""
     assert report.format is not None
     source_format = report.format
 
     async def write(batch: PreparedBatch, position: int) -> None:
-        counts = await upsert_papers(batch.rows, session=session)
+        try:
+            counts = await upsert_papers(batch.rows, session=session)
+        except Exception as error:
+            if is_about_the_database(error):
+                raise
+            logger.warning(
+                "a batch of %s was refused as a whole (%s); writing it in parts",
+                report.source,
+                describe_refusal(error),
+            )
+            await session.rollback()
+            counts, refused = await upsert_isolating_refusals(
+                batch.rows, batch.positions, session=session
+            )
+            batch.rejections.extend(refused)
         report.add_batch(batch, counts)
-        await _record_run(session, run_id, report, IngestStatus.RUNNING)
+        await record_run(run_id, report, IngestStatus.RUNNING, session=session)
         await session.commit()
         if on_progress is not None:
             on_progress(position, source.size)
@@ -150,6 +200,8 @@ async def _ingest_stream(
         batches = prepare_batches(
             parse_source(source.stream, source_format), source=source_format, batch_size=batch_size
         )
+        if source_format in READ_WHOLE_FORMATS:
+            batches = held_until_complete(batches)
         while (batch := await asyncio.to_thread(next, batches, None)) is not None:
             yield batch, source.position()
 

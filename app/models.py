@@ -320,6 +320,10 @@ class IngestRun(Base):
     rejected: Mapped[int] = mapped_column(Integer, default=0)
     rejections: Mapped[list[dict[str, Any]]] = mapped_column(JsonValue, default=list)
     error: Mapped[str | None] = mapped_column(Text)
+    # The process running it ("host:pid:start ticks") and when it last said it was alive: a run
+    # still "running" whose process is gone is closed as interrupted (app/ingest/runs.py).
+    owner: Mapped[str | None] = mapped_column(String(300))
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     __table_args__ = (Index(None, "started_at"),)
 

@@ -4,12 +4,15 @@ of `PAPERBOY_ARXIV_CATEGORIES` (each source on its own, so one that fails or can
 reported and the others still load; `{date}` in a source becomes today's UTC date, for the
 daily-papers API); compose runs every few minutes and freezes the
 digests whose subscriber-local send time has come; a send trigger delivers what is due; the
-bounce mailbox, when there is one, is read every `PAPERBOY_BOUNCE_POLL_SECONDS`. Jobs
-coalesce, never overlap, and survive their own exceptions. A second scheduler is harmless: the
-database keys make every job idempotent."""
+bounce mailbox, when there is one, is read every `PAPERBOY_BOUNCE_POLL_SECONDS`. Jobs coalesce,
+never overlap, and survive their own exceptions. At start, ingest runs left "running" by a process
+that died are closed as interrupted; at stop (`stop_scheduler`), running jobs are cancelled and
+awaited, so that an ingest cut short records itself as interrupted. A second scheduler is
+harmless: the database keys make every job idempotent."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -24,7 +27,14 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.config import Settings
 from app.ingest.scheduled import scheduled_sources
 from app.ingest.upsert import IngestReport
-from app.jobs import bounces_job, compose_job, embed_job, ingest_job, send_job
+from app.jobs import (
+    bounces_job,
+    close_interrupted_ingest_runs,
+    compose_job,
+    embed_job,
+    ingest_job,
+    send_job,
+)
 from app.mail.bounces.mailbox_job import BounceReport
 from app.mail.bounces.mailboxes import MailboxError
 from app.mail.outcomes import SendReport
@@ -35,6 +45,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger("paperboy.scheduler")
 JOBS = ("ingest", "compose", "send", "bounces")
 MISFIRE_GRACE_SECONDS = 600
+STOP_GRACE_SECONDS = 15.0  # how long cancelled jobs get to record how they ended
+# The jobs this process's schedulers are running now, for `stop_scheduler` to await.
+RUNNING_JOBS: set[asyncio.Task[None]] = set()
 
 Sessions = async_sessionmaker[AsyncSession]
 
@@ -129,14 +142,33 @@ def guarded(name: str, job: Callable[[], Awaitable[Any]]) -> Callable[[], Awaita
 
     async def run() -> None:
         started = time.perf_counter()
+        task = asyncio.current_task()
+        assert task is not None
+        RUNNING_JOBS.add(task)
         try:
             await job()
+        except asyncio.CancelledError:
+            # The scheduler is stopping (its shutdown cancels running jobs): the job has
+            # recorded what it must; the task ends here instead of as an error with a traceback.
+            logger.info("scheduled %s interrupted: the scheduler is stopping", name)
+            return
         except Exception:
             logger.exception("scheduled %s failed", name)
             return
+        finally:
+            RUNNING_JOBS.discard(task)
         logger.debug("scheduled %s done in %.2f s", name, time.perf_counter() - started)
 
     return run
+
+
+async def stop_scheduler(scheduler: AsyncIOScheduler, *, grace: float = STOP_GRACE_SECONDS) -> None:
+    """Stop the scheduler: nothing new starts, and running jobs are cancelled and awaited (up
+    to `grace` seconds) so that each records how it ended before the process goes."""
+    running = [task for task in RUNNING_JOBS if not task.done()]
+    scheduler.shutdown(wait=False)  # cancels the running jobs
+    if running:
+        await asyncio.wait(running, timeout=grace)
 
 
 def build_scheduler(
@@ -162,6 +194,15 @@ def build_scheduler(
         on_date = datetime.now(UTC).date() if compose_for_today else None
         await run_compose(session_factory=session_factory, settings=settings, on_date=on_date)
 
+    scheduler.add_job(
+        guarded(
+            "closing of interrupted ingest runs",
+            lambda: close_interrupted_ingest_runs(session_factory=session_factory),
+        ),
+        id="close-interrupted-ingest-runs",
+        name="close ingest runs whose process died",
+        next_run_time=now,
+    )
     scheduler.add_job(
         guarded("ingest", lambda: run_ingest(session_factory=session_factory, settings=settings)),
         CronTrigger.from_crontab(settings.ingest_cron, timezone=UTC),

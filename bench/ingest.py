@@ -8,7 +8,11 @@ that must insert nothing), and compares the throughput with a floor: the same ro
 peak resident set size (VmHWM), so the generator's memory never pollutes the figure; `--check-flat`
 repeats the first load at 2x N to show that memory does not grow with input size, and `--profile`
 breaks one Paperboy ingest down into parse, normalise, merge, staging COPY and SQL time and lists
-the cProfile hot spots. Databases are created per run and dropped at the end, also on failure."""
+the cProfile hot spots. `--hostile` instead measures the peak RSS of inputs built to exhaust
+memory (a 300 MB one-line JSON Lines file gzipped to 0.3 MB; a 56 MB daily-papers list fetched
+from a local HTTP server), each loaded by Paperboy and by the code before the ingest hardening
+(its app/ at `HOSTILE_BASELINE_REF`, taken from git) in the same harness and the same run.
+Databases are created per run and dropped at the end, also on failure."""
 
 from __future__ import annotations
 
@@ -59,6 +63,7 @@ COPY_BATCH = 5_000
 SOURCE = "arxiv-jsonl"
 RESULT_MARKER = "@@BENCH-RESULT@@ "
 SCRIPT = Path(__file__).resolve()
+ROOT = SCRIPT.parent.parent
 PARSE_LABEL = "parse (read + orjson + PaperRecord)"
 T = TypeVar("T")
 COPY_COLUMNS = (
@@ -1019,7 +1024,16 @@ class Databases:
                 await admin.execute(f'DROP DATABASE IF EXISTS "{self.created.pop()}" WITH (FORCE)')
 
 
-async def spawn(mode: str, path: Path, url: str, batch_size: int | None) -> dict[str, Any]:
+async def spawn(
+    mode: str,
+    path: Path | str,
+    url: str,
+    batch_size: int | None,
+    *,
+    code_root: Path | None = None,
+) -> dict[str, Any]:
+    """Run one load in a child process; with `code_root`, the child imports the `app` package
+    found there (another version of Paperboy) instead of this checkout's."""
     command = [
         sys.executable,
         str(SCRIPT),
@@ -1032,7 +1046,14 @@ async def spawn(mode: str, path: Path, url: str, batch_size: int | None) -> dict
     ]
     if batch_size is not None:
         command += ["--batch-size", str(batch_size)]
-    process = await asyncio.create_subprocess_exec(*command, stdout=asyncio.subprocess.PIPE)
+    env = None
+    if code_root is not None:
+        env = os.environ | {"PYTHONPATH": os.pathsep.join([str(code_root), str(ROOT)])}
+    # In `code_root` the child's own children (`python -m app.ingest.parsing_worker`, which puts
+    # the working directory first on the path) import the same version of the code.
+    process = await asyncio.create_subprocess_exec(
+        *command, stdout=asyncio.subprocess.PIPE, env=env, cwd=code_root
+    )
     try:
         stdout, _ = await process.communicate()
     finally:
@@ -1121,6 +1142,265 @@ async def run_benchmark(
         return results
     finally:
         await databases.drop_all()
+
+
+# --------------------------------------------------------------------------------------------
+# Hostile inputs (--hostile): memory against inputs built to exhaust it, now and before
+# --------------------------------------------------------------------------------------------
+
+HOSTILE_BASELINE_REF = "abff949"  # the last commit before the ingest hardening
+RSS_GOAL_MB = 300
+ONE_LINE_BYTES = 300 * 1000 * 1000
+DAILY_BYTES = 56 * 1000 * 1000
+LIMIT_RECORDS_BYTES = 200 * 1000 * 1000
+# Peak RSS reported when these inputs were first tried (issue 14), for reference.
+REPORTED_MB = {"one-line": 1270, "daily": 927}
+
+
+@dataclass(slots=True)
+class HostileInput:
+    key: str
+    label: str
+    source: str  # a path or a URL, as given to `ingest_job`
+    size_bytes: int
+
+
+def write_one_line_jsonl_gz(path: Path) -> int:
+    """A gzip of JSON Lines whose first line is one 300 MB record, then two ordinary ones: it
+    compresses to about 0.3 MB, so only reading it line by line costs memory."""
+    import gzip
+
+    with gzip.open(path, "wb", compresslevel=9) as out:
+        out.write(b'{"id": "2401.00001", "title": "One line", "abstract": "')
+        chunk = b"a" * (1 << 20)
+        for _ in range(ONE_LINE_BYTES // len(chunk)):
+            out.write(chunk)
+        out.write(b'"}\n')
+        for number in (2, 3):
+            out.write(
+                b'{"id": "2401.%05d", "title": "Ordinary %d", "abstract": "Fine."}\n'
+                % (number, number)
+            )
+    return path.stat().st_size
+
+
+def write_daily_papers(path: Path, seed: int) -> int:
+    """A daily-papers list (the huggingface.co/api/daily_papers shape) of about 56 MB: items
+    of a few kB with realistic fields, generated from the snapshot generator's titles."""
+    generator = SnapshotGenerator(seed)
+    written = 0
+    with path.open("wb", buffering=1 << 20) as out:
+        out.write(b"[")
+        number = 0
+        while written < DAILY_BYTES:
+            record = generator.record()
+            number += 1
+            item = {
+                "paper": {
+                    "id": record["id"],
+                    "title": record["title"],
+                    "summary": record["abstract"],
+                    "authors": [{"name": f"{first} {last}"} for last, first, *_ in
+                                record["authors_parsed"]],
+                    "publishedAt": "2026-12-01T08:00:00.000Z",
+                    "upvotes": number % 500,
+                    "ai_summary": record["abstract"][:600],
+                    "ai_keywords": record["title"].lower().split()[:8],
+                },
+                "publishedAt": "2026-12-01T08:00:00.000Z",
+                "title": record["title"],
+                "numComments": number % 40,
+                "submittedBy": {"name": "bench", "fullname": "Bench Generator"},
+            }  # fmt: skip
+            encoded = (b"," if number > 1 else b"") + orjson.dumps(item)
+            out.write(encoded)
+            written += len(encoded)
+        out.write(b"]")
+    return path.stat().st_size
+
+
+def write_limit_records(path: Path) -> int:
+    """About 200 MB of JSON Lines whose every record sits at the normaliser's limits (a title of
+    500 characters, an abstract of 10,000, 200 authors of 280 characters, 50 categories): each
+    is stored, and a batch of 5,000 of them would hold hundreds of MB of text."""
+    words = [
+        "attention",
+        "sparse",
+        "kernel",
+        "manifold",
+        "estimator",
+        "gradient",
+        "operator",
+        "lattice",
+    ]
+    written, number = 0, 0
+    with path.open("wb", buffering=1 << 20) as out:
+        while written < LIMIT_RECORDS_BYTES:
+            number += 1
+            title = f"Limit record {number} " + " ".join(words[i % 8] for i in range(80))
+            record = {
+                "id": f"2501.{number:05d}",
+                "title": title[:500],
+                "abstract": (" ".join(words[(i + number) % 8] for i in range(1500)))[:10_000],
+                "authors_parsed": [
+                    [f"Last{n}" + "l" * 130, f"First{n}" + "f" * 130, ""] for n in range(200)
+                ],
+                "categories": " ".join(f"cat.{n}" + "x" * 55 for n in range(50)),
+                "update_date": "2025-01-02",
+            }
+            line = orjson.dumps(record) + b"\n"
+            out.write(line)
+            written += len(line)
+    return path.stat().st_size
+
+
+class FileServer:
+    """Serves one file over HTTP on 127.0.0.1 from a thread (Content-Length, 1 MB writes)."""
+
+    def __init__(self, path: Path) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        served = path
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(served.stat().st_size))
+                self.end_headers()
+                with served.open("rb") as body:
+                    while chunk := body.read(1 << 20):
+                        self.wfile.write(chunk)
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/api/daily_papers"
+
+    def __enter__(self) -> FileServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def baseline_tree(ref: str, into: Path) -> Path:
+    """Paperboy's app/ as it was at `ref`, extracted from git into `into`."""
+    import io
+    import tarfile
+
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", "--format=tar", ref, "app"],
+        capture_output=True,
+        check=True,
+    ).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(into, filter="data")
+    return into
+
+
+def outcome(result: dict[str, Any]) -> str:
+    if result["error"]:
+        return f"failed: {result['error'][:60]}"
+    reasons = "; ".join(r["reason"][:40] for r in result["rejections"][:1])
+    return f"{result['inserted']:,} stored, {result['rejected']:,} rejected" + (
+        f" ({reasons})" if reasons else ""
+    )
+
+
+async def run_hostile(
+    args: argparse.Namespace, inputs: list[HostileInput], workdir: Path, console: Console
+) -> list[tuple[HostileInput, str, dict[str, Any]]]:
+    baseline = baseline_tree(args.baseline_ref, workdir / "baseline")
+    databases = Databases(args.database_url_base)
+    results: list[tuple[HostileInput, str, dict[str, Any]]] = []
+    try:
+        for hostile in inputs:
+            for code, root in ((f"before ({args.baseline_ref})", baseline), ("Paperboy", None)):
+                name = await databases.create_migrated(f"{hostile.key}_{len(results)}")
+                console.print(f"[bold]{code}[/] ingests {hostile.label} ...")
+                result = await spawn(
+                    "ingest",
+                    hostile.source,
+                    databases.sqlalchemy_url(name),
+                    args.batch_size,
+                    code_root=root,
+                )
+                results.append((hostile, code, result))
+        return results
+    finally:
+        await databases.drop_all()
+
+
+def print_hostile(
+    results: list[tuple[HostileInput, str, dict[str, Any]]], console: Console
+) -> None:
+    table = Table(title=f"Peak RSS on hostile inputs (goal: <= {RSS_GOAL_MB} MB for any input)")
+    for column in ("input", "code", "outcome", "seconds", "peak RSS MB", "reported before MB"):
+        table.add_column(
+            column, justify="left" if column in ("input", "code", "outcome") else "right"
+        )
+    for hostile, code, result in results:
+        peak = result["peak_rss_mb"]
+        shown = f"{peak:,.0f}"
+        if code == "Paperboy":
+            shown = f"[{'green' if peak <= RSS_GOAL_MB else 'red'}]{shown}[/]"
+        table.add_row(
+            hostile.label,
+            code,
+            outcome(result),
+            f"{result['seconds']:,.1f}",
+            shown,
+            f"{REPORTED_MB[hostile.key]:,}"
+            if code != "Paperboy" and hostile.key in REPORTED_MB
+            else "",
+        )
+    console.print(table)
+    console.print(
+        "[dim]peak RSS = VmHWM of the child process that ran the ingest (interpreter and imports "
+        "included). 'before' runs the same harness on app/ as it was at the baseline commit.[/]"
+    )
+
+
+def hostile_main(args: argparse.Namespace, console: Console) -> int:
+    with tempfile.TemporaryDirectory(prefix="paperboy-hostile-") as scratch:
+        workdir = Path(scratch)
+        console.print("generating the hostile inputs ...")
+        one_line = workdir / "one-line.jsonl.gz"
+        daily = workdir / "daily_papers.json"
+        limits = workdir / "limit-records.jsonl"
+        one_line_size = write_one_line_jsonl_gz(one_line)
+        daily_size = write_daily_papers(daily, args.seed)
+        limits_size = write_limit_records(limits)
+        with FileServer(daily) as server:
+            inputs = [
+                HostileInput(
+                    "one-line",
+                    f"{ONE_LINE_BYTES / 1e6:,.0f} MB one-line JSONL, gzipped to "
+                    f"{one_line_size / 1e3:,.0f} kB (file)",
+                    str(one_line),
+                    one_line_size,
+                ),
+                HostileInput(
+                    "daily",
+                    f"{daily_size / 1e6:,.0f} MB daily-papers JSON (URL)",
+                    server.url,
+                    daily_size,
+                ),
+                HostileInput(
+                    "limits",
+                    f"{limits_size / 1e6:,.0f} MB JSONL, every record at the field limits (file)",
+                    str(limits),
+                    limits_size,
+                ),
+            ]
+            results = asyncio.run(run_hostile(args, inputs, workdir, console))
+    print_hostile(results, console)
+    return 0
 
 
 def fmt_rate(value: float) -> str:
@@ -1319,6 +1599,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--profile", action="store_true", help="also profile one Paperboy ingest of the file"
     )
     parser.add_argument(
+        "--hostile",
+        action="store_true",
+        help="measure peak RSS on hostile inputs, now and at --baseline-ref, instead",
+    )
+    parser.add_argument(
+        "--baseline-ref",
+        default=HOSTILE_BASELINE_REF,
+        help="git revision of the code --hostile compares with (default: %(default)s)",
+    )
+    parser.add_argument(
         "--child", choices=("ingest", "copy", "stages", "cprofile"), help=argparse.SUPPRESS
     )
     parser.add_argument("--child-path", help=argparse.SUPPRESS)
@@ -1336,6 +1626,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     # Wide enough for the table when the output is piped to a file or a CI log.
     console = Console() if sys.stdout.isatty() else Console(width=120)
+    if args.hostile:
+        console.print(f"Paperboy code: {describe_code()}")
+        return hostile_main(args, console)
     made: list[Path] = []
 
     def scratch_file() -> Path:

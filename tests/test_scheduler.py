@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -63,7 +64,7 @@ async def test_jobs_are_scheduled_once_at_a_time(
         jobs = {job.id: job for job in scheduler.get_jobs()}
     finally:
         scheduler.shutdown(wait=False)
-    assert set(jobs) == {"ingest", "compose", "send"}
+    assert set(jobs) == {"close-interrupted-ingest-runs", "ingest", "compose", "send"}
     assert isinstance(jobs["ingest"].trigger, CronTrigger)
     assert str(jobs["ingest"].trigger.fields[5]) == "*/2"  # hour field
     assert isinstance(jobs["compose"].trigger, IntervalTrigger)
@@ -173,3 +174,33 @@ async def test_run_one_job_from_the_command_line(database_url: str, engine: obje
         check=False,
     )
     assert no_sources.returncode == 1
+
+
+@pytest.mark.slow
+async def test_a_scheduled_ingest_stopped_by_sigterm_is_recorded_and_exits_cleanly(
+    database_url: str, session_factory: Sessions, data: Path
+) -> None:
+    slow = Route((data / "hf-daily.json").read_bytes(), drip_seconds=0.05, drip_bytes=8)
+    with serve({"/slow.json": slow}) as server:
+        process = await asyncio.create_subprocess_exec(
+            PAPERBOY,
+            "scheduler",
+            "--run",
+            "ingest",
+            env=os.environ
+            | {"PAPERBOY_DATABASE_URL": database_url, "PAPERBOY_SOURCES": server.url("/slow.json")},
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        for _ in range(1500):  # the run is opened once the process has started: up to 30 s
+            async with session_factory() as session:
+                if await session.scalar(select(func.count()).select_from(IngestRun)):
+                    break
+            await asyncio.sleep(0.02)
+        process.send_signal(signal.SIGTERM)
+        _, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 143 and b"Traceback" not in err, err.decode()
+    async with session_factory() as session:
+        run = (await session.scalars(select(IngestRun))).one()
+    assert run.status == "failed"
+    assert run.error == "interrupted after 0 records: the process was stopped (SIGTERM)"

@@ -18,7 +18,7 @@ from app.config import Settings
 from app.db import create_engine, create_session_factory, migrate
 from app.jobs import ingest_job, send_job
 from app.models import Paper
-from app.scheduler import build_scheduler
+from app.scheduler import build_scheduler, stop_scheduler
 from app.web import create_app
 
 logger = logging.getLogger("paperboy.up")
@@ -82,7 +82,7 @@ async def run_all(
         await server.serve()
     finally:
         announcing.cancel()
-        scheduler.shutdown(wait=False)
+        await stop_scheduler(scheduler)
         stop.set()
         sent = await worker
         if sent.attempted:

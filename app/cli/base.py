@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import signal
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
@@ -61,6 +62,20 @@ def run_with_engine(work: Callable[[AsyncEngine, Settings], Awaitable[T]]) -> T:
             await engine.dispose()
 
     return run_async(main())
+
+
+# The exit status of a command stopped by a signal, as a shell reports a process it killed.
+STOPPED_BY_SIGTERM = 128 + signal.SIGTERM
+STOPPED_BY_SIGINT = 128 + signal.SIGINT
+
+
+def stop_on_sigterm() -> None:
+    """From here on, SIGTERM cancels the running command (the current task) with the reason
+    "SIGTERM": what it was doing records itself as interrupted (an ingest run, for one), and
+    `run_async` raises CancelledError for the command to exit with `STOPPED_BY_SIGTERM`."""
+    task = asyncio.current_task()
+    assert task is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel, "SIGTERM")
 
 
 def fail(message: str) -> typer.Exit:

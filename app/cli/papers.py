@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -12,7 +13,16 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColu
 from rich.table import Table
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.cli.base import checked_settings, cli, console, output, run_with_engine
+from app.cli.base import (
+    STOPPED_BY_SIGINT,
+    STOPPED_BY_SIGTERM,
+    checked_settings,
+    cli,
+    console,
+    output,
+    run_with_engine,
+    stop_on_sigterm,
+)
 from app.config import Settings
 from app.db import create_session_factory, current_revision, migrate
 from app.ingest.sources import FORMATS, SourceError
@@ -83,10 +93,14 @@ def ingest_command(
             f"{source_format!r} is not one of auto, {', '.join(FORMATS)}", param_hint="--format"
         )
 
+    current: list[str] = []
+
     async def work(engine: AsyncEngine, settings: Settings) -> list[IngestReport]:
+        stop_on_sigterm()
         session_factory = create_session_factory(engine)
         reports = []
         for location in sources:
+            current[:] = [location]
             with Progress(
                 "[progress.description]{task.description}",
                 BarColumn(),
@@ -112,7 +126,17 @@ def ingest_command(
             reports.append(report)
         return reports
 
-    reports = run_with_engine(work)
+    try:
+        reports = run_with_engine(work)
+    except (asyncio.CancelledError, KeyboardInterrupt) as stop:
+        signal_name = "Ctrl-C" if isinstance(stop, KeyboardInterrupt) else "SIGTERM"
+        where = f" while reading {current[0]}" if current else ""
+        console.print(
+            f"[bold red]stopped:[/] {signal_name}{where}; batches committed so far are kept and "
+            "the run is recorded as failed (interrupted)"
+        )
+        code = STOPPED_BY_SIGINT if isinstance(stop, KeyboardInterrupt) else STOPPED_BY_SIGTERM
+        raise typer.Exit(code=code) from None
     if not all(report.ok for report in reports):
         raise typer.Exit(code=1)
 

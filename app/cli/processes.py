@@ -14,11 +14,19 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.markup import escape
 
-from app.cli.base import checked_settings, cli, console, output, run_async
+from app.cli.base import (
+    STOPPED_BY_SIGTERM,
+    checked_settings,
+    cli,
+    console,
+    output,
+    run_async,
+    stop_on_sigterm,
+)
 from app.config import Settings
 from app.db import create_engine, create_session_factory
 from app.ingest.scheduled import scheduled_sources
-from app.scheduler import JOBS, build_scheduler, run_job_now
+from app.scheduler import JOBS, build_scheduler, run_job_now, stop_scheduler
 
 if TYPE_CHECKING:
     from app.cli.allinone import Started
@@ -98,6 +106,7 @@ def scheduler_command(
         sessions = create_session_factory(engine)
         try:
             if run is not None:
+                stop_on_sigterm()
                 return await run_job_now(run, session_factory=sessions, settings=settings)
             scheduler = build_scheduler(session_factory=sessions, settings=settings)
             stop = asyncio.Event()
@@ -112,10 +121,15 @@ def scheduler_command(
                 f"{settings.send_interval_seconds} s; Ctrl-C stops"
             )
             await stop.wait()
-            scheduler.shutdown(wait=False)
+            await stop_scheduler(scheduler)
             return True
         finally:
             await engine.dispose()
 
-    if not run_async(main()):
+    try:
+        succeeded = run_async(main())
+    except asyncio.CancelledError:
+        console.print(f"[bold red]stopped:[/] {run} was interrupted by SIGTERM (recorded as such)")
+        raise typer.Exit(code=STOPPED_BY_SIGTERM) from None
+    if not succeeded:
         raise typer.Exit(code=1)

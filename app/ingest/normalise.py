@@ -1,7 +1,8 @@
 """Turning parsed `PaperRecord`s into rows ready to store: validation with a reason for every
 rejection, normalisation (arXiv ids without version, collapsed whitespace, a `title_key` for
-dedupe, https links), merging duplicates inside a batch, and cutting a stream of records into
-batches. Pure Python, no database: the parsing workers run it too."""
+dedupe, https links, values within what the `paper` table stores), merging duplicates inside a
+batch, and cutting a stream of records into batches bounded in rows and in text. Pure Python, no
+database: the parsing workers run it too."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import re
 import unicodedata
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final, cast
 from urllib.parse import urlsplit
 
@@ -23,6 +24,14 @@ MAX_AUTHORS = 200
 MAX_NAME_CHARS = 300
 MAX_KEYWORDS = 50
 MAX_URL_CHARS = 2_000
+MAX_ARXIV_ID_CHARS = 32  # the width of `paper.arxiv_id`
+MAX_COUNT = 2**31 - 1  # `paper.upvotes` and `paper.comments` are 32-bit integers
+EARLIEST_PUBLISHED = datetime(1800, 1, 1, tzinfo=UTC)
+# A publication date may run ahead of this machine's clock by a time-zone day or so, not more.
+FUTURE_SLACK = timedelta(days=2)
+# Text (in characters) a batch holds at most, whatever its row count: a batch of records each at
+# the field limits would otherwise hold hundreds of MB.
+MAX_BATCH_CHARS = 16_000_000
 
 NEW_STYLE_ID = re.compile(r"(\d{4}\.\d{4,5})(?:v\d+)?")
 OLD_STYLE_ID = re.compile(r"([a-z][a-z-]*(?:\.[A-Z]{2})?/\d{7})(?:v\d+)?")
@@ -87,7 +96,7 @@ def normalise_arxiv_id(raw: str) -> str:
     candidate = ID_PREFIX.sub("", raw.strip()).removesuffix(".pdf")
     for pattern in (NEW_STYLE_ID, OLD_STYLE_ID):
         match = pattern.fullmatch(candidate)
-        if match:
+        if match and len(match.group(1)) <= MAX_ARXIV_ID_CHARS:
             return match.group(1)
     raise RecordError(f"invalid arXiv id {raw[:40]!r}")
 
@@ -149,6 +158,29 @@ def clean_names(values: list[str], name: str, limit: int, most: int) -> list[str
     return list(dict.fromkeys(names)) or None
 
 
+def clean_count(value: int | None, name: str) -> int | None:
+    if value is not None and not 0 <= value <= MAX_COUNT:
+        raise RecordError(f"{name} is out of range ({value}; from 0 to {MAX_COUNT})")
+    return value
+
+
+def clean_published_at(value: datetime | None) -> datetime | None:
+    """The date in UTC (a naive date is taken as UTC), between `EARLIEST_PUBLISHED` and a little
+    past now: year 1 or 9999 with an offset has no UTC form a database can store."""
+    if value is None:
+        return None
+    try:
+        moment = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    except OverflowError as error:
+        raise RecordError(f"published_at is out of range ({value.isoformat()})") from error
+    if not EARLIEST_PUBLISHED <= moment <= datetime.now(UTC) + FUTURE_SLACK:
+        raise RecordError(
+            f"published_at is out of range ({value.isoformat()}; from "
+            f"{EARLIEST_PUBLISHED.date().isoformat()} to {FUTURE_SLACK.days} days from now)"
+        )
+    return moment
+
+
 def normalise(record: PaperRecord, *, source: str) -> PaperRow:
     """Validate and normalise one record; `RecordError` says why it cannot be stored."""
     title = clean_text(record.title, "title", MAX_TITLE_CHARS, required=True)
@@ -162,9 +194,6 @@ def normalise(record: PaperRecord, *, source: str) -> PaperRow:
     if authors and len(record.authors) > MAX_AUTHORS:
         # Collaboration papers list thousands of authors; a digest shows a handful at most.
         authors.append("et al.")
-    published_at = record.published_at
-    if published_at is not None and published_at.tzinfo is None:
-        published_at = published_at.replace(tzinfo=UTC)
     url = clean_url(record.url, "url")
     pdf_url = clean_url(record.pdf_url, "pdf_url")
     if arxiv_id:
@@ -184,9 +213,9 @@ def normalise(record: PaperRecord, *, source: str) -> PaperRow:
         pdf_url=pdf_url,
         doi=clean_text(record.doi, "doi", 255),
         github_repo=clean_github_repo(record.github_repo),
-        published_at=published_at,
-        upvotes=record.upvotes,
-        comments=record.comments,
+        published_at=clean_published_at(record.published_at),
+        upvotes=clean_count(record.upvotes, "upvotes"),
+        comments=clean_count(record.comments, "comments"),
     )
 
 
@@ -235,32 +264,77 @@ def merge_duplicates(rows: list[PaperRow]) -> list[PaperRow]:
 
 @dataclass(slots=True)
 class PreparedBatch:
-    """One batch ready to write: its rows (duplicates merged) and what was read to get them."""
+    """One batch ready to write: its rows (duplicates merged), the source position of each row's
+    first record, and what was read to get them."""
 
     rows: list[PaperRow]
     records: int
     rejections: list[tuple[int, str]]
+    positions: list[int] = dataclasses.field(default_factory=list)
+
+
+def text_size(row: PaperRow) -> int:
+    """A row's text in characters, roughly what it holds in memory beyond its fixed overhead."""
+    size = len(row.title) + len(row.abstract) + len(row.ai_summary or "")
+    for names in (row.authors, row.keywords):
+        if names:
+            size += sum(map(len, names))
+    return size
 
 
 def prepare_batches(
     results: Iterable[PaperRecord | Rejection], *, source: str, batch_size: int
 ) -> Iterator[PreparedBatch]:
-    """Normalise parsed records into batches of at most `batch_size` rows."""
+    """Normalise parsed records into batches of at most `batch_size` rows and about
+    `MAX_BATCH_CHARS` of text."""
     batch = PreparedBatch([], 0, [])
+    position_of: dict[int, int] = {}  # id(row) -> position of its record
+    chars = 0
+
+    def finished() -> PreparedBatch:
+        batch.rows = merge_duplicates(batch.rows)
+        # Merging keeps the first row of each paper (the others fold into it).
+        batch.positions = [position_of[id(row)] for row in batch.rows]
+        return batch
+
     for result in results:
         batch.records += 1
         if isinstance(result, Rejection):
             batch.rejections.append((result.position, result.reason))
             continue
         try:
-            batch.rows.append(normalise(result, source=source))
+            row = normalise(result, source=source)
         except RecordError as error:
             batch.rejections.append((result.position, str(error)))
             continue
-        if len(batch.rows) >= batch_size:
-            batch.rows = merge_duplicates(batch.rows)
-            yield batch
-            batch = PreparedBatch([], 0, [])
+        batch.rows.append(row)
+        position_of[id(row)] = result.position
+        chars += text_size(row)
+        if len(batch.rows) >= batch_size or chars >= MAX_BATCH_CHARS:
+            yield finished()
+            batch, chars = PreparedBatch([], 0, []), 0
+            position_of.clear()
     if batch.records:
-        batch.rows = merge_duplicates(batch.rows)
-        yield batch
+        yield finished()
+
+
+def held_until_complete(
+    batches: Iterable[PreparedBatch], *, limit: int = 2 * MAX_BATCH_CHARS
+) -> Iterator[PreparedBatch]:
+    """The batches, held back until the source has been read to its end, so that a source that
+    turns out to be malformed writes nothing; past `limit` characters of text held, they flow
+    on as they come (memory stays bounded, and what came before the fault stays, whole)."""
+    held: list[PreparedBatch] = []
+    chars = 0
+    iterator = iter(batches)
+    for batch in iterator:
+        held.append(batch)
+        chars += sum(map(text_size, batch.rows))
+        if chars > limit:
+            break
+    else:
+        yield from held
+        return
+    yield from held
+    held.clear()
+    yield from iterator

@@ -18,7 +18,15 @@ from datetime import UTC, datetime
 from typing import BinaryIO, cast
 
 from app.ingest.normalise import PaperRow, PreparedBatch, prepare_batches, row_tuple_builder
-from app.ingest.sources import ARXIV_JSONL, ParseResult, SourceError, arxiv_jsonl, parse_source
+from app.ingest.sources import (
+    ARXIV_JSONL,
+    READ_ERRORS,
+    ParseResult,
+    SourceError,
+    arxiv_jsonl,
+    bounded_lines,
+    parse_source,
+)
 
 HEADER = struct.Struct("!cQQ")  # kind, payload length, bytes of the file read so far
 BATCH, DONE, SOURCE_ERROR, READ_ERROR = b"B", b"D", b"S", b"R"
@@ -31,33 +39,25 @@ _row_values = row_tuple_builder({"published_at": datetime.timestamp})
 
 def _pack(batch: PreparedBatch) -> bytes:
     rows = [_row_values(row) for row in batch.rows]
-    return pickle.dumps((rows, batch.records, batch.rejections), pickle.HIGHEST_PROTOCOL)
+    payload = (rows, batch.records, batch.rejections, batch.positions)
+    return pickle.dumps(payload, pickle.HIGHEST_PROTOCOL)
 
 
 def _unpack(payload: bytes) -> PreparedBatch:
-    rows, records, rejections = pickle.loads(payload)  # noqa: S301 (our own worker's output)
+    rows, records, rejections, positions = pickle.loads(payload)  # noqa: S301 (our worker's)
     unpacked = []
     for values in rows:
         row = PaperRow(*values)
         if row.published_at is not None:
             row.published_at = datetime.fromtimestamp(cast(float, row.published_at), UTC)
         unpacked.append(row)
-    return PreparedBatch(unpacked, records, rejections)
+    return PreparedBatch(unpacked, records, rejections, positions)
 
 
 def _send(out: BinaryIO, kind: bytes, payload: bytes, position: int = 0) -> None:
     out.write(HEADER.pack(kind, len(payload), position))
     out.write(payload)
     out.flush()
-
-
-def lines_until(raw: BinaryIO, end: int) -> Iterator[bytes]:
-    """The lines that begin before `end` (a line crossing `end` is read whole)."""
-    while raw.tell() < end:
-        line = raw.readline()
-        if not line:
-            return
-        yield line
 
 
 def _line_number_at(raw: BinaryIO, offset: int) -> int:
@@ -91,7 +91,7 @@ def produce(
                 first_line = _line_number_at(raw, begin)
                 raw.seek(begin)
                 results: Iterator[ParseResult] = arxiv_jsonl.parse(
-                    lines_until(raw, end), first_line=first_line, starts_file=start == 0
+                    bounded_lines(raw, end=end), first_line=first_line, starts_file=start == 0
                 )
             else:
                 stream: BinaryIO = raw
@@ -103,7 +103,7 @@ def produce(
     except SourceError as error:
         _send(out, SOURCE_ERROR, str(error).encode())
         return
-    except (OSError, EOFError) as error:
+    except READ_ERRORS as error:
         _send(out, READ_ERROR, str(error).encode())
         return
     _send(out, DONE, b"")

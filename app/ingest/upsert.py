@@ -1,10 +1,13 @@
 """Storing normalised papers: the bulk upsert and the report of an ingest run. A batch of only new
 papers is COPYed straight into `paper` (Postgres); otherwise it is loaded into a temporary staging
 table (COPY on Postgres, executemany on SQLite) and merged with a few set-based statements, so a
-batch is whole or absent and per-row ORM work never happens."""
+batch is whole or absent and per-row ORM work never happens. A batch the database refuses for its
+data (a value out of range, a constraint) is written again in halves, each in a savepoint, down to
+single papers: the papers it refuses are rejected with its reason and the others load."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -27,6 +30,7 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.schema import CreateTable
 
@@ -35,6 +39,9 @@ from app.ingest.normalise import PAPER_ROW_FIELDS, PaperRow, PreparedBatch, row_
 from app.models import Paper
 
 MAX_REJECTIONS_KEPT = 50
+# SQLSTATE classes that are about the database, not the data: connection (08), transaction
+# rollback such as a deadlock (40), resources (53), operator intervention (57), system (58, XX).
+ENVIRONMENT_SQLSTATES = ("08", "40", "53", "57", "58", "XX")
 
 
 @dataclass(slots=True)
@@ -201,3 +208,65 @@ async def upsert_papers(rows: list[PaperRow], *, session: AsyncSession) -> Upser
         updated=updated_count,
         unchanged=len(rows) - inserted_count - updated_count,
     )
+
+
+def _causes(error: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        orig = getattr(current, "orig", None)
+        current = orig if isinstance(orig, BaseException) else current.__cause__
+
+
+def is_about_the_database(error: BaseException) -> bool:
+    """Whether `error` says the database or the connection failed (nothing to blame on the
+    papers written): then the run fails, and no paper is rejected for it."""
+    for cause in _causes(error):
+        if isinstance(cause, (OSError, TimeoutError, OperationalError, InterfaceError)):
+            return True
+        if isinstance(cause, (asyncpg.InterfaceError, asyncpg.PostgresConnectionError)):
+            return True
+        if isinstance(cause, DBAPIError) and cause.connection_invalidated:
+            return True
+        state = getattr(cause, "sqlstate", None) or getattr(cause, "pgcode", None)
+        if isinstance(state, str) and state.startswith(ENVIRONMENT_SQLSTATES):
+            return True
+    return False
+
+
+def describe_refusal(error: BaseException) -> str:
+    detail = " ".join(str(error).split("[SQL:")[0].split())
+    return f"the database refused it: {type(error).__name__}: {detail[:300]}"
+
+
+async def upsert_isolating_refusals(
+    rows: list[PaperRow], positions: list[int], *, session: AsyncSession
+) -> tuple[UpsertCounts, list[tuple[int, str]]]:
+    """Write a batch the database refused as a whole (already rolled back): in halves, each in
+    a savepoint, down to single papers. Returns the counts of what was stored and a rejection
+    (position, reason) for each paper the database still refuses; an error about the database
+    itself (`is_about_the_database`) is raised, never turned into rejections."""
+    counts = UpsertCounts()
+    refused: list[tuple[int, str]] = []
+    pending = [(rows, positions)]
+    while pending:
+        part, where = pending.pop()
+        try:
+            async with session.begin_nested():
+                stored = await upsert_papers(part, session=session)
+        except Exception as error:
+            if is_about_the_database(error):
+                raise
+            if len(part) == 1:
+                refused.append((where[0], describe_refusal(error)))
+                continue
+            half = len(part) // 2
+            pending += [(part[half:], where[half:]), (part[:half], where[:half])]
+            continue
+        counts.inserted += stored.inserted
+        counts.updated += stored.updated
+        counts.unchanged += stored.unchanged
+    refused.sort()
+    return counts, refused

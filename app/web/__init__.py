@@ -10,6 +10,7 @@ sets up logging. Given settings (`paperboy up`, tests), it leaves both to the ca
 from __future__ import annotations
 
 import gc
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -23,6 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.config import ConfigurationError, Settings, get_settings
 from app.db import create_engine, create_session_factory
+from app.jobs import close_interrupted_ingest_runs
 from app.logs import configure_logging
 from app.mail.message import Mailer
 from app.mail.transports import open_transport
@@ -36,8 +38,18 @@ from app.web.deps import WebState
 from app.web.rendering import link_problem, page
 from app.web.security import SecurityHeaders, SlidingWindowLimiter
 
+logger = logging.getLogger("paperboy.web")
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 MAIL_DRAIN_SECONDS = 10.0  # at shutdown, how long signup mails still being sent may take
+
+
+async def _close_interrupted_ingest_runs(state: WebState) -> None:
+    """Ingest runs left "running" by a process that died (an admin ingest in a web worker that
+    was killed) are closed as interrupted; a database not reachable yet only delays that."""
+    try:
+        await close_interrupted_ingest_runs(session_factory=state.sessions)
+    except Exception:
+        logger.warning("closing interrupted ingest runs failed at start-up", exc_info=True)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -68,6 +80,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             ),
             address_limiter=SlidingWindowLimiter(1, max(1, settings.signup_mail_interval_seconds)),
         )
+        await _close_interrupted_ingest_runs(app.state.paperboy)
         # Everything loaded so far (modules, mappers, templates) lives as long as the process:
         # keep the collector from walking it in every full collection, a pause of tens of ms
         # that requests in flight would wait out.

@@ -13,9 +13,11 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from fastapi import APIRouter, File, Form, HTTPException, Query, UploadFile
 from fastapi.responses import JSONResponse
 
+from app.config import Settings
 from app.digests.history import count_digests, digest_with_items, digests_per_day, search_digests
 from app.ingest.catalogue import find_paper, latest_ingest_runs, search_papers
-from app.ingest.scheduled import scheduled_sources
+from app.ingest.fetch import http_url_problem
+from app.ingest.scheduled import expand_source, scheduled_sources
 from app.ingest.sources import FORMATS
 from app.ingest.upsert import IngestReport
 from app.jobs import compose_job, find_job_run, ingest_job, latest_job_runs, send_job
@@ -125,8 +127,8 @@ async def ingest(
         raise HTTPException(
             status_code=422, detail=f"format must be auto or one of {', '.join(FORMATS)}"
         )
-    if url is not None and not url.startswith(("http://", "https://")):
-        raise HTTPException(status_code=422, detail="url must be an http(s) URL")
+    if url is not None and (problem := http_url_problem(url)) is not None:
+        raise HTTPException(status_code=422, detail=f"url must be an http(s) URL: {problem}")
     workdir: Path | None = None
     if file is not None:
         workdir = Path(tempfile.mkdtemp(prefix="paperboy-upload-"))
@@ -280,7 +282,12 @@ async def run_job(
             return report, (sent.halted_message if sent.halted else None)
 
         return started(await state.start_job(job, {"reclaim": reclaim}, send))
-    sources = source or scheduled_sources(state.settings, datetime.now(UTC))
+    now = datetime.now(UTC)
+    sources = (
+        [remote_or_configured(location, state.settings, now) for location in source]
+        if source
+        else scheduled_sources(state.settings, now)
+    )
     if not sources:
         raise HTTPException(
             status_code=422,
@@ -318,6 +325,23 @@ def held_report(held: HeldDigests) -> dict[str, Any]:
         ),
         "held_by_other_workers": held.by_others,
     }
+
+
+def remote_or_configured(location: str, settings: Settings, now: datetime) -> str:
+    """A source an operator names over HTTP: an entry of PAPERBOY_SOURCES (its `{date}` filled
+    in) or an http(s) URL. A local path given over HTTP would publish any file the server can
+    read on the front page: paths are for the CLI and the scheduler's configured sources."""
+    if location in settings.sources:
+        return expand_source(location, now)
+    problem = http_url_problem(location)
+    if problem is not None:
+        raise HTTPException(
+            status_code=422,
+            detail=f"source {location[:200]!r} refused: {problem}. Over the admin API a source "
+            "is an http(s) URL or an entry of PAPERBOY_SOURCES; local files are ingested with "
+            "the CLI (paperboy ingest PATH) or configured in PAPERBOY_SOURCES.",
+        )
+    return location
 
 
 def compose_summary(report: ComposeReport) -> dict[str, Any]:

@@ -1,5 +1,6 @@
 """Sources fetched over real HTTP from a local server: payloads load, transient failures (5xx,
-429 with Retry-After, dropped connections) are retried, and permanent ones fail fast and clearly."""
+429 with Retry-After, dropped connections) are retried, permanent ones fail fast and clearly, and a
+slow or bottomless server is cut off by the download deadline and the size cap."""
 
 from __future__ import annotations
 
@@ -7,10 +8,12 @@ import socket
 import time
 from pathlib import Path
 
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.config import Settings
 from app.jobs import ingest_job
+from app.models import IngestRun, IngestStatus
 from tests.support.http_server import Route, serve
 
 Sessions = async_sessionmaker[AsyncSession]
@@ -86,3 +89,62 @@ async def test_unreachable_host_is_a_clear_error(
         f"http://127.0.0.1:{port}/x.json", session_factory=session_factory, settings=fast
     )
     assert report.error and "failed after 2 attempts: ConnectError" in report.error
+
+
+async def run_of(sessions: Sessions, report_source: str) -> IngestRun:
+    async with sessions() as session:
+        return (
+            await session.scalars(
+                select(IngestRun).where(IngestRun.source == report_source).order_by(IngestRun.id)
+            )
+        ).all()[-1]
+
+
+async def test_a_dripping_server_is_cut_off_at_the_download_deadline(
+    session_factory: Sessions, settings: Settings, data: Path
+) -> None:
+    # Ten bytes every 50 ms: each read is quick, so only a deadline on the whole download ends
+    # it (the payload would take about a minute).
+    payload = (data / "hf-daily.json").read_bytes()
+    routes = {"/slow.json": Route(payload, drip_seconds=0.05, drip_bytes=10)}
+    bounded = settings.model_copy(update={"http_deadline": 1.0, "http_timeout": 5.0})
+    with serve(routes) as server:
+        started = time.monotonic()
+        report = await ingest_job(
+            server.url("/slow.json"), session_factory=session_factory, settings=bounded
+        )
+        took = time.monotonic() - started
+    assert report.error == (
+        f"GET {server.url('/slow.json')} did not finish within 1 s (PAPERBOY_HTTP_DEADLINE)"
+    )
+    assert took < 5
+    run = await run_of(session_factory, server.url("/slow.json"))
+    assert (run.status, run.error, run.inserted) == (IngestStatus.FAILED, report.error, 0)
+
+
+async def test_a_body_larger_than_the_cap_is_refused_however_it_comes(
+    session_factory: Sessions, settings: Settings, data: Path
+) -> None:
+    cap = 64 * 1024
+    big = b"[" + b'{"paper": {"id": "2401.00001"}},' * 4000 + b"{}]"  # ~128 kB, 5 kB gzipped
+    routes = {
+        "/announced": Route(b"[]", declared_length=10 * 1024 * 1024 * 1024),
+        "/endless": Route(endless_bytes=512 * 1024 * 1024),
+        "/gzipped": Route(big, gzip=True),
+        "/fits": Route((data / "hf-daily.json").read_bytes()),
+    }
+    capped = settings.model_copy(update={"http_max_bytes": cap})
+    with serve(routes) as server:
+        reports = {
+            path: await ingest_job(
+                server.url(path), session_factory=session_factory, settings=capped
+            )
+            for path in routes
+        }
+        assert server.hits["/announced"] == 1  # refused by its headers, never retried
+    for path in ("/announced", "/endless", "/gzipped"):
+        assert reports[path].error == (
+            f"GET {server.url(path)}: the body is larger than 65,536 bytes "
+            "(PAPERBOY_HTTP_MAX_BYTES)"
+        )
+    assert reports["/fits"].ok and reports["/fits"].inserted == 4

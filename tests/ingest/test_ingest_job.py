@@ -9,16 +9,18 @@ import gzip
 from datetime import UTC, datetime
 from pathlib import Path
 
+import orjson
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.config import Settings
-from app.db import create_engine, create_session_factory
+from app.db import create_engine, create_session_factory, is_postgres
 from app.ingest.upsert import IngestReport
 from app.jobs import ingest_job
 from app.models import IngestRun, IngestStatus, Paper
 from tests.conftest import requires_postgres
+from tests.support.http_server import Route, serve
 
 Sessions = async_sessionmaker[AsyncSession]
 
@@ -282,3 +284,152 @@ async def test_split_parsing_loses_no_line_at_the_cut_and_numbers_lines_truly(
     assert (report.records, report.inserted, report.rejected) == (1000, 999, 1)
     assert report.rejections == [{"position": 777, "reason": "line is not valid JSON"}]
     assert await paper_count(session_factory) == 999
+
+
+def daily_item(arxiv_id: str, title: str, **paper: object) -> dict[str, object]:
+    return {"paper": {"id": arxiv_id, "title": title, "summary": f"About {title}.", **paper}}
+
+
+async def test_out_of_range_values_cost_only_their_records(
+    session_factory: Sessions, settings: Settings, tmp_path: Path
+) -> None:
+    items = [
+        daily_item("2401.00001", "Fine paper", upvotes=12, publishedAt="2024-01-02T03:04:05Z"),
+        daily_item("2401.00002", "Too many votes", upvotes=3_000_000_000),
+        daily_item("2401.00003", "Year one", publishedAt="0001-01-01T00:00:00+05:00"),
+        daily_item("2401.00004", "Year 9999", publishedAt="9999-12-31T23:00:00-05:00"),
+        daily_item("2401.00005", "Also fine", upvotes=2_147_483_647),
+    ]
+    source = tmp_path / "daily.json"
+    source.write_bytes(orjson.dumps(items))
+    report = await ingest(source, session_factory, settings)
+    assert report.ok, report.error
+    assert (report.inserted, report.rejected) == (2, 3)
+    assert [r["position"] for r in report.rejections] == [2, 3, 4]
+    assert all("is out of range" in r["reason"] for r in report.rejections)
+    assert (await paper_by_arxiv_id(session_factory, "2401.00005")).upvotes == 2_147_483_647
+
+
+async def refuse_titles_with_poison(session: AsyncSession) -> None:
+    """A database that refuses some papers, as a constraint or a trigger of an operator's
+    would: a trigger raising an error on insert of a title with "poison" in it."""
+    if is_postgres(session):
+        await session.execute(
+            text(
+                "CREATE FUNCTION refuse_poison() RETURNS trigger AS $$ BEGIN "
+                "IF NEW.title LIKE '%poison%' THEN RAISE EXCEPTION 'poisoned title refused'; "
+                "END IF; RETURN NEW; END $$ LANGUAGE plpgsql"
+            )
+        )
+        await session.execute(
+            text(
+                "CREATE TRIGGER refuse_poison BEFORE INSERT ON paper "
+                "FOR EACH ROW EXECUTE FUNCTION refuse_poison()"
+            )
+        )
+    else:
+        await session.execute(
+            text(
+                "CREATE TRIGGER refuse_poison BEFORE INSERT ON paper "
+                "WHEN NEW.title LIKE '%poison%' "
+                "BEGIN SELECT RAISE(ABORT, 'poisoned title refused'); END"
+            )
+        )
+    await session.commit()
+
+
+async def test_a_paper_the_database_refuses_costs_only_that_paper(
+    session_factory: Sessions, settings: Settings, tmp_path: Path
+) -> None:
+    async with session_factory() as session:
+        await refuse_titles_with_poison(session)
+    titles = [f"Paper number {i}" for i in range(1, 251)]
+    titles[41] = "A poison paper"  # line 42, in the first batch of 100
+    titles[230] = "Another poison paper"  # line 231, in the third
+    source = tmp_path / "papers.jsonl"
+    source.write_bytes(
+        b"".join(
+            orjson.dumps({"id": f"2401.{i:05d}", "title": title, "abstract": "A."}) + b"\n"
+            for i, title in enumerate(titles, start=1)
+        )
+    )
+    report = await ingest(source, session_factory, settings)
+    assert report.ok, report.error
+    assert (report.records, report.inserted, report.rejected) == (250, 248, 2)
+    assert [r["position"] for r in report.rejections] == [42, 231]
+    assert all(
+        r["reason"].startswith("the database refused it:")
+        and "poisoned title refused" in r["reason"]
+        for r in report.rejections
+    )
+    assert await paper_count(session_factory) == 248
+    again = await ingest(source, session_factory, settings)
+    assert (again.inserted, again.unchanged, again.rejected) == (0, 248, 2)
+
+
+async def test_a_stray_nul_in_a_page_costs_only_its_paper(
+    session_factory: Sessions, settings: Settings, sample_page: Path, tmp_path: Path
+) -> None:
+    page = tmp_path / "page.txt"
+    page.write_bytes(
+        sample_page.read_bytes().replace(b"Linear-Time Sequence", b"Linear-Time\x00Sequence")
+    )
+    report = await ingest(page, session_factory, settings)
+    assert report.ok, report.error
+    assert (report.inserted, report.rejected) == (184, 1)
+    assert report.rejections == [{"position": 3, "reason": "title contains control characters"}]
+
+
+async def test_corrupt_gzip_is_a_clear_error(
+    session_factory: Sessions, settings: Settings, sample_page: Path, tmp_path: Path
+) -> None:
+    garbage = tmp_path / "garbage.gz"
+    garbage.write_bytes(b"\x1f\x8b\x08\x00" + bytes(range(256)) * 40)
+    report = await ingest(garbage, session_factory, settings)
+    assert not report.ok and (report.error or "").startswith("the gzip data is corrupt: ")
+
+    lines = b"".join(
+        b'{"id": "2401.%05d", "title": "Paper %d", "abstract": "Abstract %d."}\n' % (i, i, i)
+        for i in range(1, 20001)
+    )
+    # Two gzip members (as `cat a.gz b.gz` makes), the second with an invalid deflate block
+    # type right after its header: the stream breaks half-way.
+    second = bytearray(gzip.compress(lines[len(lines) // 2 :]))
+    second[10] = 0xFF
+    damaged = tmp_path / "damaged.jsonl.gz"
+    damaged.write_bytes(gzip.compress(lines[: len(lines) // 2]) + bytes(second))
+    report = await ingest(damaged, session_factory, settings)
+    assert not report.ok and "failed after" in (report.error or "")
+    assert "decompressing data" in (report.error or "")
+    stored = await paper_count(session_factory)
+    assert stored == report.inserted and stored % settings.ingest_batch_size == 0
+
+
+async def test_an_over_long_line_costs_only_its_record_in_every_reading_path(
+    session_factory: Sessions, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lines = [
+        b'{"id": "2401.%05d", "title": "Paper %d", "abstract": "Abstract %d."}' % (i, i, i)
+        for i in range(1, 301)
+    ]
+    lines[149] = b'{"id": "2401.00150", "title": "Huge", "abstract": "' + b"a" * 5_000_000 + b'"}'
+    plain = tmp_path / "papers.jsonl"
+    plain.write_bytes(b"\n".join(lines) + b"\n")
+    compressed = tmp_path / "papers.jsonl.gz"
+    compressed.write_bytes(gzip.compress(plain.read_bytes()))
+    expected = [{"position": 150, "reason": "line is longer than 4 MB"}]
+    report = await ingest(compressed, session_factory, settings)  # read in this process
+    assert report.ok and (report.inserted, report.rejections) == (299, expected)
+    monkeypatch.setattr("app.jobs.WORKER_MIN_BYTES", 1)
+    report = await ingest(plain, session_factory, settings)  # split between worker processes
+    assert report.ok and (report.unchanged, report.rejections) == (299, expected)
+
+
+async def test_a_json_error_body_from_an_api_fails_the_run(
+    session_factory: Sessions, settings: Settings
+) -> None:
+    routes = {"/api/daily_papers": Route(b'{"error": "rate limited, retry in an hour"}')}
+    with serve(routes) as server:
+        report = await ingest(server.url("/api/daily_papers"), session_factory, settings)
+    assert not report.ok and report.rejected == 0
+    assert report.error == "the source is a JSON object, not papers: rate limited, retry in an hour"

@@ -3,7 +3,8 @@ which records are rejected, with the reason an operator reads in the run report.
 
 from __future__ import annotations
 
-from datetime import datetime
+import re
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
@@ -149,3 +150,42 @@ def test_merge_bridges_two_earlier_groups() -> None:
         [row("One", "2401.00001"), row("Two", "2401.00002"), row("Two", "2401.00001")]
     )
     assert len(merged) == 1
+
+
+@pytest.mark.parametrize(
+    ("fields", "reason"),
+    [
+        ({"upvotes": 3_000_000_000}, "upvotes is out of range (3000000000; from 0 to 2147483647)"),
+        ({"comments": 2**31}, "comments is out of range"),
+        (
+            {"published_at": datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=5)))},
+            "published_at is out of range (0001-01-01T00:00:00+05:00)",
+        ),
+        (
+            {"published_at": datetime(9999, 12, 31, 23, 0, tzinfo=timezone(timedelta(hours=-5)))},
+            "published_at is out of range (9999-12-31T23:00:00-05:00)",
+        ),
+        ({"published_at": datetime(1066, 10, 14, tzinfo=UTC)}, "published_at is out of range"),
+        ({"published_at": datetime(2999, 1, 1)}, "published_at is out of range"),
+        ({"arxiv_id": "a" * 40 + "/2401001"}, "invalid arXiv id"),
+    ],
+)
+def test_values_the_paper_table_cannot_hold_are_rejected(
+    fields: dict[str, object], reason: str
+) -> None:
+    with pytest.raises(RecordError, match=re.escape(reason)):
+        normalise(record(**fields), source="hf-daily")
+
+
+def test_dates_are_stored_in_utc_and_counts_at_the_edge_pass() -> None:
+    row = normalise(
+        record(
+            published_at=datetime(2024, 1, 2, 3, 0, tzinfo=timezone(timedelta(hours=5))),
+            upvotes=2**31 - 1,
+            comments=0,
+        ),
+        source="hf-daily",
+    )
+    assert row.published_at == datetime(2024, 1, 1, 22, 0, tzinfo=UTC)
+    assert row.published_at.tzinfo is UTC
+    assert (row.upvotes, row.comments) == (2**31 - 1, 0)

@@ -3,9 +3,11 @@ cannot read as a whole with a clear `SourceError`."""
 
 from __future__ import annotations
 
+import gzip
 import io
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import BinaryIO, cast
 
 import pytest
 
@@ -237,3 +239,85 @@ def test_arxiv_jsonl_malformed_parsed_authors_are_rejected(authors_parsed: str) 
     assert parse_bytes(line, ARXIV_JSONL) == [
         Rejection(1, "authors_parsed must be a list of [last, first, suffix] lists")
     ]
+
+
+def test_an_over_long_line_costs_its_record_not_the_source() -> None:
+    long_line = b'{"id": "2401.00002", "title": "T", "abstract": "' + b"a" * 5_000_000 + b'"}'
+    jsonl = (
+        b'{"id": "2401.00001", "title": "First", "abstract": "A."}\n'
+        + long_line
+        + b'\n{"id": "2401.00003", "title": "Third", "abstract": "C."}\n'
+    )
+    compressed = gzip.GzipFile(fileobj=io.BytesIO(gzip.compress(jsonl)))
+    results = list(parse_source(cast(BinaryIO, compressed), ARXIV_JSONL))
+    assert [getattr(r, "arxiv_id", None) for r in results] == ["2401.00001", None, "2401.00003"]
+    assert results[1] == Rejection(2, "line is longer than 4 MB")
+    page = b"Subscribe First\nAbstract one.\nSecond\n" + b"b" * 5_000_000 + b"\nThird\nC.\n"
+    results = parse_bytes(page, PAGE)
+    assert [getattr(r, "title", None) for r in results] == ["First", None, "Third"]
+    assert results[1] == Rejection(3, "line is longer than 4 MB")
+
+
+def test_one_huge_atom_summary_costs_its_entry_not_the_feed() -> None:
+    # libxml2's tree builder refuses a text node over 10 MB, and with it the whole feed.
+    entry = (
+        "<entry><id>http://arxiv.org/abs/2401.0000{n}v1</id><title>Paper {n}</title>"
+        "<summary>{summary}</summary><author><name>A. Author</name></author></entry>"
+    )
+    feed = (
+        '<feed xmlns="http://www.w3.org/2005/Atom">'
+        + entry.format(n=1, summary="Fine.")
+        + entry.format(n=2, summary="x" * (11 * 1024 * 1024))
+        + entry.format(n=3, summary="Also fine.")
+        + "</feed>"
+    ).encode()
+    results = parse_bytes(feed, ARXIV_ATOM)
+    assert [r.arxiv_id for r in records(results)] == ["2401.00001v1", "2401.00003v1"]
+    assert results[1] == Rejection(2, "summary is too long (over 100,000 characters)")
+    assert records(results)[1].authors == ["A. Author"]
+
+
+def test_text_after_an_unresolved_entity_is_kept() -> None:
+    feed = (
+        b'<?xml version="1.0"?><!DOCTYPE feed SYSTEM "http://example.org/feed.dtd">'
+        b'<feed xmlns="http://www.w3.org/2005/Atom"><entry><id>http://arxiv.org/abs/2401.00001v1'
+        b"</id><title>Caf&eacute; culture &amp; scaling laws</title>"
+        b"<summary>Before &nbsp; after the entity, all of it.</summary></entry></feed>"
+    )
+    [paper] = records(parse_bytes(feed, ARXIV_ATOM))
+    assert paper.title == "Caf culture & scaling laws"
+    assert paper.abstract == "Before  after the entity, all of it."
+
+
+def test_a_stray_nul_in_a_page_is_text_not_binary(sample_page: Path) -> None:
+    with_nul = sample_page.read_bytes().replace(b"Linear-Time Sequence", b"Linear-Time\x00Sequence")
+    assert detect_format(with_nul[:65536]) == PAGE
+    papers = records(parse_bytes(with_nul, PAGE))
+    assert len(papers) == 185 and "\x00" in papers[0].title  # rejecting it is the normaliser's
+
+
+@pytest.mark.parametrize(
+    ("payload", "source_format", "message"),
+    [
+        (b'{"error": "rate limited"}', ARXIV_JSONL, "JSON object, not papers: rate limited"),
+        (
+            b'{\n  "error": {\n    "message": "Invalid date",\n    "code": 400\n  }\n}\n',
+            ARXIV_JSONL,
+            r"one JSON document \(an object\), not papers: Invalid date",
+        ),
+        (b'{"detail": "Not Found"}', HF_DAILY, "expected a JSON list of daily-paper items: Not"),
+    ],
+)
+def test_a_json_error_body_fails_with_what_it_says(
+    payload: bytes, source_format: str, message: str
+) -> None:
+    assert detect_format(payload) == ARXIV_JSONL
+    with pytest.raises(SourceError, match=message):
+        parse_bytes(payload, source_format)
+
+
+def test_a_daily_papers_item_over_the_cap_fails_the_source() -> None:
+    huge = b'{"paper": {"id": "2401.00002", "title": "T", "summary": "' + b"s" * 9_000_000 + b'"}}'
+    payload = b'[{"paper": {"id": "2401.00001", "title": "T", "summary": "S"}}, ' + huge + b"]"
+    with pytest.raises(SourceError, match="an item of the daily-papers list is larger than 8 MB"):
+        parse_bytes(payload, HF_DAILY)

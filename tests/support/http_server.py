@@ -1,10 +1,12 @@
 """A real HTTP server on localhost for tests: serves recorded payloads and scripted failures
-(status sequences, Retry-After, gzip) from a thread, and counts the requests it answered."""
+(status sequences, Retry-After, gzip), slow servers (a body dripped a few bytes at a time) and
+endless bodies from a thread, and counts the requests it answered."""
 
 from __future__ import annotations
 
 import gzip
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,6 +22,15 @@ class Route:
     retry_after: str | None = None
     gzip: bool = False
     always: int | None = None  # answer this status forever
+    # A slow server: the body goes out `drip_bytes` at a time, `drip_seconds` apart (each read
+    # is quick; the whole takes long), for at most `drip_for` seconds.
+    drip_seconds: float = 0.0
+    drip_bytes: int = 1
+    drip_for: float = 60.0
+    # Claimed in Content-Length instead of the body's length (a server announcing a huge body).
+    declared_length: int | None = None
+    # Bytes sent without Content-Length until the client hangs up (at most `endless_bytes`).
+    endless_bytes: int = 0
 
 
 @dataclass
@@ -57,9 +68,33 @@ def serve(routes: dict[str, Route]) -> Iterator[PayloadServer]:
             self.send_response(200)
             if route.gzip:
                 self.send_header("Content-Encoding", "gzip")
-            self.send_header("Content-Length", str(len(body)))
+            if not route.endless_bytes:
+                length = route.declared_length if route.declared_length is not None else len(body)
+                self.send_header("Content-Length", str(length))
             self.end_headers()
-            self.wfile.write(body)
+            try:
+                if route.endless_bytes:
+                    self._send_endless(route.endless_bytes)
+                elif route.drip_seconds:
+                    self._drip(body, route)
+                else:
+                    self.wfile.write(body)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the client hung up, as a client that gave up does
+
+        def _drip(self, body: bytes, route: Route) -> None:
+            stop = time.monotonic() + route.drip_for
+            for start in range(0, len(body), route.drip_bytes):
+                if time.monotonic() > stop:
+                    return
+                self.wfile.write(body[start : start + route.drip_bytes])
+                self.wfile.flush()
+                time.sleep(route.drip_seconds)
+
+        def _send_endless(self, most: int) -> None:
+            chunk = b"x" * 65536
+            for _ in range(0, most, len(chunk)):
+                self.wfile.write(chunk)
 
         def log_message(self, format: str, *args: object) -> None:
             pass

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -334,3 +335,80 @@ async def test_digests_preview_jobs_and_stats(
     assert stats["delivery"]["refusal"] is None and stats["delivery"]["workers_alive"] == 0
     assert (await api.post("/admin/api/jobs/ingest")).status_code == 422  # no sources configured
     assert (await api.post("/admin/api/jobs/rebuild")).status_code == 422
+
+
+async def test_run_ingest_now_reads_urls_and_configured_sources_never_other_paths(
+    engine: AsyncEngine, settings: Settings, sample_page: Path, data: Path, tmp_path: Path
+) -> None:
+    configured = tmp_path / "configured-page.txt"
+    configured.write_bytes(sample_page.read_bytes())
+    routes = {"/daily.json": Route(body=(data / "hf-daily.json").read_bytes())}
+    with (
+        serve(routes) as server,
+        serve_app(
+            settings, sources=[str(configured)], mail_url="maildir://" + str(tmp_path)
+        ) as app,
+    ):
+        async with httpx.AsyncClient(base_url=app.base_url, headers=AUTH, timeout=60) as api:
+            for refused in [
+                "/etc/passwd",
+                "file:///etc/passwd",
+                "../../etc/passwd",
+                "/etc/passwd\x00",
+                "http://127.0.0.1/\x00.json",
+                "http://exa mple.org/x",
+                "https://",
+            ]:
+                answer = await api.post("/admin/api/jobs/ingest", params={"source": refused})
+                assert answer.status_code == 422, (refused, answer.text)
+                assert "http(s) URL or an entry of PAPERBOY_SOURCES" in answer.json()["detail"]
+            upload_url = await api.post("/admin/api/ingest", data={"url": "http://x/\x00"})
+            assert upload_url.status_code == 422
+            assert (await api.get("/admin/api/ingest-runs")).json() == []
+
+            dry = await api.post(
+                "/admin/api/jobs/ingest", params={"source": str(configured), "dry_run": "true"}
+            )
+            assert dry.json()["report"] == {"sources": [str(configured)]}
+            ran = await finished(
+                api,
+                await api.post(
+                    "/admin/api/jobs/ingest",
+                    params={"source": [str(configured), server.url("/daily.json")]},
+                ),
+            )
+    assert ran["status"] == "succeeded", ran
+    assert [(s["source"], s["error"]) for s in ran["report"]["sources"]] == [
+        (str(configured), None),
+        (server.url("/daily.json"), None),
+    ]
+    assert ran["report"]["sources"][0]["inserted"] == 185
+
+
+async def test_hostile_uploads_get_a_clear_report_never_a_500(
+    api: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    items = [
+        {"paper": {"id": "2401.00001", "title": "Fine", "summary": "S.", "upvotes": 3}},
+        {"paper": {"id": "2401.00002", "title": "Votes", "summary": "S.", "upvotes": 3 * 10**9}},
+        {"paper": {"id": "2401.00003", "title": "Y1", "summary": "S.",
+                   "publishedAt": "0001-01-01T00:00:00+05:00"}},
+    ]  # fmt: skip
+    upload = await finished(
+        api,
+        await api.post(
+            "/admin/api/ingest",
+            files={"file": ("daily.json", orjson.dumps(items), "application/json")},
+        ),
+    )
+    assert upload["status"] == "succeeded", upload
+    assert (upload["report"]["inserted"], upload["report"]["rejected"]) == (1, 2)
+    corrupt = await finished(
+        api,
+        await api.post(
+            "/admin/api/ingest",
+            files={"file": ("x.jsonl.gz", b"\x1f\x8b\x08\x00" + bytes(range(256)) * 8, "")},
+        ),
+    )
+    assert corrupt["status"] == "failed"
+    assert corrupt["report"]["error"].startswith("the gzip data is corrupt: ")

@@ -1,7 +1,9 @@
 """The arXiv metadata snapshot (the Kaggle `arxiv-metadata-oai-snapshot.json`): JSON Lines, one
-paper per line, millions of lines. It is read line by line so memory stays flat whatever the size;
-a line that is not a JSON object is rejected on its own, while a first line that is not JSON at all
-means the input is not this format."""
+paper per line, millions of lines. It is read line by line so memory stays flat whatever the size
+(a line over `MAX_LINE_BYTES` is rejected unread); a line that is not a JSON object is rejected on
+its own, while a first line that is not JSON at all means the input is not this format, and a
+first object that is not a paper (an API's error body such as {"error": "rate limited"}) fails the
+source with what it says."""
 
 from __future__ import annotations
 
@@ -13,8 +15,23 @@ from typing import Any
 
 import orjson
 
-from app.ingest.sources import PaperRecord, ParseResult, RecordError, Rejection, SourceError, fields
+from app.ingest.sources import (
+    MAX_LINE_BYTES,
+    PaperRecord,
+    ParseResult,
+    RecordError,
+    Rejection,
+    SourceError,
+    api_error_message,
+    fields,
+)
 
+# Fields of which a snapshot line has at least one; a first object with none is not a paper.
+PAPER_KEYS = ("id", "title", "abstract")
+# How much of a source whose first line is not JSON is read to see whether it is one JSON
+# document over several lines (an indented error body).
+DOCUMENT_PROBE_BYTES = 1024 * 1024
+TOO_LONG = f"line is longer than {MAX_LINE_BYTES // (1024 * 1024)} MB"
 AUTHOR_SEPARATOR = re.compile(r",\s*|\s+and\s+")
 GITHUB_URL = re.compile(r"https?://github\.com/[\w.-]+/[\w.-]+")
 
@@ -93,22 +110,49 @@ def _record(position: int, obj: dict[str, Any]) -> PaperRecord:
     )
 
 
+def _not_json_lines(first: bytes, lines: Iterator[bytes | None]) -> SourceError:
+    """Why a source whose first line is not JSON is not JSON Lines: if it is one JSON document
+    over several lines, what that document says."""
+    document = [first]
+    size = len(first)
+    for line in lines:
+        if line is None or size > DOCUMENT_PROBE_BYTES:
+            break
+        document.append(line)
+        size += len(line)
+    try:
+        value = orjson.loads(b"".join(document))
+    except orjson.JSONDecodeError:
+        return SourceError("line 1 is not JSON: this is not JSON Lines")
+    kind = "an object" if isinstance(value, dict) else f"a {type(value).__name__}"
+    return SourceError(
+        f"the source is one JSON document ({kind}), not papers: {api_error_message(value)}"
+    )
+
+
 def parse(
-    stream: Iterable[bytes], *, first_line: int = 1, starts_file: bool = True
+    lines: Iterable[bytes | None], *, first_line: int = 1, starts_file: bool = True
 ) -> Iterator[ParseResult]:
-    """Parse lines; `first_line` numbers them when a worker reads a slice of a larger file, and
-    only the real start of a file decides whether the input is JSON Lines at all."""
+    """Parse lines (None for a line too long to read, see `bounded_lines`); `first_line`
+    numbers them when a worker reads a slice of a larger file, and only the real start of a
+    file decides whether the input is JSON Lines at all."""
     seen_json = not starts_file
-    for position, line in enumerate(stream, start=first_line):
+    numbered = iter(lines)
+    for position, line in enumerate(numbered, start=first_line):
+        if line is None:
+            yield Rejection(position, TOO_LONG)
+            continue
         if not line.strip():
             continue
         try:
             obj = orjson.loads(line)
         except orjson.JSONDecodeError as error:
             if not seen_json:
-                raise SourceError(f"line {position} is not JSON: this is not JSON Lines") from error
+                raise _not_json_lines(line, numbered) from error
             yield Rejection(position, "line is not valid JSON")
             continue
+        if not seen_json and isinstance(obj, dict) and not any(k in obj for k in PAPER_KEYS):
+            raise SourceError(f"the source is a JSON object, not papers: {api_error_message(obj)}")
         seen_json = True
         if not isinstance(obj, dict):
             yield Rejection(position, f"line is a JSON {type(obj).__name__}, not an object")
