@@ -64,7 +64,8 @@ async def test_a_relay_that_denies_every_recipient_suppresses_no_one(
         assert denied.halted == RELAY_DENIED
         assert (denied.sent, denied.bounced, denied.suppressed) == (0, 0, 0)
         assert denied.refused_us == denied.retry == tried
-        errors = [record.getMessage() for record in caplog.records]
+        # Paperboy's own errors: a driver or the event loop may log under load, not about this.
+        errors = [r.getMessage() for r in caplog.records if r.name.startswith("paperboy")]
         assert len(errors) == 1
         assert RELAY_DENIED in errors[0] and "none was marked bounced" in errors[0]
         # Nobody is suppressed; what was tried waits for a retry, the rest was given back.
