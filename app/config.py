@@ -12,6 +12,7 @@ them)."""
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from email.utils import parseaddr
 from functools import lru_cache
@@ -50,7 +51,12 @@ class UnsafeForProduction(ValueError):
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="PAPERBOY_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+        env_prefix="PAPERBOY_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        # An empty variable is an unset one: docker-compose.yml passes `${PAPERBOY_X:-}` on.
+        env_ignore_empty=True,
     )
 
     database_url: str = Field(
@@ -173,6 +179,36 @@ class Settings(BaseSettings):
         min_length=16,
         description="Bearer token of the admin API (/admin/api). Unset: the admin API is closed.",
     )
+    metrics_token: str | None = Field(
+        default=None,
+        min_length=16,
+        description="Bearer token that opens /metrics to a scraper (the admin token opens it "
+        "too). Neither set: /metrics is closed.",
+    )
+    api_docs_public: bool = Field(
+        default=False,
+        description="Serve /docs and /openapi.json to anyone. Off: they need the admin token, "
+        "like the API they describe.",
+    )
+    forwarded_allow_ips: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["127.0.0.1", "::1"],
+        description="Addresses or networks of the reverse proxies whose X-Forwarded-For and "
+        "X-Forwarded-Proto `paperboy web --proxy-headers` believes (spaces or commas between).",
+    )
+    web_max_in_flight: int = Field(
+        default=10,
+        ge=0,
+        le=1000,
+        description="Requests one web process works on at once; more are answered 503 with "
+        "Retry-After at once (0: no limit, every request waits for a database connection).",
+    )
+    web_pool_timeout: float = Field(
+        default=5.0,
+        gt=0,
+        le=300,
+        description="Seconds a web request waits for a database connection before it is "
+        "answered 503.",
+    )
     signup_mail_interval_seconds: int = Field(
         default=600, ge=0, description="At most one signup mail per address in this many seconds."
     )
@@ -237,6 +273,27 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [part for part in value.replace(",", " ").split() if part]
         return value
+
+    @field_validator("forwarded_allow_ips", mode="before")
+    @classmethod
+    def _split_addresses(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part for part in value.replace(",", " ").split() if part]
+        return value
+
+    @field_validator("forwarded_allow_ips")
+    @classmethod
+    def _proxy_addresses(cls, addresses: list[str]) -> list[str]:
+        for address in addresses:
+            try:
+                ipaddress.ip_network(address, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"PAPERBOY_FORWARDED_ALLOW_IPS: {address!r} is not an IP address or network "
+                    "(e.g. 10.0.0.5 or 10.0.0.0/8); trusting every address ('*') would let any "
+                    "client choose the address it is counted under"
+                ) from None
+        return addresses
 
     @field_validator("arxiv_categories")
     @classmethod

@@ -1,5 +1,6 @@
 """The web app factory: public pages, the admin JSON API under /admin/api with its OpenAPI
-description (/openapi.json, read as a page at /docs), static files, security headers, and error
+description (/openapi.json, read as a page at /docs) and /metrics (both as closed as the API
+unless opened), static files, security headers, an access log without link tokens, and error
 answers that suit the caller (an HTML page for people, JSON for the API).
 
 `create_app()` without settings is how a process serves the app (`paperboy web`, or any ASGI server
@@ -30,12 +31,14 @@ from app.ranking.embedding import EmbeddingModelError, check_embedding_setting
 from app.ranking.model_hub import model_hub
 from app.subscribers.tokens import TokenError
 from app.web import admin, pages, subscription
-from app.web.deps import WebState
+from app.web.deps import ApiDocsGuard, MetricsGuard, WebState
 from app.web.rendering import link_problem, page
-from app.web.security import SecurityHeaders, SlidingWindowLimiter
+from app.web.security import SecurityHeaders, SlidingWindowLimiter, redact_access_log
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 MAIL_DRAIN_SECONDS = 10.0  # at shutdown, how long signup mails still being sent may take
+# Read by programs, not people: their errors are JSON.
+MACHINE_PATHS = ("/admin/api", "/metrics", "/openapi.json")
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -78,6 +81,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await transport.close()
             await engine.dispose()
 
+    redact_access_log()
     app = FastAPI(
         title="Paperboy admin API",
         version="1.0",
@@ -87,31 +91,38 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,
+        openapi_url=None,  # served below, behind the same closure as the API it describes
     )
-    app.add_middleware(SecurityHeaders)
+    app.add_middleware(SecurityHeaders, https=settings.base_url.startswith("https://"))
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.include_router(pages.router)
     app.include_router(subscription.router)
     app.include_router(admin.router)
 
-    @app.get("/metrics", include_in_schema=False)
+    @app.get("/metrics", include_in_schema=False, dependencies=[MetricsGuard])
     async def metrics(request: Request) -> Response:
         async with request.app.state.paperboy.sessions() as session:
             body, content_type = await render_metrics(session=session)
         return Response(body, media_type=content_type)
 
-    @app.get("/docs", include_in_schema=False)
+    @app.get("/openapi.json", include_in_schema=False, dependencies=[ApiDocsGuard])
+    async def api_schema() -> JSONResponse:
+        return JSONResponse(app.openapi())
+
+    @app.get("/docs", include_in_schema=False, dependencies=[ApiDocsGuard])
     async def api_docs(request: Request) -> HTMLResponse:
         return page(request, "api_docs.html", {"schema": app.openapi()})
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, error: StarletteHTTPException) -> Response:
-        if request.url.path.startswith("/admin/api"):
+        if request.url.path.startswith(MACHINE_PATHS):
             return JSONResponse(
                 {"detail": error.detail}, status_code=error.status_code, headers=error.headers
             )
         what = "This page does not exist." if error.status_code == 404 else str(error.detail)
-        return page(request, "not_found.html", {"what": what}, status_code=error.status_code)
+        answer = page(request, "not_found.html", {"what": what}, status_code=error.status_code)
+        answer.headers.update(error.headers or {})
+        return answer
 
     @app.exception_handler(TokenError)
     async def bad_link(request: Request, error: TokenError) -> Response:
