@@ -1,6 +1,7 @@
 """The Prometheus metrics Paperboy exposes at /metrics: what this process did (papers ingested,
-messages by outcome, SMTP errors by class, send latency) and, read from the database at each
-scrape, the state every process shares (digests by status, subscribers by status, papers)."""
+messages by outcome, SMTP errors by class, send latency, web requests refused as busy) and, read
+from the database at each scrape, the state every process shares (digests by status, subscribers
+by status, papers)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,12 @@ SEND_LATENCY = Histogram(
     "paperboy_send_latency_seconds",
     "Time for the mail server to accept or refuse one message.",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+)
+REQUESTS_REFUSED = Counter(
+    "paperboy_requests_refused",
+    "Web requests answered 503 busy by this process, by why: more in flight than "
+    "PAPERBOY_WEB_MAX_IN_FLIGHT, no database connection in time, signup mails at their bound.",
+    ["reason"],
 )
 DIGESTS = Gauge("paperboy_digests", "Digests in the database by status.", ["status"])
 SUBSCRIBERS = Gauge("paperboy_subscribers", "Subscribers in the database by status.", ["status"])

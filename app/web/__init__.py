@@ -1,7 +1,8 @@
 """The web app factory: public pages, the admin JSON API under /admin/api with its OpenAPI
 description (/openapi.json, read as a page at /docs) and /metrics (both as closed as the API
-unless opened), static files, security headers, an access log without link tokens, and error
-answers that suit the caller (an HTML page for people, JSON for the API).
+unless opened), static files, security headers, an access log without link tokens, admission
+control (a busy answer at once past the process's capacity), and error answers that suit the
+caller (an HTML page for people, JSON for the API).
 
 `create_app()` without settings is how a process serves the app (`paperboy web`, or any ASGI server
 given the factory: `uvicorn app.web:create_app --factory`): it reads the settings, so an unusable or
@@ -19,6 +20,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.config import ConfigurationError, Settings, get_settings
@@ -26,19 +28,18 @@ from app.db import create_engine, create_session_factory
 from app.logs import configure_logging
 from app.mail.message import Mailer
 from app.mail.transports import open_transport
-from app.metrics import render_metrics
+from app.metrics import REQUESTS_REFUSED, render_metrics
 from app.ranking.embedding import EmbeddingModelError, check_embedding_setting
 from app.ranking.model_hub import model_hub
 from app.subscribers.tokens import TokenError
 from app.web import admin, pages, subscription
+from app.web.admission import MACHINE_PATHS, AdmissionControl, BusyAnswer, ServiceBusy
 from app.web.deps import ApiDocsGuard, MetricsGuard, WebState
-from app.web.rendering import link_problem, page
+from app.web.rendering import link_problem, page, templates
 from app.web.security import SecurityHeaders, SlidingWindowLimiter, redact_access_log
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 MAIL_DRAIN_SECONDS = 10.0  # at shutdown, how long signup mails still being sent may take
-# Read by programs, not people: their errors are JSON.
-MACHINE_PATHS = ("/admin/api", "/metrics", "/openapi.json")
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -52,7 +53,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = create_engine(settings.database_url, echo=settings.database_echo)
+        engine = create_engine(
+            settings.database_url,
+            echo=settings.database_echo,
+            pool_timeout=settings.web_pool_timeout,
+        )
         transport = open_transport(
             settings.mail_url,
             concurrency=settings.smtp_concurrency,
@@ -93,6 +98,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
         openapi_url=None,  # served below, behind the same closure as the API it describes
     )
+    busy = BusyAnswer(templates.get_template("busy.html").render())
+    # Added first, so it runs inside SecurityHeaders: a refusal carries the same headers.
+    app.add_middleware(AdmissionControl, limit=settings.web_max_in_flight, answer=busy)
     app.add_middleware(SecurityHeaders, https=settings.base_url.startswith("https://"))
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.include_router(pages.router)
@@ -123,6 +131,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         answer = page(request, "not_found.html", {"what": what}, status_code=error.status_code)
         answer.headers.update(error.headers or {})
         return answer
+
+    @app.exception_handler(ServiceBusy)
+    async def busy_now(request: Request, _error: ServiceBusy) -> Response:
+        return refuse(request, "mail_backlog")
+
+    @app.exception_handler(PoolTimeout)
+    async def no_connection_in_time(request: Request, _error: PoolTimeout) -> Response:
+        # The request's session rolled back: nothing of it was stored, nothing was mailed.
+        return refuse(request, "pool_timeout")
+
+    def refuse(request: Request, reason: str) -> Response:
+        REQUESTS_REFUSED.labels(reason).inc()
+        body, headers = busy.for_path(request.url.path)
+        return Response(body, status_code=503, headers={k.decode(): v.decode() for k, v in headers})
 
     @app.exception_handler(TokenError)
     async def bad_link(request: Request, error: TokenError) -> Response:

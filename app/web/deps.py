@@ -55,11 +55,19 @@ class WebState:
             self.cached_suggestions = (now, await topic_suggestions(session=session))
         return self.cached_suggestions[1]
 
+    def mail_backlog_full(self) -> bool:
+        """Whether a request that would mail must be refused now: the mails waiting to go out
+        are at their bound, less room for one from each request already admitted, so that a
+        request let in always gets its mail sent (`send_later` never drops it)."""
+        room_held = self.settings.web_max_in_flight
+        return len(self.mail_tasks) >= max(1, MAX_PENDING_MAILS - room_held)
+
     def send_later(self, mail: Coroutine[Any, Any, None]) -> bool:
         """Send a mail after the answer, apart from the request: a slow mail server or disk
         never holds up the connection the request came on. Shutdown waits for these. While the
-        mail server is down, at most MAX_PENDING_MAILS wait (the rest are dropped and logged;
-        a subscriber can ask for a new link)."""
+        mail server is down, at most MAX_PENDING_MAILS wait: requests that would mail are
+        refused before they change anything (`mail_backlog_full`); only with admission control
+        off can a mail past the bound be dropped (and logged; a subscriber can ask again)."""
         if len(self.mail_tasks) >= MAX_PENDING_MAILS:
             mail.close()
             logger.warning(
