@@ -4,11 +4,12 @@ it keeps serving at capacity and refuses the rest at once ("degrade, never colla
 Without it every request past capacity queues for a database connection, each waits longer
 than the one before, and at twice the capacity the process answers a third as many requests,
 each after about the pool's timeout. With it, at most PAPERBOY_WEB_MAX_IN_FLIGHT requests run at
-once (fewer than the pool has connections, so an admitted request never waits for one); a
-request beyond that is answered at once with 503 and Retry-After before anything of it runs
-(nothing half-done: no subscriber without their mail, no mail without its subscriber): a page
-telling a person to try again in a minute, JSON for a program. Probes and static files are not
-counted: they touch no database, and a load balancer must see the process alive while it sheds.
+once (fewer than the pool has connections, so an admitted request never waits for one). A
+request beyond that waits a few milliseconds for a place at most, or is answered with 503 and
+Retry-After before anything of it runs (nothing half-done: no subscriber without their mail, no
+mail without its subscriber): a page telling a person to try again in a minute, JSON for a
+program. Probes and static files are not counted: they touch no database, and a load balancer
+must see the process alive while it sheds.
 
 What else answers "busy" the same way, because it too means the process has more than it can
 take: the database pool's own timeout (PAPERBOY_WEB_POOL_TIMEOUT, reached only when something
@@ -17,6 +18,8 @@ while the mails waiting to go out are at their bound (`ServiceBusy`)."""
 
 from __future__ import annotations
 
+import asyncio
+from collections import deque
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -31,6 +34,9 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 RETRY_AFTER_SECONDS = 60  # what the busy page tells a person: "try again in a minute"
+# How long a request may wait for a place when all are taken: a few requests' work, and well
+# inside the 100 ms a refusal may take.
+WAIT_SECONDS = 0.05
 NOT_COUNTED = ("/healthz", "/readyz", "/static/")
 # Read by programs, not people: their answers, errors included, are JSON.
 MACHINE_PATHS = ("/admin/api", "/metrics", "/openapi.json")
@@ -72,25 +78,64 @@ class BusyAnswer:
 
 class AdmissionControl:
     """ASGI middleware: at most `limit` counted requests in flight in this process (0: no
-    limit); the next is refused with `answer` at once."""
+    limit). When all are taken, a request waits for one of them at most WAIT_SECONDS, behind at
+    most `limit` others; past either bound it is refused with `answer`. The short wait lets a
+    burst shorter than a few requests' work through instead of refusing it; under sustained
+    overload the waiting line is full and a refusal is immediate."""
 
     def __init__(self, app: ASGIApp, *, limit: int, answer: BusyAnswer) -> None:
         self.app = app
         self.limit = limit
         self.answer = answer
         self.in_flight = 0
+        # Futures of the requests waiting for a place, oldest first: set to True when one is
+        # handed to them, to False when their wait runs out (they then leave the line).
+        self.waiting: deque[asyncio.Future[bool]] = deque()
         self.refused = REQUESTS_REFUSED.labels("in_flight")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or self.limit == 0 or scope["path"].startswith(NOT_COUNTED):
             await self.app(scope, receive, send)
             return
-        if self.in_flight >= self.limit:
+        if self.in_flight < self.limit:
+            self.in_flight += 1
+        elif len(self.waiting) >= self.limit or not await self._place_within(WAIT_SECONDS):
             self.refused.inc()
             await self.answer.send(scope, send)
             return
-        self.in_flight += 1
         try:
             await self.app(scope, receive, send)
         finally:
-            self.in_flight -= 1
+            self._release()
+
+    def _release(self) -> None:
+        """A place frees: it passes to the oldest request still waiting, or is given back."""
+        while self.waiting:
+            waiter = self.waiting.popleft()
+            if not waiter.done():
+                waiter.set_result(True)
+                return
+        self.in_flight -= 1
+
+    async def _place_within(self, seconds: float) -> bool:
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[bool] = loop.create_future()
+        self.waiting.append(waiter)
+        give_up = loop.call_later(seconds, _settle, waiter, False)
+        try:
+            return await waiter
+        except asyncio.CancelledError:
+            # The request went away (shutdown, a dropped connection) just as a place was handed
+            # to it: pass the place on rather than lose it.
+            if waiter.done() and not waiter.cancelled() and waiter.result():
+                self._release()
+            raise
+        finally:
+            give_up.cancel()
+            if waiter in self.waiting:  # not handed a place: out of the line (at most `limit`)
+                self.waiting.remove(waiter)
+
+
+def _settle(waiter: asyncio.Future[bool], value: bool) -> None:
+    if not waiter.done():
+        waiter.set_result(value)

@@ -6,7 +6,7 @@ without its subscriber. Requests already admitted finish as usual.
 
 To keep requests in flight, the test holds a subscriber's row in an open transaction, as a long
 operator's change would: a signup for that address waits for it (Postgres: the row lock; SQLite:
-the database's write lock)."""
+the database's write lock). The middleware's short wait for a place is tested on its own."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 import httpx
 import pytest
@@ -24,7 +25,7 @@ from app.config import Settings
 from app.db import engine_of
 from app.models import Subscriber
 from app.subscribers.rules import Preferences, add_active_subscriber
-from app.web.admission import AdmissionControl
+from app.web.admission import WAIT_SECONDS, AdmissionControl, BusyAnswer
 from tests.support.web_app import ADMIN_TOKEN, RunningApp, serve_app
 
 Sessions = async_sessionmaker[AsyncSession]
@@ -173,3 +174,43 @@ async def test_signups_wait_for_room_among_the_mails_going_out(
     assert first.status_code == 200 and later.status_code == 200
     assert refused.status_code == 503 and "try again in a minute" in refused.text
     assert [len(web.sink.messages(a)) for a in ("ada@example.org", "bo@example.org")] == [1, 1]
+
+
+async def test_a_short_burst_waits_for_a_place_and_a_long_one_is_refused() -> None:
+    """The middleware alone, around an app whose work ends when the test says so."""
+    finish = asyncio.Event()
+
+    async def work(scope: Any, receive: Any, send: Any) -> None:
+        await finish.wait()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"done"})
+
+    control = AdmissionControl(work, limit=1, answer=BusyAnswer("<p>busy</p>"))
+
+    async def status() -> int:
+        answered: list[int] = []
+
+        async def send(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                answered.append(message["status"])
+
+        await control({"type": "http", "path": "/subscribe"}, None, send)  # type: ignore[arg-type]
+        return answered[0]
+
+    working = asyncio.create_task(status())
+    await asyncio.sleep(0)
+    waiting = asyncio.create_task(status())  # the place is taken: waits for it
+    await asyncio.sleep(0)
+    assert await status() == 503  # the line (one long, like the places) is full: at once
+    asyncio.get_running_loop().call_later(WAIT_SECONDS / 5, finish.set)
+    assert (await working, await waiting) == (200, 200)  # the place passed on within the wait
+
+    finish.clear()
+    working = asyncio.create_task(status())
+    await asyncio.sleep(0)
+    started = time.perf_counter()
+    assert await status() == 503  # no place within the wait
+    assert WAIT_SECONDS <= time.perf_counter() - started < REFUSAL_SECONDS
+    finish.set()
+    assert await working == 200
+    assert control.in_flight == 0 and not control.waiting
