@@ -196,11 +196,12 @@ class Settings(BaseSettings):
         "X-Forwarded-Proto `paperboy web --proxy-headers` believes (spaces or commas between).",
     )
     web_max_in_flight: int = Field(
-        default=10,
+        default=4,
         ge=0,
-        le=1000,
-        description="Requests one web process works on at once; more are answered 503 with "
-        "Retry-After at once (0: no limit, every request waits for a database connection).",
+        le=15,  # the database pool's connections (app.db): an admitted request never waits
+        description="Public requests one web process works on at once; more wait 50 ms at most, "
+        "then are answered 503 with Retry-After (0: no limit). Raise it when the database is "
+        "far away; bench/api.py measures it.",
     )
     web_pool_timeout: float = Field(
         default=5.0,

@@ -152,7 +152,7 @@ class Connections:
     async def exchange(self, request: bytes) -> int:
         async with self.slots:
             for attempt in range(2):
-                fresh = not self.idle
+                fresh = attempt > 0 or not self.idle
                 reader, writer = (
                     await asyncio.open_connection("127.0.0.1", self.port)
                     if fresh
@@ -163,7 +163,7 @@ class Connections:
                     head = await reader.readuntil(b"\r\n\r\n")
                 except (ConnectionError, asyncio.IncompleteReadError):
                     writer.close()
-                    if fresh or attempt:
+                    if fresh:
                         raise
                     continue  # the server closed an idle connection: once more on a new one
                 try:
@@ -518,7 +518,13 @@ async def main(args: argparse.Namespace) -> None:
             problems = server.problems()
         overloaded = []
         for label, settings in (
-            ("admission control on (defaults)", {}),
+            (
+                "admission control on"
+                + (f", {args.max_in_flight} in flight" if args.max_in_flight else " (defaults)"),
+                {"PAPERBOY_WEB_MAX_IN_FLIGHT": str(args.max_in_flight)}
+                if args.max_in_flight
+                else {},
+            ),
             (
                 "baseline: off, 30 s pool timeout (before)",
                 {"PAPERBOY_WEB_MAX_IN_FLIGHT": "0", "PAPERBOY_WEB_POOL_TIMEOUT": "30"},
@@ -657,6 +663,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--skip-mixed", action="store_true")
     parser.add_argument(
         "--capacity", type=float, default=0.0, help="skip the sweep and take this capacity"
+    )
+    parser.add_argument(
+        "--max-in-flight", type=int, default=0, help="admission control's bound (0: default)"
     )
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--smtp-port", type=int, default=2526)

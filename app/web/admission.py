@@ -8,8 +8,8 @@ once (fewer than the pool has connections, so an admitted request never waits fo
 request beyond that waits a few milliseconds for a place at most, or is answered with 503 and
 Retry-After before anything of it runs (nothing half-done: no subscriber without their mail, no
 mail without its subscriber): a page telling a person to try again in a minute, JSON for a
-program. Probes and static files are not counted: they touch no database, and a load balancer
-must see the process alive while it sheds.
+program. What the public sends is counted; probes, static files and the operator's routes are
+not (`NOT_COUNTED` says why).
 
 What else answers "busy" the same way, because it too means the process has more than it can
 take: the database pool's own timeout (PAPERBOY_WEB_POOL_TIMEOUT, reached only when something
@@ -37,7 +37,19 @@ RETRY_AFTER_SECONDS = 60  # what the busy page tells a person: "try again in a m
 # How long a request may wait for a place when all are taken: a few requests' work, and well
 # inside the 100 ms a refusal may take.
 WAIT_SECONDS = 0.05
-NOT_COUNTED = ("/healthz", "/readyz", "/static/")
+# Not counted: the probes and static files touch no database, and a load balancer must see the
+# process alive while it sheds load; the operator's routes are few, behind a token, and may be
+# long (a CSV export streams for minutes): they must neither crowd out the public pages nor be
+# crowded out by them. The database pool and its timeout still bound them.
+NOT_COUNTED = (
+    "/healthz",
+    "/readyz",
+    "/static/",
+    "/admin/api/",
+    "/metrics",
+    "/docs",
+    "/openapi.json",
+)
 # Read by programs, not people: their answers, errors included, are JSON.
 MACHINE_PATHS = ("/admin/api", "/metrics", "/openapi.json")
 BUSY_JSON = orjson.dumps(
