@@ -30,7 +30,7 @@ from tests.support.web_app import ADMIN_TOKEN, RunningApp, serve_app
 
 Sessions = async_sessionmaker[AsyncSession]
 HELD = "ada@example.org"
-REFUSAL_SECONDS = 0.5  # what a refusal may take here, with the test's own work on the machine
+REFUSAL_SECONDS = 1.0  # "at once" on a shared test machine (the bench measures the real figure)
 
 
 @asynccontextmanager

@@ -25,7 +25,9 @@ SIGNUP = {"email": "Ada@Example.org", "topics": "mixture of experts", "send_hour
 
 @pytest.fixture
 def web(engine: AsyncEngine, settings: Settings) -> Iterator[RunningApp]:
-    with serve_app(settings) as running:
+    # Room for every request at once: admission control (tests/web/test_admission.py) would
+    # otherwise refuse some as busy while the others wait for one another.
+    with serve_app(settings, web_max_in_flight=AT_ONCE) as running:
         yield running
 
 
