@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 import re
 from email.utils import parseaddr
 from functools import lru_cache
@@ -82,7 +83,12 @@ class UnsafeForProduction(ValueError):
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="PAPERBOY_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+        env_prefix="PAPERBOY_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        # An empty variable is an unset one: docker-compose.yml passes `${PAPERBOY_X:-}` on.
+        env_ignore_empty=True,
     )
 
     database_url: str = Field(
@@ -266,6 +272,37 @@ class Settings(BaseSettings):
         min_length=16,
         description="Bearer token of the admin API (/admin/api). Unset: the admin API is closed.",
     )
+    metrics_token: str | None = Field(
+        default=None,
+        min_length=16,
+        description="Bearer token that opens /metrics to a scraper (the admin token opens it "
+        "too). Neither set: /metrics is closed.",
+    )
+    api_docs_public: bool = Field(
+        default=False,
+        description="Serve /docs and /openapi.json to anyone. Off: they need the admin token, "
+        "like the API they describe.",
+    )
+    forwarded_allow_ips: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["127.0.0.1", "::1"],
+        description="Addresses or networks of the reverse proxies whose X-Forwarded-For and "
+        "X-Forwarded-Proto `paperboy web --proxy-headers` believes (spaces or commas between).",
+    )
+    web_max_in_flight: int = Field(
+        default=4,
+        ge=0,
+        le=15,  # the database pool's connections (app.db): an admitted request never waits
+        description="Public requests one web process works on at once; more wait 50 ms at most, "
+        "then are answered 503 with Retry-After (0: no limit). Raise it when the database is "
+        "far away; bench/api.py measures it.",
+    )
+    web_pool_timeout: float = Field(
+        default=5.0,
+        gt=0,
+        le=300,
+        description="Seconds a web request waits for a database connection before it is "
+        "answered 503.",
+    )
     signup_mail_interval_seconds: int = Field(
         default=600, ge=0, description="At most one signup mail per address in this many seconds."
     )
@@ -333,9 +370,9 @@ class Settings(BaseSettings):
             return [part for part in value.replace(",", " ").split() if part]
         return value
 
-    @field_validator("ses_topic_arns", mode="before")
+    @field_validator("ses_topic_arns", "forwarded_allow_ips", mode="before")
     @classmethod
-    def _split_topics(cls, value: object) -> object:
+    def _split_list(cls, value: object) -> object:
         if isinstance(value, str):
             return [part for part in value.replace(",", " ").split() if part]
         return value
@@ -396,6 +433,20 @@ class Settings(BaseSettings):
         if value is not None and not value.startswith(("http://", "https://")):
             raise ValueError("PAPERBOY_SNS_TEST_ORIGIN must be an http(s) origin")
         return value.rstrip("/") if value else value
+
+    @field_validator("forwarded_allow_ips")
+    @classmethod
+    def _proxy_addresses(cls, addresses: list[str]) -> list[str]:
+        for address in addresses:
+            try:
+                ipaddress.ip_network(address, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"PAPERBOY_FORWARDED_ALLOW_IPS: {address!r} is not an IP address or network "
+                    "(e.g. 10.0.0.5 or 10.0.0.0/8); trusting every address ('*') would let any "
+                    "client choose the address it is counted under"
+                ) from None
+        return addresses
 
     @field_validator("arxiv_categories")
     @classmethod

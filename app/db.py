@@ -91,15 +91,24 @@ def _json_text(value: Any) -> str:
 JSON_CODECS: dict[str, Any] = {"json_serializer": _json_text, "json_deserializer": orjson.loads}
 
 
-def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
+POOL_SIZE = 5
+POOL_OVERFLOW = 10  # connections opened past POOL_SIZE when busy, closed once idle again
+POOL_TIMEOUT = 30.0
+
+
+def create_engine(
+    url: str, *, echo: bool = False, pool_timeout: float = POOL_TIMEOUT
+) -> AsyncEngine:
+    """An engine whose pool holds up to POOL_SIZE + POOL_OVERFLOW connections; a session that
+    finds them all taken waits `pool_timeout` seconds for one, then raises
+    `sqlalchemy.exc.TimeoutError`."""
+    pool = {"pool_size": POOL_SIZE, "max_overflow": POOL_OVERFLOW, "pool_timeout": pool_timeout}
     if url.startswith("sqlite"):
         _prepare_sqlite_file(url)
-        engine = create_async_engine(url, echo=echo, **JSON_CODECS)
+        engine = create_async_engine(url, echo=echo, **pool, **JSON_CODECS)
         event.listen(engine.sync_engine, "connect", _sqlite_on_connect)
         return engine
-    return create_async_engine(
-        url, echo=echo, pool_pre_ping=True, pool_size=5, max_overflow=10, **JSON_CODECS
-    )
+    return create_async_engine(url, echo=echo, pool_pre_ping=True, **pool, **JSON_CODECS)
 
 
 def create_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

@@ -1,8 +1,8 @@
 """The Prometheus metrics Paperboy exposes at /metrics: what this process did (papers ingested,
-messages by outcome, SMTP errors by class, send latency, bounce and complaint reports) and, read
-from the database at each scrape, the state every process shares (digests by status, subscribers
-by status, papers, and delivery: stopped by a refusal about us, workers alive, digests held by
-dead workers)."""
+messages by outcome, SMTP errors by class, send latency, bounce and complaint reports, web
+requests refused as busy) and, read from the database at each scrape, the state every process
+shares (digests by status, subscribers by status, papers, and delivery: stopped by a refusal about
+us, workers alive, digests held by dead workers)."""
 
 from __future__ import annotations
 
@@ -33,6 +33,12 @@ DELIVERY_EVENTS = Counter(
     "paperboy_delivery_events",
     "Bounce and complaint reports recorded in this process, by kind and source.",
     ["kind", "source"],
+)
+REQUESTS_REFUSED = Counter(
+    "paperboy_requests_refused",
+    "Web requests answered 503 busy by this process, by why: more in flight than "
+    "PAPERBOY_WEB_MAX_IN_FLIGHT, no database connection in time, signup mails at their bound.",
+    ["reason"],
 )
 DIGESTS = Gauge("paperboy_digests", "Digests in the database by status.", ["status"])
 SUBSCRIBERS = Gauge("paperboy_subscribers", "Subscribers in the database by status.", ["status"])

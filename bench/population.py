@@ -26,8 +26,11 @@ COLUMNS = [
 ]
 
 
-async def copy_subscribers(url: str, topics: Sequence[list[str]]) -> list[uuid.UUID]:
-    """One active subscriber per entry of `topics` (readerN@example.org); their public ids."""
+async def copy_subscribers(
+    url: str, topics: Sequence[list[str]], *, first: int = 0
+) -> list[uuid.UUID]:
+    """One active subscriber per entry of `topics` (readerN@example.org, N counting from
+    `first`); their public ids."""
     now = datetime.now(UTC)
     ids = [uuid.uuid4() for _ in topics]
     rest = ("UTC", 7, 10, 0.3, 1, 0, now, now)  # zone, hour, size, weight, token version, bounces
@@ -38,7 +41,7 @@ async def copy_subscribers(url: str, topics: Sequence[list[str]]) -> list[uuid.U
             records=[
                 (
                     public_id,
-                    f"reader{i}@example.org",
+                    f"reader{first + i}@example.org",
                     "active",
                     orjson.dumps(chosen).decode(),
                     *rest,

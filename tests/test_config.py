@@ -95,3 +95,20 @@ def test_an_embedding_model_that_cannot_load_is_refused_at_start(
     get_settings.cache_clear()
     environment.setenv("PAPERBOY_EMBEDDING_MODEL", "none")
     create_app()  # words only: nothing to check
+
+
+def test_forwarded_addresses_are_trusted_only_from_named_proxies() -> None:
+    named = Settings(_env_file=None, forwarded_allow_ips="10.0.0.5, 192.168.0.0/16 ::1")
+    assert named.forwarded_allow_ips == ["10.0.0.5", "192.168.0.0/16", "::1"]
+    assert Settings(_env_file=None).forwarded_allow_ips == ["127.0.0.1", "::1"]
+    for anyone in ("*", "proxy.internal", "10.0.0.0/33"):
+        with pytest.raises(ValidationError, match="not an IP address or network"):
+            Settings(_env_file=None, forwarded_allow_ips=anyone)
+
+
+def test_an_empty_variable_is_an_unset_setting(environment: pytest.MonkeyPatch) -> None:
+    # What docker-compose.yml passes on for a token nobody set: `${PAPERBOY_ADMIN_TOKEN:-}`.
+    environment.setenv("PAPERBOY_ADMIN_TOKEN", "")
+    environment.setenv("PAPERBOY_METRICS_TOKEN", "")
+    settings = get_settings()
+    assert settings.admin_token is None and settings.metrics_token is None

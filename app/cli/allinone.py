@@ -61,7 +61,14 @@ async def run_all(
             }
         )
     server = uvicorn.Server(
-        uvicorn.Config(create_app(settings), host=host, port=port, log_config=None, lifespan="on")
+        uvicorn.Config(
+            create_app(settings),
+            host=host,
+            port=port,
+            log_config=None,
+            lifespan="on",
+            forwarded_allow_ips=settings.forwarded_allow_ips,
+        )
     )
     scheduler = build_scheduler(
         session_factory=sessions, settings=settings, include_send=False, compose_for_today=send_now

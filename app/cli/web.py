@@ -17,7 +17,11 @@ def web_command(
     workers: Annotated[int, typer.Option(help="Processes (each its own event loop).")] = 1,
     access_log: Annotated[bool, typer.Option(help="Log every request.")] = True,
     proxy_headers: Annotated[
-        bool, typer.Option(help="Trust X-Forwarded-For/Proto from the reverse proxy.")
+        bool,
+        typer.Option(
+            help="Take the client's address and scheme from X-Forwarded-For/Proto, when the "
+            "request comes from a proxy named in PAPERBOY_FORWARDED_ALLOW_IPS."
+        ),
     ] = False,
 ) -> None:
     """Serve the public pages and the admin API (PAPERBOY_ADMIN_TOKEN opens it)."""
@@ -30,7 +34,9 @@ def web_command(
         port=port,
         workers=workers,
         proxy_headers=proxy_headers,
-        forwarded_allow_ips="*" if proxy_headers else None,
+        # Only the configured proxies: anyone else could name any address in X-Forwarded-For
+        # and sign up under a new one with each request.
+        forwarded_allow_ips=settings.forwarded_allow_ips,
         log_config=None,
         access_log=access_log,
     )

@@ -26,7 +26,7 @@ from app.models import (
 from app.subscribers.rules import (
     Preferences,
     SubscriberError,
-    find_by_email,
+    claim_address,
     normalise_email,
     set_status,
     update_preferences,
@@ -114,10 +114,8 @@ async def _rows(
             report.rejected.append((line, raw_email[:320], str(error)))
             continue
         seen.add(address.lower())
-        subscriber = await find_by_email(address, session=session)
-        if subscriber is None:
-            subscriber = Subscriber(email=address)
-            session.add(subscriber)
+        subscriber, created = await claim_address(address, session=session)
+        if created:
             report.created += 1
         else:
             report.updated += 1

@@ -15,7 +15,7 @@ from app.models import Digest, Subscriber, SubscriberStatus
 from app.subscribers.rules import (
     Preferences,
     SubscriberError,
-    find_by_email,
+    claim_address,
     normalise_email,
     revoke_links,
     set_status,
@@ -90,12 +90,11 @@ async def create_subscriber(
     is already on the list, whatever its case."""
     address = normalise_email(email)
     checked = validate_preferences(preferences)
-    if await find_by_email(address, session=session) is not None:
+    subscriber, created = await claim_address(address, session=session)
+    if not created:
         raise SubscriberExists("a subscriber with this address exists")
-    subscriber = Subscriber(email=address, status=SubscriberStatus.PENDING)
     update_preferences(subscriber, checked)
     set_status(subscriber, status, now=now)
-    session.add(subscriber)
     await session.flush()
     return subscriber
 

@@ -2,7 +2,9 @@
 topics, timezone, hour, size, weight); signup with double opt-in (one signup mail per address per
 window, the same outcome whatever the address's state, so nothing can be learnt from it);
 confirmation with recorded consent; preferences, pause and resume; unsubscribe and resubscribe;
-resolving a link token to its subscriber (a bumped token version revokes old links). Functions
+resolving a link token to its subscriber (a bumped token version revokes old links). Every path
+that may create a subscriber claims the address first (`claim_address`), so that requests for one
+address at the same moment run one after another instead of racing for the unique index. Functions
 take a session and never commit."""
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.db import dialect_insert, is_postgres
 from app.models import (
     DEFAULT_TIMEZONE,
     DIGEST_SIZE,
@@ -94,10 +97,7 @@ async def add_active_subscriber(
     and tests. The address is unique whatever its case."""
     address = normalise_email(email)
     checked = validate_preferences(preferences)
-    subscriber = await find_by_email(address, session=session)
-    if subscriber is None:
-        subscriber = Subscriber(email=address)
-        session.add(subscriber)
+    subscriber, _created = await claim_address(address, session=session)
     _apply(subscriber, checked)
     set_status(subscriber, SubscriberStatus.ACTIVE, now=utcnow())
     await session.flush()
@@ -119,6 +119,31 @@ async def find_by_email(address: str, *, session: AsyncSession) -> Subscriber | 
             select(Subscriber).where(func.lower(Subscriber.email) == address.lower())
         )
     ).scalar_one_or_none()
+
+
+async def claim_address(address: str, *, session: AsyncSession) -> tuple[Subscriber, bool]:
+    """The subscriber of `address` (already normalised), made now as a pending subscriber with
+    the defaults when there is none, and held by this transaction until it ends; with whether
+    this call made it. Requests for one address at the same moment wait here for each other
+    and each then sees what the one before did, as if they had come one after another: on
+    Postgres by the row lock, on SQLite because the insert attempt takes the database's write
+    lock. An insert that meets the address already there does nothing, so the unique index
+    never refuses a request."""
+    claim = (
+        dialect_insert(session)(Subscriber)
+        .values(email=address, status=SubscriberStatus.PENDING)
+        .on_conflict_do_nothing(index_elements=[func.lower(Subscriber.email)])
+        .returning(Subscriber.id)
+    )
+    created = (await session.execute(claim)).scalar_one_or_none() is not None
+    query = (
+        select(Subscriber)
+        .where(func.lower(Subscriber.email) == address.lower())
+        .execution_options(populate_existing=True)
+    )
+    if is_postgres(session):
+        query = query.with_for_update()
+    return (await session.execute(query)).scalar_one(), created
 
 
 class SignupMail(enum.StrEnum):
@@ -152,13 +177,10 @@ async def request_signup(
     (`rate_limited` then says so); raises SubscriberError for a malformed address or preferences."""
     address = normalise_email(email)
     checked = validate_preferences(preferences)
-    subscriber = await find_by_email(address, session=session)
-    last_mail = subscriber.signup_mail_at if subscriber is not None else None
+    subscriber, _created = await claim_address(address, session=session)
+    last_mail = subscriber.signup_mail_at
     if last_mail is not None and as_utc(last_mail) > now - mail_interval:
         return SignupOutcome(subscriber, SignupMail.NONE, rate_limited=True)
-    if subscriber is None:
-        subscriber = Subscriber(email=address, status=SubscriberStatus.PENDING)
-        session.add(subscriber)
     subscriber.signup_mail_at = now
     if subscriber.status in (SubscriberStatus.ACTIVE, SubscriberStatus.PAUSED):
         mail = SignupMail.ALREADY_SUBSCRIBED

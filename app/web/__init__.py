@@ -1,6 +1,8 @@
 """The web app factory: public pages, the admin JSON API under /admin/api with its OpenAPI
-description (/openapi.json, read as a page at /docs), static files, security headers, and error
-answers that suit the caller (an HTML page for people, JSON for the API).
+description (/openapi.json, read as a page at /docs) and /metrics (both as closed as the API
+unless opened), static files, security headers, an access log without link tokens, admission
+control (a busy answer at once past the process's capacity), and error answers that suit the
+caller (an HTML page for people, JSON for the API).
 
 `create_app()` without settings is how a process serves the app (`paperboy web`, or any ASGI server
 given the factory: `uvicorn app.web:create_app --factory`): it reads the settings, so an unusable or
@@ -20,6 +22,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.config import ConfigurationError, Settings, get_settings
@@ -29,14 +32,15 @@ from app.logs import configure_logging
 from app.mail.message import Mailer
 from app.mail.transports import open_transport
 from app.mail.workers import delivery_state
-from app.metrics import render_metrics
+from app.metrics import REQUESTS_REFUSED, render_metrics
 from app.ranking.embedding import EmbeddingModelError, check_embedding_setting
 from app.ranking.model_hub import model_hub
 from app.subscribers.tokens import TokenError
 from app.web import admin, pages, subscription, webhooks
-from app.web.deps import WebState
-from app.web.rendering import link_problem, page
-from app.web.security import SecurityHeaders, SlidingWindowLimiter
+from app.web.admission import MACHINE_PATHS, AdmissionControl, BusyAnswer, ServiceBusy
+from app.web.deps import ApiDocsGuard, MetricsGuard, WebState
+from app.web.rendering import link_problem, page, templates
+from app.web.security import SecurityHeaders, SlidingWindowLimiter, redact_access_log
 
 logger = logging.getLogger("paperboy.web")
 STATIC_DIR = Path(__file__).resolve().parent / "static"
@@ -63,7 +67,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = create_engine(settings.database_url, echo=settings.database_echo)
+        engine = create_engine(
+            settings.database_url,
+            echo=settings.database_echo,
+            pool_timeout=settings.web_pool_timeout,
+        )
         transport = open_transport(
             settings.mail_url,
             concurrency=settings.smtp_concurrency,
@@ -93,6 +101,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await transport.close()
             await engine.dispose()
 
+    redact_access_log()
     app = FastAPI(
         title="Paperboy admin API",
         version="1.0",
@@ -102,15 +111,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,
+        openapi_url=None,  # served below, behind the same closure as the API it describes
     )
-    app.add_middleware(SecurityHeaders)
+    busy = BusyAnswer(templates.get_template("busy.html").render())
+    # Added first, so it runs inside SecurityHeaders: a refusal carries the same headers.
+    app.add_middleware(AdmissionControl, limit=settings.web_max_in_flight, answer=busy)
+    app.add_middleware(SecurityHeaders, https=settings.base_url.startswith("https://"))
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.include_router(pages.router)
     app.include_router(subscription.router)
     app.include_router(admin.router)
     app.include_router(webhooks.router)
 
-    @app.get("/metrics", include_in_schema=False)
+    @app.get("/metrics", include_in_schema=False, dependencies=[MetricsGuard])
     async def metrics(request: Request) -> Response:
         state = request.app.state.paperboy
         async with state.sessions() as session:
@@ -122,18 +135,38 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             body, content_type = await render_metrics(session=session, delivery=delivery.gauges())
         return Response(body, media_type=content_type)
 
-    @app.get("/docs", include_in_schema=False)
+    @app.get("/openapi.json", include_in_schema=False, dependencies=[ApiDocsGuard])
+    async def api_schema() -> JSONResponse:
+        return JSONResponse(app.openapi())
+
+    @app.get("/docs", include_in_schema=False, dependencies=[ApiDocsGuard])
     async def api_docs(request: Request) -> HTMLResponse:
         return page(request, "api_docs.html", {"schema": app.openapi()})
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, error: StarletteHTTPException) -> Response:
-        if request.url.path.startswith("/admin/api"):
+        if request.url.path.startswith(MACHINE_PATHS):
             return JSONResponse(
                 {"detail": error.detail}, status_code=error.status_code, headers=error.headers
             )
         what = "This page does not exist." if error.status_code == 404 else str(error.detail)
-        return page(request, "not_found.html", {"what": what}, status_code=error.status_code)
+        answer = page(request, "not_found.html", {"what": what}, status_code=error.status_code)
+        answer.headers.update(error.headers or {})
+        return answer
+
+    @app.exception_handler(ServiceBusy)
+    async def busy_now(request: Request, _error: ServiceBusy) -> Response:
+        return refuse(request, "mail_backlog")
+
+    @app.exception_handler(PoolTimeout)
+    async def no_connection_in_time(request: Request, _error: PoolTimeout) -> Response:
+        # The request's session rolled back: nothing of it was stored, nothing was mailed.
+        return refuse(request, "pool_timeout")
+
+    def refuse(request: Request, reason: str) -> Response:
+        REQUESTS_REFUSED.labels(reason).inc()
+        body, headers = busy.for_path(request.url.path)
+        return Response(body, status_code=503, headers={k.decode(): v.decode() for k, v in headers})
 
     @app.exception_handler(TokenError)
     async def bad_link(request: Request, error: TokenError) -> Response:

@@ -1,7 +1,8 @@
 """The web app's dependencies as `Annotated` aliases: settings, a database session per request
 (committed by the dependency when the handler returns), the mailer and mail transport, the rate
-limiters, the client's address, and the admin API's bearer-token guard. All are `async def`:
-FastAPI runs a plain `def` dependency in a thread pool, a thread hop per dependency per request."""
+limiters, the client's address, and the bearer-token guards of the admin API, /metrics and the
+API's description. All are `async def`: FastAPI runs a plain `def` dependency in a thread pool,
+a thread hop per dependency per request."""
 
 from __future__ import annotations
 
@@ -54,11 +55,19 @@ class WebState:
             self.cached_suggestions = (now, await topic_suggestions(session=session))
         return self.cached_suggestions[1]
 
+    def mail_backlog_full(self) -> bool:
+        """Whether a request that would mail must be refused now: the mails waiting to go out
+        are at their bound, less room for one from each request already admitted, so that a
+        request let in always gets its mail sent (`send_later` never drops it)."""
+        room_held = self.settings.web_max_in_flight
+        return len(self.mail_tasks) >= max(1, MAX_PENDING_MAILS - room_held)
+
     def send_later(self, mail: Coroutine[Any, Any, None]) -> bool:
         """Send a mail after the answer, apart from the request: a slow mail server or disk
         never holds up the connection the request came on. Shutdown waits for these. While the
-        mail server is down, at most MAX_PENDING_MAILS wait (the rest are dropped and logged;
-        a subscriber can ask for a new link)."""
+        mail server is down, at most MAX_PENDING_MAILS wait: requests that would mail are
+        refused before they change anything (`mail_backlog_full`); only with admission control
+        off can a mail past the bound be dropped (and logged; a subscriber can ask again)."""
         if len(self.mail_tasks) >= MAX_PENDING_MAILS:
             mail.close()
             logger.warning(
@@ -116,17 +125,33 @@ async def _client_ip(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
-async def _admin(request: Request) -> None:
-    token = (await _state(request)).settings.admin_token
-    if token is None:
-        # Closed by default: without a configured token the admin API does not exist.
+def _require_bearer(request: Request, tokens: list[str | None], what: str) -> None:
+    configured = [token for token in tokens if token]
+    if not configured:
+        # Closed by default: without a configured token the route does not exist.
         raise HTTPException(status_code=404, detail="Not Found")
-    if not bearer_matches(request.headers.get("authorization"), token):
+    presented = request.headers.get("authorization")
+    if not any(bearer_matches(presented, token) for token in configured):
         raise HTTPException(
             status_code=401,
-            detail="A valid admin token is required (Authorization: Bearer <token>).",
+            detail=f"A valid {what} token is required (Authorization: Bearer <token>).",
             headers={"WWW-Authenticate": "Bearer"},
         )
+
+
+async def _admin(request: Request) -> None:
+    _require_bearer(request, [(await _state(request)).settings.admin_token], "admin")
+
+
+async def _metrics_reader(request: Request) -> None:
+    settings = (await _state(request)).settings
+    _require_bearer(request, [settings.metrics_token, settings.admin_token], "metrics")
+
+
+async def _api_docs_reader(request: Request) -> None:
+    settings = (await _state(request)).settings
+    if not settings.api_docs_public:
+        _require_bearer(request, [settings.admin_token], "admin")
 
 
 State = Annotated[WebState, Depends(_state)]
@@ -135,3 +160,7 @@ State = Annotated[WebState, Depends(_state)]
 Session = Annotated[AsyncSession, Depends(_session, scope="function")]
 ClientIp = Annotated[str, Depends(_client_ip)]
 AdminGuard = Depends(_admin)
+# /metrics: the metrics token (what a scraper is given) or the admin token.
+MetricsGuard = Depends(_metrics_reader)
+# /docs and /openapi.json: as closed as the admin API unless PAPERBOY_API_DOCS_PUBLIC.
+ApiDocsGuard = Depends(_api_docs_reader)

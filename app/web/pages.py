@@ -26,6 +26,7 @@ from app.subscribers.rules import (
     request_signup,
 )
 from app.subscribers.tokens import Purpose, TokenError
+from app.web.admission import ServiceBusy
 from app.web.deps import ClientIp, Session, State, WebState, after_commit
 from app.web.rendering import (
     TIMEZONES,
@@ -144,6 +145,8 @@ async def subscribe(
     digest_size: DigestSizeField = DIGEST_SIZE.default,
     website: Annotated[str, Form(max_length=200)] = "",
 ) -> HTMLResponse:
+    if state.mail_backlog_full():
+        raise ServiceBusy
     if not state.signup_limiter.allow(f"ip:{client_ip}"):
         return page(request, "limited.html", status_code=429)
     if website:  # only robots fill the hidden field: answer as usual, do nothing
@@ -193,6 +196,8 @@ async def resend_links(
     email: Annotated[str, Form(max_length=320)],
 ) -> HTMLResponse:
     """A fresh confirmation or preferences link by mail, for whoever lost theirs."""
+    if state.mail_backlog_full():
+        raise ServiceBusy
     if not state.signup_limiter.allow(f"ip:{client_ip}"):
         return page(request, "limited.html", status_code=429)
     try:

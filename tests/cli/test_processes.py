@@ -24,7 +24,7 @@ from app.config import Settings
 from app.logs import JsonLines, configure_logging
 from tests.conftest import isolated_settings
 from tests.support.smtp_sink import free_port
-from tests.support.web_app import serve_app
+from tests.support.web_app import ADMIN_TOKEN, serve_app
 
 PAPERBOY = str(Path(sys.executable).parent / "paperboy")
 CLEAN_ENV = {k: v for k, v in os.environ.items() if not k.startswith("PAPERBOY_")}
@@ -230,7 +230,9 @@ def test_json_logs(capsys: pytest.CaptureFixture[str]) -> None:
 async def test_metrics(settings: Settings, engine: object) -> None:
     with serve_app(settings) as web:
         async with httpx.AsyncClient(base_url=web.base_url) as client:
-            answer = await client.get("/metrics")
+            answer = await client.get(
+                "/metrics", headers={"authorization": f"Bearer {ADMIN_TOKEN}"}
+            )
     assert answer.status_code == 200
     assert answer.headers["content-type"].startswith("text/plain")
     text = answer.text

@@ -1,17 +1,22 @@
 """The subscriber rules on a real database, called directly: what a signup or a request for new
 links does in each state of an address (and what it must never reveal or change), topic and
 address clean-up, confirmation with consent, pause and resume, unsubscribe and resubscribe, an
-operator's status change, and links that stop working once revoked."""
+operator's status change, links that stop working once revoked, and one address created from
+several sessions at the same moment."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from typing import TypeVar
 
 import pytest
 from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.models import Subscriber, SubscriberStatus
+from app.subscribers.csv_io import import_subscribers
 from app.subscribers.rules import (
     MAX_TOPIC_CHARS,
     MAX_TOPICS,
@@ -36,6 +41,7 @@ from app.subscribers.tokens import Purpose, TokenError, make_token
 NOW = datetime(2026, 11, 26, 9, tzinfo=UTC)
 INTERVAL = timedelta(minutes=10)
 SECRET = "rules-test-secret-key-0123456789"
+T = TypeVar("T")
 
 
 async def signup(
@@ -245,3 +251,52 @@ async def test_a_link_opens_its_own_subscriber_until_the_links_are_revoked(
     await session.flush()
     with pytest.raises(TokenError, match="no longer valid"):
         await subscriber_for_token(SECRET, Purpose.PREFERENCES, erased, session=session)
+
+
+async def at_once(
+    session_factory: async_sessionmaker[AsyncSession],
+    work: Callable[[AsyncSession, int], Awaitable[T]],
+    times: int = 8,
+) -> list[T]:
+    """`work` in `times` sessions of their own at the same moment, each committing; what each
+    returned. The connections have run the same statements before (warm), so that none is held
+    up preparing them and the sessions truly overlap."""
+
+    async def one(number: int) -> T:
+        async with session_factory() as session:
+            done = await work(session, number)
+            await session.commit()
+            return done
+
+    await asyncio.gather(*(one(-1 - n) for n in range(times)))
+    return await asyncio.gather(*(one(n) for n in range(times)))
+
+
+async def test_an_operator_adding_one_address_from_several_places_at_once_makes_one_subscriber(
+    session_factory: async_sessionmaker[AsyncSession],
+) -> None:
+    # What `paperboy subscriber add` runs, from several shells at the same moment.
+    async def add(session: AsyncSession, number: int) -> int:
+        address = "ada@example.org" if number >= 0 else f"warm{number}@example.org"
+        return (
+            await add_active_subscriber(address, Preferences([f"topic {number}"]), session=session)
+        ).id
+
+    assert len(set(await at_once(session_factory, add))) == 1
+    async with session_factory() as session:
+        (ada,) = (
+            await session.scalars(select(Subscriber).where(Subscriber.email == "ada@example.org"))
+        ).all()
+    assert ada.status is SubscriberStatus.ACTIVE and ada.confirmed_at is not None
+
+
+async def test_csv_imports_naming_one_address_at_once_all_load(
+    session_factory: async_sessionmaker[AsyncSession],
+) -> None:
+    async def load(session: AsyncSession, number: int) -> tuple[int, int, int]:
+        address = "ada@example.org" if number >= 0 else f"warm{number}@example.org"
+        report = await import_subscribers(f"email,status\n{address},active\n", session=session)
+        return (report.created, report.updated, len(report.rejected))
+
+    reports = await at_once(session_factory, load)
+    assert sorted(reports) == [(0, 1, 0)] * 7 + [(1, 0, 0)]

@@ -1,6 +1,7 @@
 """Link tokens on their own: each opens exactly the subscriber, purpose and version it was made
 for, survives a trip through a URL, and is refused (with the reason a reader is shown) when it
-is forged, damaged, made for another purpose or key, or, for confirmation links only, too old."""
+is forged, damaged, made for another purpose or key, or, for confirmation links only, too old;
+and every token is recognised wherever it is written down, so that it can be kept out of logs."""
 
 from __future__ import annotations
 
@@ -12,12 +13,15 @@ import pytest
 from itsdangerous import TimestampSigner
 
 from app.subscribers.tokens import (
+    LINK_TOKEN,
     MAX_AGE_SECONDS,
+    REDACTED_TOKEN,
     LinkSerializer,
     Purpose,
     TokenError,
     make_token,
     read_token,
+    redact_link_tokens,
 )
 
 SECRET = "token-test-secret-key-0123456789"
@@ -99,3 +103,18 @@ def test_confirmation_links_expire_and_the_others_do_not() -> None:
     for purpose in (Purpose.UNSUBSCRIBE, Purpose.PREFERENCES, Purpose.DIGEST):
         old = made_at(five_years, purpose, payload)
         assert read_token(SECRET, purpose, old).token_version == 1
+
+
+def test_every_token_is_recognised_and_redacted_wherever_it_is_written() -> None:
+    for purpose in Purpose:
+        for version in (1, 12345):
+            for reader in (READER, uuid.uuid4()):
+                token = make_token(SECRET, purpose, reader, version)
+                assert LINK_TOKEN.fullmatch(token), token
+                line = f'127.0.0.1:5000 - "GET /unsubscribe/{token}?saved=1 HTTP/1.1" 200'
+                assert redact_link_tokens(line) == (
+                    f'127.0.0.1:5000 - "GET /unsubscribe/{REDACTED_TOKEN}?saved=1 HTTP/1.1" 200'
+                )
+    # What is not a token stays readable.
+    for path in ("/static/paperboy.css", "/openapi.json", "/digests", "/?page=2", "/subscribe"):
+        assert redact_link_tokens(path) == path

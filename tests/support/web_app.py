@@ -104,8 +104,9 @@ def serve_app(settings: Settings, **changes: object) -> Iterator[RunningApp]:
         listening.bind(("127.0.0.1", 0))
         listening.listen(128)
         port = int(listening.getsockname()[1])
+        # Links lead back to this server unless the test names the site's address itself.
+        changes.setdefault("base_url", f"http://127.0.0.1:{port}")
         configured = app_settings(settings, smtp_port, **changes)
-        configured = configured.model_copy(update={"base_url": f"http://127.0.0.1:{port}"})
         observed = ObservedApp(create_app(configured))
         server = uvicorn.Server(
             uvicorn.Config(observed, log_level="warning", lifespan="on", interface="asgi3")
