@@ -148,6 +148,24 @@ def postgres_unavailable(server_url: str) -> str | None:
     return None
 
 
+DRILL_FIGURES = "drill figures"
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """The drills' figures (lost, suppressed, duplicates), printed at the end of every run."""
+    lines = [
+        f"{report.nodeid.rpartition('::')[2]}: {value}"
+        for outcome in ("passed", "failed")
+        for report in terminalreporter.stats.get(outcome, [])
+        for key, value in getattr(report, "user_properties", [])
+        if key == DRILL_FIGURES
+    ]
+    if lines:
+        terminalreporter.section("drill figures")
+        for line in lines:
+            terminalreporter.write_line(line)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     # The slowest tests start first (in their shuffled order), so that a parallel run does not
     # end with one worker still busy with one of them while the other has nothing left to do.

@@ -12,6 +12,7 @@ import random
 import signal
 import sys
 from collections import Counter
+from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from subprocess import DEVNULL
@@ -25,7 +26,7 @@ from app.config import Settings
 from app.jobs import compose_job, ingest_job, send_job
 from app.mail.delivery import HALT_AFTER_REFUSALS, IN_FLIGHT_PER_CONNECTION
 from app.models import Digest, DigestStatus, Paper, Subscriber, SubscriberStatus
-from tests.conftest import requires_postgres
+from tests.conftest import DRILL_FIGURES, requires_postgres
 from tests.support.queue import wait_until_retries_are_due
 from tests.support.smtp_sink import SinkHandler, smtp_sink
 
@@ -46,6 +47,19 @@ ZONES = [
     "Pacific/Pago_Pago",
 ]  # fmt: skip
 TOPICS = ["mixture of experts", "LLM quantization", "FPGA accelerators", "speculative decoding"]
+
+
+DrillFigures = Callable[[str], None]
+
+
+@pytest.fixture
+def drill_figures(request: pytest.FixtureRequest) -> DrillFigures:
+    """Records a drill's figures; the run prints them at its end (`tests/conftest.py`)."""
+
+    def record(line: str) -> None:
+        request.node.user_properties.append((DRILL_FIGURES, line))
+
+    return record
 
 
 def midnight(day: date) -> datetime:
@@ -88,7 +102,7 @@ def smtp_settings(settings: Settings, port: int, **changes: object) -> Settings:
 
 
 async def test_two_schedulers_three_workers_one_simulated_day(
-    session_factory: Sessions, settings: Settings, sample_page: Path
+    session_factory: Sessions, settings: Settings, sample_page: Path, drill_figures: DrillFigures
 ) -> None:
     await populate(session_factory, settings, sample_page, 2000, day=DAY)
     with smtp_sink() as (sink, port):
@@ -125,6 +139,13 @@ async def test_two_schedulers_three_workers_one_simulated_day(
         # Composed on their local morning: the first hourly run after their delivery hour.
         assert local.date() == DAY and row.send_hour <= local.hour <= row.send_hour + 1, row
     sent = [row for row in rows if row.status is DigestStatus.SENT]
+    received = sink.per_recipient()
+    drill_figures(
+        f"simulated day: 2,000 subscribers in {len(ZONES)} time zones, 2 composers and 3 workers"
+        f" hourly for 32 h: {len(on_the_day)} digests dated {DAY}, {len(sent)} sent, "
+        f"{sum(received.values())} messages received, "
+        f"{sum(n - 1 for n in received.values())} duplicates"
+    )
     assert {row.status for row in rows} <= {DigestStatus.SENT, DigestStatus.SKIPPED}
     assert sink.per_recipient() == Counter(row.email for row in sent)
     assert all(count == 1 for count in Counter((r.email, r.digest_date) for r in sent).values())
@@ -153,7 +174,11 @@ async def composed_day(sessions: Sessions, settings: Settings, sample_page: Path
 
 
 async def test_sigkilled_workers_lose_nothing(
-    session_factory: Sessions, settings: Settings, sample_page: Path, database_url: str
+    session_factory: Sessions,
+    settings: Settings,
+    sample_page: Path,
+    database_url: str,
+    drill_figures: DrillFigures,
 ) -> None:
     addresses = await composed_day(session_factory, settings, sample_page)
     assert len(addresses) > 1500
@@ -185,6 +210,12 @@ async def test_sigkilled_workers_lose_nothing(
         )
         assert await asyncio.wait_for(finisher.wait(), 300) == 0
     counts = sink.per_recipient()
+    bound = kills * concurrency * IN_FLIGHT_PER_CONNECTION
+    drill_figures(
+        f"SIGKILLed workers: {len(addresses)} digests, {kills} kills: "
+        f"{len(set(addresses) - set(counts))} lost, "
+        f"{sum(n - 1 for n in counts.values())} duplicates (bound {bound})"
+    )
     assert set(counts) == set(addresses)  # nothing lost
     assert sum(n - 1 for n in counts.values()) <= kills * concurrency * IN_FLIGHT_PER_CONNECTION
     async with session_factory() as session:
@@ -198,7 +229,7 @@ async def test_sigkilled_workers_lose_nothing(
 
 
 async def test_flaky_mail_server_gets_everything(
-    session_factory: Sessions, settings: Settings, sample_page: Path
+    session_factory: Sessions, settings: Settings, sample_page: Path, drill_figures: DrillFigures
 ) -> None:
     addresses = await composed_day(session_factory, settings, sample_page)
     with smtp_sink(SinkHandler(transient_share=0.2, seed=3)) as (sink, port):
@@ -214,7 +245,14 @@ async def test_flaky_mail_server_gets_everything(
             if not waiting:
                 break
             await wait_until_retries_are_due(session_factory)
-    assert sink.per_recipient() == {address: 1 for address in addresses}
+    received = sink.per_recipient()
+    drill_figures(
+        f"flaky mail server: {len(addresses)} digests; answered 421 {sink.answers[421]} times, "
+        f"451 {sink.answers[451]}, dropped {sink.answers[0]}: "
+        f"{len(set(addresses) - set(received))} lost, "
+        f"{sum(n - 1 for n in received.values())} duplicates"
+    )
+    assert received == {address: 1 for address in addresses}
     assert sink.answers[421] + sink.answers[451] + sink.answers[0] > 300
     async with session_factory() as session:
         failed = await session.scalar(
@@ -224,7 +262,7 @@ async def test_flaky_mail_server_gets_everything(
 
 
 async def test_a_relay_that_denies_us_suppresses_no_one_and_loses_nothing(
-    session_factory: Sessions, settings: Settings, sample_page: Path
+    session_factory: Sessions, settings: Settings, sample_page: Path, drill_figures: DrillFigures
 ) -> None:
     addresses = await composed_day(session_factory, settings, sample_page)
     denied_runs = 5  # the scheduler keeps trying while the relay is misconfigured
@@ -269,8 +307,8 @@ async def test_a_relay_that_denies_us_suppresses_no_one_and_loses_nothing(
     counts = sink.per_recipient()
     lost = len(set(addresses) - set(counts))
     duplicates = sum(n - 1 for n in counts.values())
-    print(
-        f"\nrelay denial drill: {len(addresses)} digests; {denied_runs} runs against a relay "
+    drill_figures(
+        f"relay denial: {len(addresses)} digests; {denied_runs} runs against a relay "
         f"denying us stopped after {refusals} refusals in all ({refusals / denied_runs:.1f} a "
         f"run); {suppressed} subscribers suppressed; relay fixed: delivered in {rounds} "
         f"run(s), {lost} lost, {duplicates} duplicates"
