@@ -247,8 +247,11 @@ async def embed_job(
     """Embed the papers that can still enter a digest (first seen within the compose window) and
     have no vector under the configured model yet, newest first, a chunk per commit. Idempotent;
     a model change embeds them again under the new model's name."""
+    import numpy as np
+
     from app.ranking.semantic import (
         EMBED_CHUNK,
+        ENCODE_SLICE,
         embedding_model,
         papers_to_embed,
         store_paper_vectors,
@@ -268,8 +271,15 @@ async def embed_job(
             )
         if not chunk:
             break
-        # In a thread, holding no connection: encoding a chunk takes seconds.
-        vectors = await asyncio.to_thread(encoder.encode, [text for _, text in chunk])
+        # In a thread, holding no connection, a slice at a time: a stop (Ctrl-C, SIGTERM) cancels
+        # between slices, and a thread still encoding would hold the process until it finished.
+        texts = [text for _, text in chunk]
+        vectors = np.concatenate(
+            [
+                await asyncio.to_thread(encoder.encode, texts[start : start + ENCODE_SLICE])
+                for start in range(0, len(texts), ENCODE_SLICE)
+            ]
+        )
         async with session_factory() as session:
             await store_paper_vectors(
                 [paper_id for paper_id, _ in chunk], vectors, session=session, model=encoder.name

@@ -19,6 +19,7 @@ from app.cli.base import (
     checked_settings,
     cli,
     console,
+    fail,
     output,
     run_async,
     stop_on_sigterm,
@@ -55,12 +56,16 @@ def up_command(
     """Start everything in one process: migrate, seed the sample papers into an empty database,
     then serve the web app with the scheduler and a delivery worker. Ctrl-C stops cleanly."""
     # Imported here: the web app loads the ranking stack (~1 s), which other commands skip.
-    from app.cli.allinone import run_all
+    from app.cli.allinone import CannotListen, run_all
 
     settings = checked_settings()
 
     def started(info: Started) -> None:
         output.print(f"[bold]Paperboy is up:[/] {info.url}", highlight=False)
+        output.print(
+            f"  links in mail: {escape(info.base_url)} ({escape(info.base_url_origin)})",
+            highlight=False,
+        )
         if info.seeded:
             output.print(f"  seeded {info.seeded} sample papers into the empty database")
         output.print(f"  database: {escape(settings.database_url.split('@')[-1])}", highlight=False)
@@ -82,8 +87,13 @@ def up_command(
         )
         output.print("  Ctrl-C stops")
 
-    with contextlib.suppress(KeyboardInterrupt):
-        run_async(run_all(settings, host=host, port=port, send_now=send_now, on_started=started))
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            run_async(
+                run_all(settings, host=host, port=port, send_now=send_now, on_started=started)
+            )
+    except CannotListen as error:
+        raise fail(str(error)) from None
 
 
 @cli.command("scheduler")

@@ -25,6 +25,7 @@ from app.ranking.model_hub import ModelHub, model_hub
 from app.ranking.relevance import SCORE_SLICE, Matrix
 
 EMBED_CHUNK = 256  # papers encoded and stored at a time
+ENCODE_SLICE = 32  # papers encoded per call: about a second of one core
 TOPIC_KEY_CHARS = 200
 
 

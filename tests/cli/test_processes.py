@@ -11,15 +11,18 @@ import mailbox
 import os
 import re
 import signal
+import socket
 import sys
 import time
 from email import message_from_bytes
 from email.policy import default as default_policy
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
 
+from app.cli.allinone import PublicAddress, public_address
 from app.config import Settings
 from app.logs import JsonLines, configure_logging
 from tests.conftest import isolated_settings
@@ -110,6 +113,7 @@ async def test_paperboy_up_newcomer_journey(tmp_path: Path) -> None:
     assert process.returncode == 0, stderr.decode()[-2000:]
     printed = (announced + stdout).decode()
     assert f"Paperboy is up: {base}" in printed
+    assert f"links in mail: {base} (the address Paperboy listens on)" in printed
     assert "seeded 185 sample papers" in printed
     assert str(maildir.resolve()) in printed.replace("\n", "")
     assert (tmp_path / "var" / "paperboy.db").exists()
@@ -246,3 +250,46 @@ async def test_metrics(settings: Settings, engine: object) -> None:
         "paperboy_papers_ingested_total",
     ):
         assert name in text, name
+
+
+async def test_paperboy_up_on_a_taken_port_says_so_in_one_line(tmp_path: Path) -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        process = await asyncio.create_subprocess_exec(
+            PAPERBOY,
+            "up",
+            "--port",
+            str(port),
+            cwd=tmp_path,
+            env=CLEAN_ENV | {"COLUMNS": "200"},
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        stdout, stderr = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 1
+    assert stdout == b""
+    assert stderr.decode().splitlines() == [
+        f"error: cannot listen on 127.0.0.1:{port}: address already in use "
+        "(choose another with --port, or stop what holds it)"
+    ]
+    assert not (tmp_path / "var").exists()  # nothing started, nothing migrated
+
+
+@pytest.mark.parametrize("wildcard", ["0.0.0.0", "::", ""])
+def test_links_in_mail_never_lead_to_a_wildcard_address(wildcard: str) -> None:
+    address = public_address(isolated_settings(), host=wildcard, port=8000)
+    host = urlsplit(address.url).hostname
+    assert host in {socket.getfqdn(), socket.gethostname()} and host not in {"0.0.0.0", "::", ""}
+    assert address.url.endswith(":8000") and "PAPERBOY_BASE_URL" in address.origin
+
+
+def test_links_in_mail_follow_the_base_url_then_the_address_listened_on() -> None:
+    configured = isolated_settings(base_url="https://papers.example.org")
+    assert public_address(configured, host="0.0.0.0", port=8000) == PublicAddress(
+        "https://papers.example.org", "PAPERBOY_BASE_URL"
+    )
+    listened = public_address(isolated_settings(), host="192.0.2.7", port=8123)
+    assert listened.url == "http://192.0.2.7:8123"
+    assert public_address(isolated_settings(), host="::1", port=80).url == "http://[::1]:80"
