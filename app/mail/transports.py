@@ -46,7 +46,8 @@ class MailUrlError(ValueError):
 
 
 class MaildirTransport:
-    """Each message becomes a file in PATH/new, written atomically (tmp, then rename)."""
+    """Each message becomes a file in PATH/new, written atomically (tmp, then rename), with LF
+    line ends as local mail readers expect."""
 
     concurrency = 4
 
@@ -60,7 +61,8 @@ class MaildirTransport:
         self._lock = asyncio.Lock()
 
     def _add(self, data: bytes) -> str:
-        return self.maildir.add(data)
+        # SMTP's CRLF line ends become the system's: local readers (mutt) show a CR as ^M.
+        return self.maildir.add(data.replace(b"\r\n", b"\n"))
 
     async def deliver(self, sender: str, recipient: str, data: bytes) -> Delivery:
         try:

@@ -168,6 +168,10 @@ async def test_maildir_transport_files_each_message(
     assert sorted(str(m["To"]) for m in messages) == addresses
     assert all(m.is_multipart() and m["List-Unsubscribe-Post"] for m in messages)
     assert len(list((maildir / "new").iterdir())) == 3 and not list((maildir / "tmp").iterdir())
+    # Local mail readers (mutt) expect the system's line ends: a CR would show as ^M.
+    for path in (maildir / "new").iterdir():
+        raw = path.read_bytes()
+        assert b"\r" not in raw and raw.count(b"\n") > 20
 
 
 async def test_4xx_and_lost_connections_are_retried_until_accepted(

@@ -219,7 +219,7 @@ async def test_maildir_files_each_message_whole_in_new(tmp_path: Path) -> None:
     assert all(d.verdict is Verdict.ACCEPTED for d in deliveries)
     assert not any((tmp_path / "mail" / "tmp").iterdir())  # nothing half-written left behind
     stored = sorted(path.read_bytes() for path in (tmp_path / "mail" / "new").iterdir())
-    assert stored == sorted(messages)
+    assert stored == sorted(m.replace(b"\r\n", b"\n") for m in messages)  # local line ends
     assert len(mailbox.Maildir(tmp_path / "mail", create=False)) == 12
 
 
