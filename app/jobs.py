@@ -296,6 +296,7 @@ async def compose_job(
     settings: Settings,
     now: datetime | None = None,
     on_date: date | None = None,
+    whatever_the_hour: bool = False,
     dry_run: bool = False,
 ) -> ComposeReport:
     """Compose and freeze the digests of every subscriber who is due. Safe to run at any time
@@ -313,6 +314,7 @@ async def compose_job(
             now=moment,
             settings=settings,
             on_date=on_date,
+            whatever_the_hour=whatever_the_hour,
         )
         await session.commit()  # the vectors of topics met for the first time, now cached
         writers = COMPOSE_WRITERS if is_postgres(session) else 1

@@ -84,9 +84,18 @@ async def run_ingest(
 
 
 async def run_compose(
-    *, session_factory: Sessions, settings: Settings, on_date: date | None = None
+    *,
+    session_factory: Sessions,
+    settings: Settings,
+    on_date: date | None = None,
+    whatever_the_hour: bool = False,
 ) -> ComposeReport:
-    report = await compose_job(session_factory=session_factory, settings=settings, on_date=on_date)
+    report = await compose_job(
+        session_factory=session_factory,
+        settings=settings,
+        on_date=on_date,
+        whatever_the_hour=whatever_the_hour,
+    )
     if report.due:
         logger.info(
             "composed: %d due, %d queued, %d skipped, %d already composed",
@@ -191,8 +200,13 @@ def build_scheduler(
     now = datetime.now(UTC)
 
     async def compose() -> None:
-        on_date = datetime.now(UTC).date() if compose_for_today else None
-        await run_compose(session_factory=session_factory, settings=settings, on_date=on_date)
+        # Each reader's own local date: in Tokyo, Tuesday morning UTC is already Tuesday evening,
+        # and in Honolulu it is still Monday.
+        await run_compose(
+            session_factory=session_factory,
+            settings=settings,
+            whatever_the_hour=compose_for_today,
+        )
 
     scheduler.add_job(
         guarded(

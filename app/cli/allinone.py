@@ -136,7 +136,7 @@ async def serve_all(
         )
     server = uvicorn.Server(
         uvicorn.Config(
-            create_app(settings),
+            create_app(settings, sends_today=send_now),
             host=host,
             port=port,
             log_config=None,

@@ -26,7 +26,7 @@ from app.ranking.selection import Picks, Reader
 from app.ranking.selection import select as select_papers
 from app.ranking.semantic import embedding_model, semantic_relevance
 from app.ranking.trend import trend_scores
-from app.subscribers.localtime import as_utc, local_digest_date
+from app.subscribers.localtime import as_utc, local_date, local_digest_date
 
 # Papers committed by an ingest that started before the previous compose but finished after it
 # carry a first_seen_at slightly older than that compose: look back this far, and rely on the
@@ -93,11 +93,13 @@ async def plan_digests(
     now: datetime,
     settings: Settings,
     on_date: date | None = None,
+    whatever_the_hour: bool = False,
     only_subscriber: int | None = None,
 ) -> ComposeReport:
     """Decide every due subscriber's digest without writing anything, by the compose window,
     candidate limit and relevance threshold of `settings`. With `on_date`, every active
-    subscriber without a digest for that date is due, whatever the hour."""
+    subscriber without a digest for that date is due, whatever the hour; with
+    `whatever_the_hour`, every one without a digest for their own local date today."""
     window = timedelta(days=settings.compose_window_days)
     max_candidates = settings.compose_max_candidates
     threshold = settings.relevance_threshold
@@ -132,7 +134,11 @@ async def plan_digests(
     result = await connection.stream(query.execution_options(yield_per=SUBSCRIBER_BATCH))
     async for batch in result.partitions():
         for subscriber_id, email, topics, timezone, send_hour, size, weight in batch:
-            digest_date = on_date or local_digest_date(now, timezone, send_hour)
+            digest_date = (
+                on_date
+                or (local_date(now, timezone) if whatever_the_hour else None)
+                or local_digest_date(now, timezone, send_hour)
+            )
             if digest_date is None:
                 continue
             if (subscriber_id, digest_date) in composed:

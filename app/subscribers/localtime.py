@@ -25,6 +25,11 @@ def zone(name: str) -> ZoneInfo:
         return ZoneInfo("UTC")
 
 
+def local_date(now: datetime, timezone: str) -> date:
+    """The subscriber's local date at `now`."""
+    return now.astimezone(zone(timezone)).date()
+
+
 def local_digest_date(now: datetime, timezone: str, send_hour: int) -> date | None:
     """The subscriber's local date if their send hour has come today, else None (DST-correct:
     the wall clock in their zone decides)."""

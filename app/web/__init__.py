@@ -56,7 +56,9 @@ async def _close_interrupted_ingest_runs(state: WebState) -> None:
         logger.warning("closing interrupted ingest runs failed at start-up", exc_info=True)
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, *, sends_today: bool = False) -> FastAPI:
+    """The web app. `sends_today`: a scheduler beside it composes each confirmed reader's digest
+    for today at once (`paperboy up --send-now`), so pages say so instead of naming the hour."""
     if settings is None:
         settings = get_settings()
         try:
@@ -87,6 +89,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 settings.signup_ip_limit, settings.signup_ip_window_seconds
             ),
             address_limiter=SlidingWindowLimiter(1, max(1, settings.signup_mail_interval_seconds)),
+            sends_today=sends_today,
         )
         await _close_interrupted_ingest_runs(app.state.paperboy)
         # Everything loaded so far (modules, mappers, templates) lives as long as the process:

@@ -40,6 +40,7 @@ class WebState:
     transport: Transport
     signup_limiter: SlidingWindowLimiter  # requests per client address
     address_limiter: SlidingWindowLimiter  # link requests per mail address, known or not
+    sends_today: bool = False  # today's digest is composed at once, whatever the hour
     mail_tasks: set[asyncio.Task[None]] = field(default_factory=set)
     job_tasks: set[asyncio.Task[None]] = field(default_factory=set)
     cached_suggestions: tuple[float, list[str]] | None = None

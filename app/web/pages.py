@@ -45,6 +45,7 @@ from app.web.rendering import (
 logger = logging.getLogger("paperboy.web")
 router = APIRouter(include_in_schema=False)
 PER_PAGE = 20
+MAX_PAGE = 10_000
 
 
 async def send_signup_mail(state: WebState, outcome: SignupOutcome) -> None:
@@ -92,18 +93,28 @@ async def send_signup_mail(state: WebState, outcome: SignupOutcome) -> None:
         )
 
 
+def requested_page(text: str) -> int:
+    """The page a reader's `?page=` asks for; one out of range (0, -3, 10**9, "abc") is the
+    nearest page there is: a hand-edited address still shows papers."""
+    try:
+        number = int(text[:20])
+    except ValueError:
+        return 1
+    return max(1, min(number, MAX_PAGE))
+
+
 @router.get("/", response_class=HTMLResponse)
 async def front_page(
     request: Request,
     state: State,
     session: Session,
-    page_number: Annotated[int, Query(alias="page", ge=1, le=10_000)] = 1,
+    page_number: Annotated[str, Query(alias="page")] = "1",
 ) -> HTMLResponse:
     trending = await trending_papers(
         session=session,
         now=datetime.now(UTC),
         window=timedelta(days=state.settings.compose_window_days),
-        page=page_number,
+        page=requested_page(page_number),
         per_page=PER_PAGE,
     )
     return page(request, "index.html", {"trending": trending, "timezones": TIMEZONES})

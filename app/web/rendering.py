@@ -89,6 +89,7 @@ async def confirmed_page(
             "subscriber": subscriber,
             "preferences_url": link(state, Purpose.PREFERENCES, subscriber, "preferences"),
             "welcome_back": welcome_back,
+            "sends_today": state.sends_today,
         }
         | await coverage_context(state, session, subscriber),
     )

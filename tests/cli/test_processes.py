@@ -102,6 +102,7 @@ async def test_paperboy_up_newcomer_journey(tmp_path: Path) -> None:
             assert link is not None and link.group(0).startswith(base)
             confirmed = await client.get(link.group(0))
             assert "You're subscribed" in confirmed.text
+            assert "Your first digest arrives within a minute" in confirmed.text
             # Ranked by meaning with the shipped model, offline: words alone found one paper.
             await wait_for(lambda: len(mails(maildir)) >= 2, 120, "the first digest")
             digest_subject, digest_body = mails(maildir)[1]

@@ -205,6 +205,28 @@ async def test_only_subscribers_whose_local_morning_has_come_are_due(
     assert [plan.subscriber_id for plan in later.plans] == [la]
 
 
+@pytest.mark.usefixtures("sample_loaded")
+async def test_sending_now_dates_each_digest_by_the_readers_own_date(
+    session_factory: Sessions, settings: Settings
+) -> None:
+    # What `paperboy up --send-now` composes: everyone's digest for today, whatever the hour,
+    # dated by their own calendar.
+    tokyo = await subscribe(session_factory, "t@example.org", "GPU kernels", timezone="Asia/Tokyo")
+    honolulu = await subscribe(
+        session_factory, "h@example.org", "GPU kernels", timezone="Pacific/Honolulu"
+    )
+    now = datetime.now(UTC).replace(hour=20, minute=0)  # 05:00 tomorrow in Tokyo, 10:00 today
+    report = await compose_job(
+        session_factory=session_factory, settings=settings, now=now, whatever_the_hour=True
+    )
+    dates = {plan.subscriber_id: plan.digest_date for plan in report.plans}
+    assert dates == {tokyo: now.date() + timedelta(days=1), honolulu: now.date()}
+    again = await compose_job(
+        session_factory=session_factory, settings=settings, now=now, whatever_the_hour=True
+    )
+    assert not again.plans and again.already_composed == 2
+
+
 @requires_postgres
 @pytest.mark.usefixtures("sample_loaded")
 async def test_two_concurrent_composers_create_each_digest_once(
