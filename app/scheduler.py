@@ -16,6 +16,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -252,19 +253,27 @@ def build_scheduler(
     return scheduler
 
 
-async def run_job_now(name: str, *, session_factory: Sessions, settings: Settings) -> bool:
-    """One job, now (for cron users and operators); whether it went well."""
+@dataclass(frozen=True, slots=True)
+class JobOutcome:
+    """How a job run now went, with its report for the operator who asked for it."""
+
+    ok: bool
+    report: list[IngestReport] | ComposeReport | SendReport | BounceReport | None
+
+
+async def run_job_now(name: str, *, session_factory: Sessions, settings: Settings) -> JobOutcome:
+    """One job, now (for cron users and operators): whether it went well, and its report."""
     if name == "ingest":
         reports = await run_ingest(session_factory=session_factory, settings=settings)
         expected = len(scheduled_sources(settings, datetime.now(UTC)))
-        return len(reports) == expected and all(r.ok for r in reports)
+        return JobOutcome(len(reports) == expected and all(r.ok for r in reports), reports)
     if name == "compose":
-        await run_compose(session_factory=session_factory, settings=settings)
-        return True
+        composed = await run_compose(session_factory=session_factory, settings=settings)
+        return JobOutcome(True, composed)
     if name == "send":
         report = await run_send(session_factory=session_factory, settings=settings)
-        return not report.errors
+        return JobOutcome(not report.errors, report)
     if name == "bounces":
         bounces = await run_bounces(session_factory=session_factory, settings=settings)
-        return bounces is not None and not bounces.unreadable
+        return JobOutcome(bounces is not None and not bounces.unreadable, bounces)
     raise ValueError(f"unknown job {name!r}: one of {', '.join(JOBS)}")

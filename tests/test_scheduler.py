@@ -156,6 +156,17 @@ async def test_run_one_job_from_the_command_line(database_url: str, engine: obje
         check=False,
     )
     assert done.returncode == 0, done.stderr
+    # Said as `paperboy compose` says it, not left to the log.
+    assert done.stdout.startswith("0 due: 0 queued (0 papers)"), done.stdout
+    sent = subprocess.run(  # noqa: ASYNC221
+        [PAPERBOY, "scheduler", "--run", "send"],
+        env=env | {"PAPERBOY_MAIL_URL": f"maildir://{Path(database_url).parent}/mail"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert sent.returncode == 0 and sent.stdout.startswith("0 sent, 0 to retry"), sent.stdout
     unknown = subprocess.run(  # noqa: ASYNC221
         [PAPERBOY, "scheduler", "--run", "dance"],
         env=env,

@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 import typer
 from rich.console import Console
 from sqlalchemy.ext.asyncio import AsyncEngine
+from typer.core import TyperGroup
 
 from app.config import ConfigurationError, Settings, get_settings
 from app.db import create_engine
@@ -22,8 +23,35 @@ from app.ranking.model_hub import model_hub
 
 T = TypeVar("T")
 
+# The order `paperboy --help` lists commands in: the one-command start first, then the
+# processes of a deployment, then the pipeline's steps in the order data flows through them.
+COMMAND_ORDER = (
+    "up",
+    "web",
+    "scheduler",
+    "worker",
+    "migrate",
+    "ingest",
+    "embed",
+    "compose",
+    "preview",
+    "send",
+    "bounces",
+    "subscriber",
+    "eval",
+)
+
+
+class CommandsInOrder(TyperGroup):
+    def list_commands(self, ctx: Any) -> list[str]:  # typer's own (vendored) click Context
+        known = [name for name in COMMAND_ORDER if name in self.commands]
+        return known + sorted(set(self.commands) - set(known))
+
+
 cli = typer.Typer(
     name="paperboy",
+    cls=CommandsInOrder,
+    rich_markup_mode="markdown",
     help="Paperboy: trending research papers on each subscriber's topics, by email, once a day.",
     no_args_is_help=True,
     add_completion=False,
@@ -76,6 +104,11 @@ def stop_on_sigterm() -> None:
     task = asyncio.current_task()
     assert task is not None
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel, "SIGTERM")
+
+
+def counted(number: int, noun: str, plural: str | None = None) -> str:
+    """ "1 paper", "2 papers", "1,200 digests": a count with its noun in the right number."""
+    return f"{number:,} {noun if number == 1 else plural or noun + 's'}"
 
 
 def fail(message: str) -> typer.Exit:

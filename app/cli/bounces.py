@@ -6,12 +6,28 @@ import typer
 from rich.markup import escape
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.cli.base import cli, console, fail, output, run_with_engine
+from app.cli.base import cli, console, counted, fail, output, run_with_engine
 from app.config import Settings
 from app.db import create_session_factory
 from app.jobs import bounces_job
 from app.mail.bounces.mailbox_job import BounceReport
 from app.mail.bounces.mailboxes import MailboxError
+
+
+def print_bounce_report(report: BounceReport) -> None:
+    events = report.events
+    output.print(
+        f"{escape(report.mailbox)}: {counted(report.read, 'message')} read; "
+        f"{counted(events.hard_bounces, 'hard bounce')} ({events.suppressed:,} suppressed), "
+        f"{counted(events.soft_bounces, 'soft bounce')}, {events.blocked:,} blocked, "
+        f"{counted(events.complaints, 'complaint')} ({events.unsubscribed:,} unsubscribed), "
+        f"{events.unmatched:,} unmatched, {events.duplicates:,} seen before, "
+        f"{counted(report.not_reports, 'message')} not a report, "
+        f"{report.unreadable:,} left unread",
+        highlight=False,
+    )
+    for problem in report.problems[:20]:
+        console.print(f"[bold red]error:[/] {escape(problem)}")
 
 
 @cli.command("bounces")
@@ -28,16 +44,6 @@ def bounces_command() -> None:
         report = run_with_engine(work)
     except MailboxError as error:
         raise fail(str(error)) from None
-    events = report.events
-    output.print(
-        f"{escape(report.mailbox)}: {report.read} messages read; {events.hard_bounces} hard "
-        f"bounces ({events.suppressed} suppressed), {events.soft_bounces} soft bounces, "
-        f"{events.blocked} blocked, {events.complaints} complaints ({events.unsubscribed} "
-        f"unsubscribed), {events.unmatched} unmatched, {events.duplicates} seen before, "
-        f"{report.not_reports} not reports, {report.unreadable} left unread",
-        highlight=False,
-    )
-    for problem in report.problems[:20]:
-        console.print(f"[bold red]error:[/] {escape(problem)}")
+    print_bounce_report(report)
     if report.unreadable:
         raise typer.Exit(code=1)

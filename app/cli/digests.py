@@ -13,7 +13,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.cli.base import cli, console, fail, output, run_with_engine
+from app.cli.base import cli, console, counted, fail, output, run_with_engine
 from app.config import Settings
 from app.db import create_session_factory
 from app.digests.views import PreviewError, preview_digest_view
@@ -66,7 +66,10 @@ def compose_command(
     if dry_run:
         plans = report.plans
         for plan in plans:
-            output.print(f"[bold]{plan.email}[/] {plan.digest_date}: {len(plan.items)} papers")
+            output.print(
+                f"[bold]{escape(plan.email)}[/] {plan.digest_date}: "
+                f"{counted(len(plan.items), 'paper')}"
+            )
             for item in plan.items:
                 why = (
                     f"{item.matched_topic}: {', '.join(item.matched_terms)}"
@@ -79,14 +82,20 @@ def compose_command(
                     highlight=False,
                 )
         output.print(
-            f"dry run: {report.due} due, {sum(1 for p in plans if p.items)} with papers, "
-            f"{report.candidates} candidate papers; nothing written"
+            f"dry run: {report.due:,} due, {sum(1 for p in plans if p.items):,} with papers, "
+            f"{counted(report.candidates, 'candidate paper')}; nothing written",
+            highlight=False,
         )
         return
+    print_compose_report(report)
+
+
+def print_compose_report(report: ComposeReport) -> None:
     output.print(
-        f"{report.due} due: {report.queued} queued ({report.items} papers), {report.skipped} "
-        f"skipped (nothing qualified), {report.already_composed} already composed; "
-        f"{report.candidates} candidate papers"
+        f"{report.due:,} due: {report.queued:,} queued ({counted(report.items, 'paper')}), "
+        f"{report.skipped:,} skipped (nothing qualified), {report.already_composed:,} already "
+        f"composed; {counted(report.candidates, 'candidate paper')}",
+        highlight=False,
     )
 
 
@@ -136,23 +145,26 @@ def clock(moment: datetime | None) -> str:
 
 def print_send_report(report: SendReport) -> None:
     if report.reclaimed:
-        output.print(f"released {report.reclaimed} digests held by stopped workers")
+        output.print(
+            f"released {counted(report.reclaimed, 'digest')} held by stopped workers",
+            highlight=False,
+        )
     output.print(
-        f"{report.sent} sent, {report.retry} to retry, {report.failed} failed, "
-        f"{report.bounced} bounced ({report.suppressed} suppressed) in {report.seconds:.1f} s "
-        f"({report.rate:,.0f}/s) to {report.destination}",
+        f"{report.sent:,} sent, {report.retry:,} to retry, {report.failed:,} failed, "
+        f"{report.bounced:,} bounced ({report.suppressed:,} suppressed) in "
+        f"{report.seconds:.1f} s ({report.rate:,.0f}/s) to {report.destination}",
         highlight=False,
     )
     held = report.held
     if held.by_stopped:
         output.print(
-            f"{held.by_stopped} digests are held by a stopped worker until "
+            f"{counted(held.by_stopped, 'digest')} held by a stopped worker until "
             f"{clock(held.stopped_until)}: `paperboy send --reclaim` sends them now",
             highlight=False,
         )
     if held.by_others:
         output.print(
-            f"{held.by_others} digests are held by another worker until "
+            f"{counted(held.by_others, 'digest')} held by another worker until "
             f"{clock(held.others_until)} (a worker counts as stopped "
             f"{held.dead_after:g} s after its last heartbeat; "
             "`paperboy send --reclaim` then sends them)",
@@ -160,7 +172,7 @@ def print_send_report(report: SendReport) -> None:
         )
     if report.retries_waiting:
         output.print(
-            f"{report.retries_waiting} digests wait for a retry, the first at "
+            f"{counted(report.retries_waiting, 'digest')} waiting for a retry, the first at "
             f"{clock(report.next_retry)}",
             highlight=False,
         )

@@ -19,6 +19,7 @@ from app.cli.base import (
     checked_settings,
     cli,
     console,
+    counted,
     output,
     run_with_engine,
     stop_on_sigterm,
@@ -66,7 +67,7 @@ def print_report(report: IngestReport) -> None:
     for rejection in report.rejections[:10]:
         output.print(f"  rejected at {rejection['position']}: {rejection['reason']}")
     if report.rejected > 10:
-        output.print(f"  … and {report.rejected - 10} more (see ingest_run.rejections)")
+        output.print(f"  … and {report.rejected - 10:,} more (see ingest_run.rejections)")
     if report.error:
         console.print(f"[bold red]error:[/] {report.error}")
 
@@ -293,7 +294,7 @@ def eval_command(
         typer.echo(orjson.dumps(payload, option=orjson.OPT_INDENT_2).decode())
         return
     table = Table("group", "topic", "text", "judged", "part", *(f"{s} nDCG@{k}" for s in signals))
-    table.title = f"{len(papers)} papers"
+    table.title = counted(len(papers), "paper")
     for group, topic_id, topic, judged, part, scores in rows:
         table.add_row(
             group, topic_id, topic, str(judged), part, *(f"{scores[s]:.3f}" for s in signals)

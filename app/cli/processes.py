@@ -19,15 +19,21 @@ from app.cli.base import (
     checked_settings,
     cli,
     console,
+    counted,
     fail,
     output,
     run_async,
     stop_on_sigterm,
 )
+from app.cli.bounces import print_bounce_report
+from app.cli.digests import print_compose_report, print_send_report
+from app.cli.papers import print_report as print_ingest_report
 from app.config import Settings
 from app.db import create_engine, create_session_factory
 from app.ingest.scheduled import scheduled_sources
-from app.scheduler import JOBS, build_scheduler, run_job_now, stop_scheduler
+from app.mail.bounces.mailbox_job import BounceReport
+from app.mail.outcomes import SendReport
+from app.scheduler import JOBS, JobOutcome, build_scheduler, run_job_now, stop_scheduler
 
 if TYPE_CHECKING:
     from app.cli.allinone import Started
@@ -67,7 +73,7 @@ def up_command(
             highlight=False,
         )
         if info.seeded:
-            output.print(f"  seeded {info.seeded} sample papers into the empty database")
+            output.print(f"  seeded {counted(info.seeded, 'sample paper')} into the empty database")
         output.print(f"  database: {escape(settings.database_url.split('@')[-1])}", highlight=False)
         output.print(f"  mail goes to {escape(where_mail_goes(settings))}", highlight=False)
         output.print(
@@ -111,7 +117,7 @@ def scheduler_command(
     if run is not None and run not in JOBS:
         raise typer.BadParameter(f"{run!r} is not one of {', '.join(JOBS)}", param_hint="--run")
 
-    async def main() -> bool:
+    async def main() -> JobOutcome | None:
         engine = create_engine(settings.database_url, echo=settings.database_echo)
         sessions = create_session_factory(engine)
         try:
@@ -132,14 +138,34 @@ def scheduler_command(
             )
             await stop.wait()
             await stop_scheduler(scheduler)
-            return True
+            return None
         finally:
             await engine.dispose()
 
     try:
-        succeeded = run_async(main())
+        outcome = run_async(main())
     except asyncio.CancelledError:
         console.print(f"[bold red]stopped:[/] {run} was interrupted by SIGTERM (recorded as such)")
         raise typer.Exit(code=STOPPED_BY_SIGTERM) from None
-    if not succeeded:
+    if outcome is None:
+        return
+    print_job_report(outcome.report)
+    if not outcome.ok:
         raise typer.Exit(code=1)
+
+
+def print_job_report(report: object) -> None:
+    """What `scheduler --run JOB` did, said as the job's own command says it."""
+    if isinstance(report, list):
+        for ingested in report:
+            print_ingest_report(ingested)
+        if not report:
+            output.print("no sources to ingest (PAPERBOY_SOURCES is empty)")
+    elif isinstance(report, SendReport):
+        print_send_report(report)
+    elif isinstance(report, BounceReport):
+        print_bounce_report(report)
+    elif report is None:
+        console.print("[bold red]error:[/] the bounce mailbox could not be read (see the log)")
+    else:
+        print_compose_report(report)  # type: ignore[arg-type]

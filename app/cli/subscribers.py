@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.table import Table
+from rich.table import Column, Table
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.cli.base import cli, console, output, run_with_engine
@@ -76,6 +76,10 @@ def subscriber_add_command(
     output.print(f"subscriber {subscriber_id} <{address}> is active")
 
 
+LIST_COLUMNS = ("id", "email", "status", "topics", "timezone", "hour", "size")
+TOPICS_MIN_WIDTH = 20
+
+
 @subscriber_cli.command("list")
 def subscriber_list_command(
     status: Annotated[
@@ -88,9 +92,9 @@ def subscriber_list_command(
         async with create_session_factory(engine)() as session:
             return await list_subscribers(session=session, status=status)
 
-    table = Table("id", "email", "status", "topics", "timezone", "hour", "size")
-    for s in run_with_engine(work):
-        table.add_row(
+    subscribers = run_with_engine(work)
+    rows = [
+        (
             str(s.id),
             s.email,
             s.status.value,
@@ -99,4 +103,25 @@ def subscriber_list_command(
             str(s.send_hour),
             str(s.digest_size),
         )
-    output.print(table)
+        for s in subscribers
+    ]
+    # Nothing is ever cut: the topics column wraps, the others keep their width, and where that
+    # does not fit (a narrow terminal, a pipe) each subscriber is one tab-separated line.
+    widths = [
+        max(len(cell) for cell in column) for column in zip(LIST_COLUMNS, *rows, strict=False)
+    ]
+    topics_at = LIST_COLUMNS.index("topics")
+    widths[topics_at] = min(widths[topics_at], TOPICS_MIN_WIDTH)
+    if sum(widths) + 3 * len(widths) + 1 <= output.width:
+        table = Table(
+            *(
+                Column(name, no_wrap=index != topics_at, min_width=width)
+                for index, (name, width) in enumerate(zip(LIST_COLUMNS, widths, strict=True))
+            )
+        )
+        for row in rows:
+            table.add_row(*row)
+        output.print(table)
+        return
+    for row in [LIST_COLUMNS, *rows]:
+        typer.echo("\t".join(row))

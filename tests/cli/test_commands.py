@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from alembic.script import ScriptDirectory
 
+from app.cli.base import COMMAND_ORDER, counted
 from app.db import alembic_config
 from tests.conftest import ON_POSTGRES, drop_postgres_database, fresh_database_url
 
@@ -27,9 +28,9 @@ async def cli_database(tmp_path: Path) -> AsyncIterator[str]:
 
 
 def paperboy(
-    database_url: str, *args: str, stdin: bytes | None = None
+    database_url: str, *args: str, stdin: bytes | None = None, columns: int = 200
 ) -> subprocess.CompletedProcess[str]:
-    env = os.environ | {"PAPERBOY_DATABASE_URL": database_url, "COLUMNS": "200"}
+    env = os.environ | {"PAPERBOY_DATABASE_URL": database_url, "COLUMNS": str(columns)}
     return subprocess.run(
         [PAPERBOY, *args],
         input=stdin.decode() if stdin else None,
@@ -44,7 +45,14 @@ def paperboy(
 @pytest.mark.slow
 def test_help_explains_each_command() -> None:
     result = subprocess.run([PAPERBOY, "--help"], capture_output=True, text=True, check=True)
-    assert "migrate" in result.stdout and "ingest" in result.stdout
+    listed = [
+        line.split()[1]
+        for line in result.stdout.split("Commands")[1].splitlines()
+        if line.startswith("│ ") and line[2] != " "
+    ]
+    assert listed == list(COMMAND_ORDER)  # the one-command start first, then the pipeline
+    # Each command's help runs as one paragraph, not broken where its docstring's lines end.
+    assert "│             a day" not in result.stdout
     ingest_help = subprocess.run(
         [PAPERBOY, "ingest", "--help"], capture_output=True, text=True, check=True
     )
@@ -119,3 +127,25 @@ def test_a_bad_embedding_model_setting_fails_every_command_at_once(tmp_path: Pat
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "PAPERBOY_EMBEDDING_MODEL" in result.stdout + result.stderr
     assert not (tmp_path / "var").exists()  # refused before touching anything
+
+
+def test_counts_say_their_noun_in_the_right_number() -> None:
+    assert counted(1, "paper") == "1 paper"
+    assert counted(0, "paper") == "0 papers"
+    assert counted(1200, "digest") == "1,200 digests"
+    assert counted(2, "candidate paper") == "2 candidate papers"
+
+
+@pytest.mark.slow
+def test_subscriber_list_never_cuts_an_address(cli_database: str) -> None:
+    assert paperboy(cli_database, "migrate").returncode == 0
+    long = "averyveryverylongaddressname.with.parts@subdomain.example-university.edu"
+    for address in (long, "b@example.org"):
+        added = paperboy(cli_database, "subscriber", "add", address, "--topic", "LLM serving")
+        assert added.returncode == 0, added.stderr
+    wide = paperboy(cli_database, "subscriber", "list")  # 200 columns: a table
+    assert long in wide.stdout and "┃ email" in wide.stdout
+    narrow = paperboy(cli_database, "subscriber", "list", columns=80)
+    lines = narrow.stdout.splitlines()
+    assert lines[0].split("\t") == ["id", "email", "status", "topics", "timezone", "hour", "size"]
+    assert lines[1].split("\t")[1:4] == [long, "active", "LLM serving"]

@@ -373,10 +373,10 @@ async def test_scheduler_run_bounces_reports_an_unreadable_mailbox_without_a_tra
 
     missing = settings.model_copy(update={"bounce_mailbox": f"maildir://{tmp_path / 'gone'}"})
     with caplog.at_level("ERROR", logger="paperboy.scheduler"):
-        ok = await run_job_now("bounces", session_factory=session_factory, settings=missing)
-    assert ok is False
+        outcome = await run_job_now("bounces", session_factory=session_factory, settings=missing)
+    assert not outcome.ok and outcome.report is None
     [record] = caplog.records
     assert "is not a Maildir" in record.getMessage() and record.exc_info is None
     drop_into(tmp_path / "bounces", b"Subject: hello\n\nnot a report\n")
     working = settings.model_copy(update={"bounce_mailbox": f"maildir://{tmp_path / 'bounces'}"})
-    assert await run_job_now("bounces", session_factory=session_factory, settings=working)
+    assert (await run_job_now("bounces", session_factory=session_factory, settings=working)).ok
