@@ -141,6 +141,9 @@ async def test_digest_mail_has_both_parts_and_exact_headers(
     for title in titles:
         assert title in text_body
     assert "Scattered Mixture-of-Experts Implementation" in html_body
+    # The signature separator mail readers recognise (and hide or colour) is "-- " with its space.
+    lines = text_body.splitlines()
+    assert "-- " in lines and "--" not in lines
     # CSS is inlined for clients that drop <style>, and the dark-mode rules are kept.
     assert re.search(r'<a class="title" href="[^"]+" style="[^"]*font-weight:700', html_body)
     assert "prefers-color-scheme: dark" in html_body
