@@ -92,6 +92,7 @@ async def run_all(
     host: str,
     port: int,
     send_now: bool,
+    access_log: bool = True,
     on_started: Callable[[Started], None],
 ) -> None:
     with listening_socket(host, port) as listener:
@@ -101,6 +102,7 @@ async def run_all(
             host=host,
             port=port,
             send_now=send_now,
+            access_log=access_log,
             on_started=on_started,
         )
 
@@ -112,6 +114,7 @@ async def serve_all(
     host: str,
     port: int,
     send_now: bool,
+    access_log: bool = True,
     on_started: Callable[[Started], None],
 ) -> None:
     public = public_address(settings, host=host, port=port)
@@ -141,6 +144,7 @@ async def serve_all(
             port=port,
             log_config=None,
             lifespan="on",
+            access_log=access_log,
             forwarded_allow_ips=settings.forwarded_allow_ips,
         )
     )

@@ -58,6 +58,9 @@ def up_command(
             "whatever their delivery hour (to see a digest without waiting for the morning).",
         ),
     ] = False,
+    access_log: Annotated[
+        bool, typer.Option(help="Log every request (link tokens are always masked).")
+    ] = True,
 ) -> None:
     """Start everything in one process: migrate, seed the sample papers into an empty database,
     then serve the web app with the scheduler and a delivery worker. Ctrl-C stops cleanly."""
@@ -96,7 +99,14 @@ def up_command(
     try:
         with contextlib.suppress(KeyboardInterrupt):
             run_async(
-                run_all(settings, host=host, port=port, send_now=send_now, on_started=started)
+                run_all(
+                    settings,
+                    host=host,
+                    port=port,
+                    send_now=send_now,
+                    access_log=access_log,
+                    on_started=started,
+                )
             )
     except CannotListen as error:
         raise fail(str(error)) from None

@@ -294,3 +294,31 @@ def test_links_in_mail_follow_the_base_url_then_the_address_listened_on() -> Non
     listened = public_address(isolated_settings(), host="192.0.2.7", port=8123)
     assert listened.url == "http://192.0.2.7:8123"
     assert public_address(isolated_settings(), host="::1", port=80).url == "http://[::1]:80"
+
+
+@pytest.mark.slow
+async def test_paperboy_up_without_an_access_log(tmp_path: Path) -> None:
+    port = free_port()
+    process = await asyncio.create_subprocess_exec(
+        PAPERBOY,
+        "up",
+        "--port",
+        str(port),
+        "--no-access-log",
+        cwd=tmp_path,
+        env=CLEAN_ENV | {"COLUMNS": "200"},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert process.stdout is not None
+        await asyncio.wait_for(lines_until(process.stdout, b"Paperboy is up"), 60)
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+            assert (await client.get("/preferences/not-a-token")).status_code == 400
+    finally:
+        process.send_signal(signal.SIGINT)
+        _, stderr = await asyncio.wait_for(process.communicate(), 30)
+    logged = stderr.decode()
+    assert process.returncode == 0, logged[-2000:]
+    assert "Application startup complete" in logged  # the log is on; requests are left out
+    assert "/preferences/" not in logged and "HTTP/1.1" not in logged
