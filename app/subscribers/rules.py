@@ -174,12 +174,17 @@ async def request_signup(
     requested preferences and gets a confirmation link; an active or paused one gets a reminder
     of its preferences link and keeps its settings; an unsubscribed one becomes pending again.
     Whatever the state, an address gets at most one signup mail per `mail_interval`
-    (`rate_limited` then says so); raises SubscriberError for a malformed address or preferences."""
+    (`rate_limited` then says so): a pending address asking again within it (to fix a topic)
+    takes the new preferences, and the link already sent confirms them. Raises SubscriberError
+    for a malformed address or preferences."""
     address = normalise_email(email)
     checked = validate_preferences(preferences)
     subscriber, _created = await claim_address(address, session=session)
     last_mail = subscriber.signup_mail_at
     if last_mail is not None and as_utc(last_mail) > now - mail_interval:
+        if subscriber.status is SubscriberStatus.PENDING:
+            _apply(subscriber, checked)
+            await session.flush()
         return SignupOutcome(subscriber, SignupMail.NONE, rate_limited=True)
     subscriber.signup_mail_at = now
     if subscriber.status in (SubscriberStatus.ACTIVE, SubscriberStatus.PAUSED):

@@ -34,6 +34,7 @@ from app.web.rendering import (
     SendHourField,
     TimezoneField,
     TopicsField,
+    check_inbox,
     confirmed_page,
     form_preferences,
     link,
@@ -161,7 +162,7 @@ async def subscribe(
     if not state.signup_limiter.allow(f"ip:{client_ip}"):
         return page(request, "limited.html", status_code=429)
     if website:  # only robots fill the hidden field: answer as usual, do nothing
-        return page(request, "check_inbox.html")
+        return check_inbox(request, email)
     preferences = form_preferences(
         topics, timezone, send_hour, digest_size, TRENDING_WEIGHT.default
     )
@@ -192,10 +193,11 @@ async def subscribe(
             },
             status_code=400,
         )
-    if outcome.rate_limited:
-        return page(request, "limited.html", status_code=429)
-    after_commit(session, lambda: state.send_later(send_signup_mail(state, outcome)))
-    return page(request, "check_inbox.html")
+    # Asking again soon (to fix a topic, say) gets the same page: the mail already sent stands,
+    # and no address is told apart from another by its answer.
+    if not outcome.rate_limited:
+        after_commit(session, lambda: state.send_later(send_signup_mail(state, outcome)))
+    return check_inbox(request, outcome.subscriber.email if outcome.subscriber else email)
 
 
 @router.post("/links", response_class=HTMLResponse)
@@ -216,7 +218,7 @@ async def resend_links(
     except SubscriberError as error:
         return page(request, "link_problem.html", {"error": str(error)}, status_code=400)
     if not state.address_limiter.allow(f"links:{address.lower()}"):
-        return page(request, "limited.html", status_code=429)
+        return check_inbox(request, address)  # quietly: the mail sent a moment ago stands
     outcome = await request_links(
         address,
         session=session,
@@ -224,7 +226,7 @@ async def resend_links(
         mail_interval=timedelta(seconds=state.settings.signup_mail_interval_seconds),
     )
     after_commit(session, lambda: state.send_later(send_signup_mail(state, outcome)))
-    return page(request, "check_inbox.html")
+    return check_inbox(request, address)
 
 
 @router.get("/confirm/{token}", response_class=HTMLResponse)

@@ -72,6 +72,12 @@ async def coverage_context(
     return {"coverage": coverage, "window_days": state.settings.compose_window_days}
 
 
+def check_inbox(request: Request, address: str) -> HTMLResponse:
+    """The one answer to every signup and link request: the same page for every address state
+    (no enumeration), naming the address typed so that a typo shows, with a way to ask again."""
+    return page(request, "check_inbox.html", {"address": address.strip()})
+
+
 async def confirmed_page(
     request: Request,
     state: WebState,

@@ -6,6 +6,11 @@
   document.querySelectorAll("[data-detect-timezone]").forEach(function (field) {
     if (zone && (!field.value || field.value === "UTC")) { field.value = zone; }
   });
+  document.querySelectorAll("input[data-shows-value]").forEach(function (slider) {
+    var shown = document.getElementById(slider.getAttribute("data-shows-value"));
+    if (!shown) { return; }
+    slider.addEventListener("input", function () { shown.value = Number(slider.value).toFixed(2); });
+  });
   document.querySelectorAll(".chip[data-topic]").forEach(function (chip) {
     chip.addEventListener("click", function () {
       var area = chip.closest("form").querySelector("textarea[name=topics]");
