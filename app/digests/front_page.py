@@ -1,15 +1,12 @@
 """The front page's view of the corpus: today's trending papers (the papers first seen within the
 compose window, ordered by the same trend score digests use; when the window is empty, the newest
-papers there are) and topic suggestions for the signup form (the sources' own keywords, then the
-most frequent two-word phrases of recent titles). Both are read-only and cheap to cache."""
+papers there are). Read-only and cheap to cache."""
 
 from __future__ import annotations
 
 import re
-from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from itertools import pairwise
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -17,7 +14,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.digests.candidates import load_engagement
 from app.digests.views import PaperCard, paper_card
 from app.models import Paper
-from app.ranking.relevance import STOP_WORDS
 from app.ranking.trend import trend_scores
 
 TITLE_WORD = re.compile(r"[A-Za-z][A-Za-z0-9+-]{2,}")
@@ -61,27 +57,3 @@ async def trending_papers(
     chosen = [candidates[i].paper_id for i in order[(page - 1) * per_page : page * per_page]]
     papers = {p.id: p for p in await session.scalars(select(Paper).where(Paper.id.in_(chosen)))}
     return TrendingPage([paper_card(papers[i]) for i in chosen], page, pages, total)
-
-
-async def topic_suggestions(*, session: AsyncSession, limit: int = 16) -> list[str]:
-    rows = (
-        await session.execute(
-            select(Paper.title, Paper.keywords).order_by(Paper.first_seen_at.desc()).limit(2000)
-        )
-    ).all()
-    keywords: Counter[str] = Counter()
-    phrases: Counter[str] = Counter()
-    for title, paper_keywords in rows:
-        for keyword in paper_keywords or []:
-            keywords[" ".join(str(keyword).split()).lower()] += 1
-        words = [w for w in TITLE_WORD.findall(title)]
-        for first, second in pairwise(words):
-            if first.lower() not in STOP_WORDS and second.lower() not in STOP_WORDS:
-                phrases[f"{first} {second}".lower()] += 1
-    chosen = [k for k, n in keywords.most_common(limit) if n > 1]
-    for phrase, count in phrases.most_common():
-        if len(chosen) >= limit or count < 2:
-            break
-        if phrase not in chosen:
-            chosen.append(phrase)
-    return chosen

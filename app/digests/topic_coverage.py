@@ -14,8 +14,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
 from app.digests.candidates import load_candidates
-from app.digests.front_page import topic_suggestions
 from app.digests.plan import score_topics
+from app.digests.topic_suggestions import topic_suggestions
 
 SUGGESTIONS_PER_TOPIC = 3
 

@@ -17,7 +17,7 @@ from fastapi import Depends, HTTPException, Request
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.config import Settings
-from app.digests.front_page import topic_suggestions
+from app.digests.topic_suggestions import topic_suggestions
 from app.jobs import JobWork, finish_job_run, start_job_run
 from app.mail.message import Mailer
 from app.mail.transports import Transport
