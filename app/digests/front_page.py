@@ -25,6 +25,7 @@ class TrendingPage:
     page: int
     pages: int
     total: int
+    by_trend: bool  # some paper has engagement to rank by; else the newest come first
 
 
 async def trending_papers(
@@ -50,10 +51,19 @@ async def trending_papers(
         [c.seen_at for c in candidates],
         now=now,
     )
-    order = sorted(range(len(candidates)), key=lambda i: (-float(trend[i]), candidates[i].paper_id))
+    by_trend = any(c.upvotes or c.comments for c in candidates)
+    if by_trend:
+        order = sorted(
+            range(len(candidates)), key=lambda i: (-float(trend[i]), candidates[i].paper_id)
+        )
+    else:
+        order = sorted(
+            range(len(candidates)),
+            key=lambda i: (-candidates[i].seen_at.timestamp(), candidates[i].paper_id),
+        )
     total = len(order)
     pages = max(1, -(-total // per_page))
     page = min(max(page, 1), pages)
     chosen = [candidates[i].paper_id for i in order[(page - 1) * per_page : page * per_page]]
     papers = {p.id: p for p in await session.scalars(select(Paper).where(Paper.id.in_(chosen)))}
-    return TrendingPage([paper_card(papers[i]) for i in chosen], page, pages, total)
+    return TrendingPage([paper_card(papers[i]) for i in chosen], page, pages, total, by_trend)

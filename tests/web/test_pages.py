@@ -80,6 +80,22 @@ async def test_front_page_lists_trending_papers_with_the_subscribe_box(
         assert answer.text.count('<li class="paper">') == (5 if shown == 10 else 20)
 
 
+async def test_the_front_page_says_trending_only_when_there_is_a_trend_to_rank_by(
+    client: httpx.AsyncClient, session_factory: Sessions, settings: Settings, data: Path
+) -> None:
+    page_without_votes = data.parent.parent / "app" / "sample" / "trending-papers-page.txt"
+    await ingest_job(str(page_without_votes), session_factory=session_factory, settings=settings)
+    newest = await client.get("/")
+    assert "<h2>Newest papers</h2>" in newest.text and "Trending today" not in newest.text
+    # The tagline says what the heading does not.
+    assert "No account needed" in newest.text
+    await ingest_job(
+        str(data / "hf-daily.json"), session_factory=session_factory, settings=settings
+    )
+    trending = await client.get("/")
+    assert "<h2>Trending today</h2>" in trending.text
+
+
 async def test_signup_confirm_preferences_and_unsubscribe(
     client: httpx.AsyncClient, web: RunningApp, session_factory: Sessions
 ) -> None:
