@@ -72,6 +72,7 @@ def preferences_context(state: WebState, subscriber: Subscriber, token: str) -> 
         "token": token,
         "timezones": TIMEZONES,
         "unsubscribe_url": link(state, Purpose.UNSUBSCRIBE, subscriber, "unsubscribe"),
+        "resubscribe_url": link(state, Purpose.UNSUBSCRIBE, subscriber, "resubscribe"),
     }
 
 

@@ -153,6 +153,14 @@ async def test_signup_confirm_preferences_and_unsubscribe(
     assert (
         await subscriber(session_factory, "ada@example.org")
     ).status is SubscriberStatus.UNSUBSCRIBED
+    # The preferences page says so, offers to resubscribe, and a save says it changed no status.
+    standing = await client.get(preferences_url)
+    assert "You're unsubscribed" in standing.text and "/resubscribe/" in standing.text
+    assert "/unsubscribe/" not in standing.text and 'name="paused"' not in standing.text
+    kept = await client.post(
+        preferences_url, data={"topics": "LLM serving", "timezone": "UTC"}, follow_redirects=True
+    )
+    assert "You are still unsubscribed" in kept.text
     back = await client.post(f"/resubscribe/{token}")
     assert back.status_code == 200 and "Welcome back" in back.text
     assert (await subscriber(session_factory, "ada@example.org")).status is SubscriberStatus.ACTIVE
