@@ -38,6 +38,7 @@ from app.ranking.model_hub import model_hub
 from app.subscribers.tokens import TokenError
 from app.web import admin, pages, subscription, webhooks
 from app.web.admission import MACHINE_PATHS, AdmissionControl, BusyAnswer, ServiceBusy
+from app.web.api_docs import request_body_fields
 from app.web.deps import ApiDocsGuard, MetricsGuard, WebState
 from app.web.rendering import link_problem, page, templates
 from app.web.security import SecurityHeaders, SlidingWindowLimiter, redact_access_log
@@ -144,7 +145,19 @@ def create_app(settings: Settings | None = None, *, sends_today: bool = False) -
 
     @app.get("/docs", include_in_schema=False, dependencies=[ApiDocsGuard])
     async def api_docs(request: Request) -> HTMLResponse:
-        return page(request, "api_docs.html", {"schema": app.openapi()})
+        schema = app.openapi()
+        return page(
+            request,
+            "api_docs.html",
+            {
+                "schema": schema,
+                "bodies": {
+                    (path, method): request_body_fields(schema, operation)
+                    for path, operations in schema["paths"].items()
+                    for method, operation in operations.items()
+                },
+            },
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, error: StarletteHTTPException) -> Response:

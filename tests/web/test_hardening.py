@@ -137,4 +137,9 @@ async def test_api_description_follows_the_admin_api_unless_opened(
             docs = await client.get("/docs")
             api = await client.get("/admin/api/stats")
     assert "/admin/api/subscribers" in schema["paths"] and docs.status_code == 200
+    # Request bodies are documented field by field, not only named.
+    creating = docs.text.split("<code>/admin/api/subscribers</code>")[2].split("</section>")[0]
+    assert "<code>email</code></td><td>string (up to 320 characters)</td><td>yes</td>" in creating
+    assert "<code>send_hour</code></td><td>integer (≥ 0, ≤ 23)</td><td>no</td>" in creating
+    assert "<td><code>7</code></td>" in creating and "list of string (at most 20)" in creating
     assert api.status_code == 404  # reading about the API never opens it
