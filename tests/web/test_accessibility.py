@@ -1,0 +1,134 @@
+"""Every public page and both mails, in a real headless Chromium, light and dark: axe-core finds
+no violation of any impact, and html-validate no error (the site's pages by the recommended
+rules; mails, and the digest's web view, which is the mail itself, by those rules less inline
+styles and table attributes, which mail clients need). Needs Debian's Chromium and the checkers
+of tests/support/browser (`npm ci --prefix tests/support/browser`); CI requires both."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.async_api import Browser, Page, async_playwright
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from app.config import Settings
+from app.jobs import compose_job, ingest_job, send_job
+from app.web.rendering import templates
+from tests.support.page_checks import INSTALLED, MAIL_RULES, axe_violations, html_errors
+from tests.support.web_app import link_in, serve_app
+
+Sessions = async_sessionmaker[AsyncSession]
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+pytestmark = pytest.mark.skipif(
+    not (Path(CHROMIUM).exists() and INSTALLED) and not os.environ.get("PAPERBOY_REQUIRE_BROWSER"),
+    reason="needs Debian's Chromium and `npm ci --prefix tests/support/browser`",
+)
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    async with async_playwright() as playwright:
+        launched = await playwright.chromium.launch(
+            executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"]
+        )
+        try:
+            yield launched
+        finally:
+            await launched.close()
+
+
+def html_part(message: EmailMessage) -> str:
+    body = message.get_body(("html",))
+    assert body is not None
+    return str(body.get_content())
+
+
+def text_link(message: EmailMessage, label: str) -> str:
+    body = message.get_body(("plain",))
+    assert body is not None
+    found = re.search(rf"{label}:\s+(\S+)", body.get_content())
+    assert found is not None, label
+    return found.group(1)
+
+
+async def test_every_page_and_mail_passes_axe_and_html_validate(
+    browser: Browser,
+    engine: AsyncEngine,
+    session_factory: Sessions,
+    settings: Settings,
+    sample_page: Path,
+) -> None:
+    await ingest_job(str(sample_page), session_factory=session_factory, settings=settings)
+    with serve_app(settings) as web:
+        base = web.base_url
+        async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+            signup = {"email": "reader@example.org", "topics": "speculative decoding\nLLM"}
+            answers = {"check-inbox": (await client.post("/subscribe", data=signup)).text}
+            confirmation = web.wait_for_mail("reader@example.org")
+            answers["confirmed"] = (await client.get(link_in(confirmation, "confirm"))).text
+            await compose_job(
+                session_factory=session_factory,
+                settings=web.settings,
+                now=datetime.now(UTC),
+                whatever_the_hour=True,
+            )
+            sent = await send_job(session_factory=session_factory, settings=web.settings)
+            assert sent.sent == 1
+            digest = web.wait_for_mail("reader@example.org", count=2)
+            unsubscribe_url = text_link(digest, "Unsubscribe")
+            preferences_url = text_link(digest, "Change topics or time")
+            shown = {
+                "front": f"{base}/",
+                "front-page-2": f"{base}/?page=2",
+                "signup": f"{base}/subscribe",
+                "preferences": preferences_url,
+                "unsubscribe": unsubscribe_url,
+                "link-problem": f"{base}/confirm/not-a-token",
+                "not-found": f"{base}/no-such-page",
+            }
+            digest_view = text_link(digest, "View in browser")
+            answers["unsubscribed"] = (await client.post(unsubscribe_url)).text
+            answers["preferences-unsubscribed"] = (await client.get(preferences_url)).text
+        answers["busy"] = templates.get_template("busy.html").render()
+        answers["limited"] = templates.get_template("limited.html").render()
+        mails = {"mail-confirmation": html_part(confirmation), "mail-digest": html_part(digest)}
+
+        site_html: dict[str, str] = dict(answers)
+        mail_html: dict[str, str] = dict(mails)
+        violations: list[str] = []
+        for scheme in ("light", "dark"):
+            context = await browser.new_context(color_scheme=scheme)
+            page: Page = await context.new_page()
+            for name, url in shown.items():
+                response = await page.goto(url)
+                assert response is not None
+                site_html[name] = await response.text()
+                violations += await axe_violations(page, f"{scheme} {name}")
+            response = await page.goto(digest_view)
+            assert response is not None and response.status == 200
+            mail_html["digest-view"] = await response.text()
+            violations += await axe_violations(page, f"{scheme} digest-view")
+            # Answers to POSTs, shown from the site's own address (its stylesheet applies).
+            for name, html in answers.items():
+                await page.goto(f"{base}/")
+                await page.set_content(html)
+                violations += await axe_violations(page, f"{scheme} {name}")
+            # Mails as a mail client shows them: on a blank page of their own.
+            for name, html in mails.items():
+                blank = await context.new_page()
+                await blank.set_content(html)
+                violations += await axe_violations(blank, f"{scheme} {name}")
+                await blank.close()
+            await context.close()
+    assert violations == []
+    assert html_errors(site_html) == []
+    assert html_errors(mail_html, rules=MAIL_RULES) == []
