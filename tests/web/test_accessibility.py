@@ -21,6 +21,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.config import Settings
 from app.jobs import compose_job, ingest_job, send_job
+from app.subscribers.rules import Preferences, add_active_subscriber
+from app.subscribers.tokens import Purpose, make_token
 from app.web.rendering import templates
 from tests.support.page_checks import INSTALLED, MAIL_RULES, axe_violations, html_errors
 from tests.support.web_app import link_in, serve_app
@@ -132,3 +134,47 @@ async def test_every_page_and_mail_passes_axe_and_html_validate(
     assert violations == []
     assert html_errors(site_html) == []
     assert html_errors(mail_html, rules=MAIL_RULES) == []
+
+
+async def test_preference_controls_show_their_value_and_line_up(
+    browser: Browser,
+    engine: AsyncEngine,
+    session_factory: Sessions,
+    settings: Settings,
+    sample_page: Path,
+) -> None:
+    await ingest_job(str(sample_page), session_factory=session_factory, settings=settings)
+    async with session_factory() as session:
+        reader = await add_active_subscriber(
+            "reader@example.org",
+            Preferences(["a topic long enough to need more than one line in a narrow pill box"]),
+            session=session,
+        )
+        await session.commit()
+    with serve_app(settings) as web:
+        token = make_token(
+            web.settings.secret_key, Purpose.PREFERENCES, reader.public_id, reader.token_version
+        )
+        context = await browser.new_context(viewport={"width": 900, "height": 1000})
+        page = await context.new_page()
+        await page.goto(f"{web.base_url}/preferences/{token}")
+        shown = page.locator("output[for=trending_weight]")
+        assert await shown.inner_text() == "0.30"
+        await page.locator("#trending_weight").fill("0.8")
+        assert await shown.inner_text() == "0.80"  # the slider says where it stands
+        heights = {
+            field: (await page.locator(field).bounding_box() or {}).get("height")
+            for field in ("#timezone", "#send_hour", "#digest_size")
+        }
+        assert len(set(heights.values())) == 1, heights  # one row, one height
+        accent = await page.evaluate(
+            "getComputedStyle(document.querySelector('#trending_weight')).accentColor"
+        )
+        assert accent == "rgb(79, 70, 229)"  # the site's accent, not the browser's blue
+        pills = await page.evaluate(
+            "[...document.querySelectorAll('.why, .chip')].map(e => e.getClientRects().length"
+            " === 1 && e.getBoundingClientRect().height < 2 * parseFloat("
+            "getComputedStyle(e).fontSize) + 12)"
+        )
+        assert len(pills) > 5 and all(pills), pills  # no pill wraps onto a second line
+        await context.close()
