@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
 from app.db import among
-from app.models import Digest, DigestItem, Paper, Subscriber, SubscriberStatus
+from app.models import Digest, DigestFrequency, DigestItem, Paper, Subscriber, SubscriberStatus
 from app.subscribers.localtime import zone
 from app.subscribers.rules import find_by_email
 
@@ -54,6 +54,7 @@ class DigestView:
     token_version: int
     topics: list[str]
     papers: list[PaperView] = field(default_factory=list)
+    frequency: DigestFrequency = DigestFrequency.DAILY
 
 
 def shorten_authors(authors: Sequence[str] | None) -> str:
@@ -145,6 +146,8 @@ class SubscriberFacts(Protocol):
     def token_version(self) -> int: ...
     @property
     def topics(self) -> list[str]: ...
+    @property
+    def frequency(self) -> DigestFrequency: ...
 
 
 # Columns rather than ORM objects: a send run loads hundreds of thousands of these.
@@ -168,6 +171,7 @@ SUBSCRIBER_COLUMNS = (
     Subscriber.public_id,
     Subscriber.token_version,
     Subscriber.topics,
+    Subscriber.frequency,
 )
 
 
@@ -205,6 +209,7 @@ def _digest_view(
         token_version=subscriber.token_version,
         topics=contributing_topics(subscriber.topics or [], papers),
         papers=papers,
+        frequency=subscriber.frequency,
     )
 
 

@@ -15,12 +15,21 @@ from sqlalchemy import text
 
 from app.digests.front_page import trending_papers
 from app.mail.replies import Verdict
-from app.models import DEFAULT_TIMEZONE, DIGEST_SIZE, SEND_HOUR, TRENDING_WEIGHT, SubscriberStatus
+from app.models import (
+    DEFAULT_TIMEZONE,
+    DIGEST_SIZE,
+    SEND_HOUR,
+    TRENDING_WEIGHT,
+    WEEKDAY,
+    DigestFrequency,
+    SubscriberStatus,
+)
 from app.subscribers.rules import (
     SignupMail,
     SignupOutcome,
     SubscriberError,
     confirm,
+    frequency_phrase,
     normalise_email,
     request_links,
     request_signup,
@@ -31,9 +40,11 @@ from app.web.deps import ClientIp, Session, State, WebState, after_commit
 from app.web.rendering import (
     TIMEZONES,
     DigestSizeField,
+    FrequencyField,
     SendHourField,
     TimezoneField,
     TopicsField,
+    WeekdayField,
     confirmed_page,
     form_preferences,
     link,
@@ -53,13 +64,14 @@ async def send_signup_mail(state: WebState, outcome: SignupOutcome) -> None:
     if subscriber is None or outcome.mail is SignupMail.NONE:
         return
     if outcome.mail is SignupMail.CONFIRM:
+        how_often = frequency_phrase(subscriber.frequency, subscriber.weekday)
         mail = state.mailer.notice(
             subscriber.email,
             subject="Confirm your Paperboy subscription",
-            heading="One click to start your daily papers",
+            heading="One click to start your digest",
             lines=[
-                "Someone (we hope you) asked Paperboy to send this address a daily digest of "
-                "trending research papers on: "
+                "Someone (we hope you) asked Paperboy to send this address a digest of "
+                f"trending research papers ({how_often}) on: "
                 + (", ".join(subscriber.topics) or "trending papers")
                 + ".",
                 "Confirm to start; the link is valid for three days.",
@@ -123,8 +135,10 @@ async def subscribe_form(
             "values": {
                 "topics": "\n".join(topic or []),
                 "timezone": "",
-                "send_hour": 7,
-                "digest_size": 10,
+                "send_hour": SEND_HOUR.default,
+                "digest_size": DIGEST_SIZE.default,
+                "frequency": DigestFrequency.DAILY.value,
+                "weekday": WEEKDAY.default,
             },
             "suggestions": await state.suggestions(session),
             "timezones": TIMEZONES,
@@ -143,6 +157,8 @@ async def subscribe(
     timezone: TimezoneField = DEFAULT_TIMEZONE,
     send_hour: SendHourField = SEND_HOUR.default,
     digest_size: DigestSizeField = DIGEST_SIZE.default,
+    frequency: FrequencyField = DigestFrequency.DAILY,
+    weekday: WeekdayField = WEEKDAY.default,
     website: Annotated[str, Form(max_length=200)] = "",
 ) -> HTMLResponse:
     if state.mail_backlog_full():
@@ -152,7 +168,7 @@ async def subscribe(
     if website:  # only robots fill the hidden field: answer as usual, do nothing
         return page(request, "check_inbox.html")
     preferences = form_preferences(
-        topics, timezone, send_hour, digest_size, TRENDING_WEIGHT.default
+        topics, timezone, send_hour, digest_size, TRENDING_WEIGHT.default, frequency, weekday
     )
     try:
         outcome = await request_signup(
@@ -169,6 +185,8 @@ async def subscribe(
             "timezone": timezone,
             "send_hour": send_hour,
             "digest_size": digest_size,
+            "frequency": frequency.value,
+            "weekday": weekday,
         }
         return page(
             request,

@@ -17,6 +17,8 @@ from app.models import (
     DIGEST_SIZE,
     SEND_HOUR,
     TRENDING_WEIGHT,
+    WEEKDAY,
+    DigestFrequency,
     DigestStatus,
     Subscriber,
     SubscriberStatus,
@@ -32,10 +34,12 @@ from app.web.deps import Session, State, WebState
 from app.web.rendering import (
     TIMEZONES,
     DigestSizeField,
+    FrequencyField,
     SendHourField,
     TimezoneField,
     TopicsField,
     TrendingWeightField,
+    WeekdayField,
     confirmed_page,
     coverage_context,
     form_preferences,
@@ -112,13 +116,17 @@ async def save_preferences(
     send_hour: SendHourField = SEND_HOUR.default,
     digest_size: DigestSizeField = DIGEST_SIZE.default,
     trending_weight: TrendingWeightField = TRENDING_WEIGHT.default,
+    frequency: FrequencyField = DigestFrequency.DAILY,
+    weekday: WeekdayField = WEEKDAY.default,
     paused: Annotated[bool, Form()] = False,
 ) -> Response:
     subscriber = await linked_subscriber(state, session, Purpose.PREFERENCES, token)
     try:
         update_preferences(
             subscriber,
-            form_preferences(topics, timezone, send_hour, digest_size, trending_weight),
+            form_preferences(
+                topics, timezone, send_hour, digest_size, trending_weight, frequency, weekday
+            ),
             paused=paused,
         )
     except SubscriberError as error:

@@ -119,3 +119,25 @@ def test_a_bad_embedding_model_setting_fails_every_command_at_once(tmp_path: Pat
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "PAPERBOY_EMBEDDING_MODEL" in result.stdout + result.stderr
     assert not (tmp_path / "var").exists()  # refused before touching anything
+
+
+@pytest.mark.slow
+def test_subscriber_add_takes_a_weekly_digest_and_list_shows_it(cli_database: str) -> None:
+    assert paperboy(cli_database, "migrate").returncode == 0
+    added = paperboy(
+        cli_database,
+        "subscriber",
+        "add",
+        "ada@example.org",
+        "--topic",
+        "KV cache",
+        "--frequency",
+        "weekly",
+        "--weekday",
+        "fri",
+    )
+    assert added.returncode == 0, added.stderr
+    listed = paperboy(cli_database, "subscriber", "list")
+    assert "ada@example.org" in listed.stdout and "weekly, on Fridays" in listed.stdout
+    refused = paperboy(cli_database, "subscriber", "add", "b@example.org", "--weekday", "8")
+    assert refused.returncode == 1 and "weekday" in refused.stdout + refused.stderr
