@@ -1,7 +1,8 @@
 """What a digest shows, loaded from the database: each paper's card (title, links, shortened
-authors, a summary cut at a sentence), the digest's items with why each was chosen, and the
-subscriber the links are for; for stored digests, for planned ones, and for previews (the frozen
-digest when it exists, else what compose would pick now). Rendering lives in `app.mail.message`."""
+authors, a summary cut at a sentence), the digest's items with why each was chosen, grouped
+under the reader's topics, and the subscriber the links are for; for stored digests, for planned
+ones, and for previews (the frozen digest when it exists, else what compose would pick now).
+Rendering lives in `app.mail.message`."""
 
 from __future__ import annotations
 
@@ -43,6 +44,25 @@ class PaperView:
     matched_terms: list[str]
 
 
+@dataclass(frozen=True, slots=True)
+class TopicGroup:
+    """A digest's papers chosen for one of the reader's topics (`topic` None: for trending
+    alone), in rank order."""
+
+    topic: str | None
+    papers: list[PaperView]
+
+
+def group_by_topic(papers: Sequence[PaperView]) -> list[TopicGroup]:
+    """`papers` (in rank order) under their topics, the group holding the best paper first.
+    Selection gives each paper once, under the topic it matched best, so a paper that matches
+    two topics appears in one group only."""
+    groups: dict[str | None, list[PaperView]] = {}
+    for paper in papers:
+        groups.setdefault(paper.matched_topic, []).append(paper)
+    return [TopicGroup(topic, grouped) for topic, grouped in groups.items()]
+
+
 @dataclass(slots=True)
 class DigestView:
     digest_id: int | None
@@ -55,6 +75,11 @@ class DigestView:
     topics: list[str]
     papers: list[PaperView] = field(default_factory=list)
     frequency: DigestFrequency = DigestFrequency.DAILY
+
+    @property
+    def groups(self) -> list[TopicGroup]:
+        """The papers under a heading per topic, as the mail and the web view show them."""
+        return group_by_topic(self.papers)
 
 
 def shorten_authors(authors: Sequence[str] | None) -> str:
