@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from functools import lru_cache
 from typing import Protocol
-from urllib.parse import quote_plus
+from urllib.parse import quote, quote_plus, urlsplit
 
 import orjson
 from sqlalchemy import Text, cast, select
@@ -22,11 +22,16 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
 from app.db import among
+from app.ingest.sources import HF_DAILY
 from app.models import Digest, DigestFrequency, DigestItem, Paper, Subscriber, SubscriberStatus
 from app.subscribers.localtime import zone
 from app.subscribers.rules import find_by_email
 
 ARXIV_TITLE_SEARCH = "https://arxiv.org/search/?searchtype=title&query="
+ARXIV_ABSTRACT = "https://arxiv.org/abs/{}"
+ARXIV_PDF = "https://arxiv.org/pdf/{}"
+HF_PAPER_PAGE = "https://huggingface.co/papers/{}"
+UNSAFE_IN_URL = re.compile(r"[\x00-\x20\x7f]")
 SUMMARY_CHARS = 320
 MAX_AUTHORS = 3
 TEXT_WIDTH = 72
@@ -116,7 +121,9 @@ def summarise(ai_summary: str | None, abstract: str, limit: int = SUMMARY_CHARS)
 
 @dataclass(frozen=True, slots=True)
 class PaperCard:
-    """What a digest shows of a paper whoever reads it; worked out once per paper and send run."""
+    """What a digest shows of a paper whoever reads it; worked out once per paper and send run.
+    Every URL is http(s) or None: a paper's fields come from outside, and a `javascript:` link
+    must never reach a page or a mail."""
 
     title: str
     url: str | None
@@ -128,6 +135,16 @@ class PaperCard:
     wrapped_summary: str
     upvotes: int | None
     comments: int | None
+    hf_url: str | None = None  # the Hugging Face paper page, for papers that came from there
+    published: str | None = None  # "3 Dec 2026"
+
+
+def web_link(url: str | None) -> str | None:
+    """`url` when it is an absolute http(s) URL without spaces or control characters, else None."""
+    if not url or UNSAFE_IN_URL.search(url):
+        return None
+    parts = urlsplit(url)
+    return url if parts.scheme.lower() in ("http", "https") and parts.netloc else None
 
 
 class PaperFacts(Protocol):
@@ -153,6 +170,10 @@ class PaperFacts(Protocol):
     def upvotes(self) -> int | None: ...
     @property
     def comments(self) -> int | None: ...
+    @property
+    def source(self) -> str: ...
+    @property
+    def published_at(self) -> datetime | None: ...
 
 
 class SubscriberFacts(Protocol):
@@ -188,6 +209,8 @@ CARD_COLUMNS = (
     Paper.abstract,
     Paper.upvotes,
     Paper.comments,
+    Paper.source,
+    Paper.published_at,
 )
 SUBSCRIBER_COLUMNS = (
     Subscriber.id,
@@ -201,20 +224,24 @@ SUBSCRIBER_COLUMNS = (
 
 
 def paper_card(paper: PaperFacts) -> PaperCard:
-    abstract_url = f"https://arxiv.org/abs/{paper.arxiv_id}" if paper.arxiv_id else None
+    arxiv_id = quote(paper.arxiv_id, safe="/.") if paper.arxiv_id else None
+    abstract_url = ARXIV_ABSTRACT.format(arxiv_id) if arxiv_id else None
     summary, wrapped = summary_of(paper.ai_summary, paper.abstract)
+    published = paper.published_at
     return PaperCard(
         title=paper.title,
         # Papers from the papers page carry no link: an arXiv title search still finds them.
-        url=paper.url or abstract_url or f"{ARXIV_TITLE_SEARCH}{quote_plus(paper.title)}",
+        url=web_link(paper.url) or abstract_url or f"{ARXIV_TITLE_SEARCH}{quote_plus(paper.title)}",
         abstract_url=abstract_url,
-        pdf_url=paper.pdf_url,
-        code_url=paper.github_repo,
+        pdf_url=web_link(paper.pdf_url) or (ARXIV_PDF.format(arxiv_id) if arxiv_id else None),
+        code_url=web_link(paper.github_repo),
         authors=shorten_authors(paper.authors),
         summary=summary,
         wrapped_summary=wrapped,
         upvotes=paper.upvotes,
         comments=paper.comments,
+        hf_url=HF_PAPER_PAGE.format(arxiv_id) if arxiv_id and paper.source == HF_DAILY else None,
+        published=f"{published.day} {published:%b %Y}" if published else None,
     )
 
 

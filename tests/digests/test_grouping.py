@@ -29,7 +29,18 @@ DAY = date(2026, 11, 26)
 
 
 def view(rank: int, topic: str | None) -> PaperView:
-    card = PaperCard(f"Paper {rank}", None, None, None, None, "", "", "", None, None)
+    card = PaperCard(
+        title=f"Paper {rank}",
+        url=None,
+        abstract_url=None,
+        pdf_url=None,
+        code_url=None,
+        authors="",
+        summary="",
+        wrapped_summary="",
+        upvotes=None,
+        comments=None,
+    )
     return PaperView(rank, card, topic, [])
 
 
