@@ -13,7 +13,7 @@ from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse, Response
 from sqlalchemy import text
 
-from app.digests.front_page import trending_papers
+from app.digests.front_page import MAX_SEARCH_CHARS, SearchError, search_words, trending_papers
 from app.mail.replies import Verdict
 from app.models import (
     DEFAULT_TIMEZONE,
@@ -104,21 +104,40 @@ async def send_signup_mail(state: WebState, outcome: SignupOutcome) -> None:
         )
 
 
+# Long enough for any search the page accepts, so that longer text gets the page's own answer.
+SearchText = Annotated[str, Query(max_length=4 * MAX_SEARCH_CHARS)]
+
+
 @router.get("/", response_class=HTMLResponse)
 async def front_page(
     request: Request,
     state: State,
     session: Session,
     page_number: Annotated[int, Query(alias="page", ge=1, le=10_000)] = 1,
+    q: SearchText = "",
+    topic: SearchText = "",
 ) -> HTMLResponse:
+    """Trending papers, 20 a page; `q` searches their titles and abstracts, `topic` (a chip)
+    narrows them to a topic's words. Unsearchable text gets the page with the reason (400)."""
+    context = {
+        "timezones": TIMEZONES,
+        "q": q.strip(),
+        "topic": topic.strip(),
+        "topics": await state.suggestions(session),
+    }
+    try:
+        words = search_words(q) + search_words(topic, what="topic")
+    except SearchError as error:
+        return page(request, "index.html", context | {"search_error": str(error)}, 400)
     trending = await trending_papers(
         session=session,
         now=datetime.now(UTC),
         window=timedelta(days=state.settings.compose_window_days),
         page=page_number,
         per_page=PER_PAGE,
+        containing=list(dict.fromkeys(words)),
     )
-    return page(request, "index.html", {"trending": trending, "timezones": TIMEZONES})
+    return page(request, "index.html", context | {"trending": trending})
 
 
 @router.get("/subscribe", response_class=HTMLResponse)
