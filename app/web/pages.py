@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Form, Query, Request
-from fastapi.responses import HTMLResponse, PlainTextResponse, Response
+from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from sqlalchemy import text
 
 from app.digests.front_page import MAX_SEARCH_CHARS, SearchError, search_words, trending_papers
@@ -262,6 +262,12 @@ async def confirm_page(
         return link_problem(request, TokenError("This confirmation link is no longer valid."))
     confirm(subscriber, now=datetime.now(UTC), client_ip=client_ip)
     return await confirmed_page(request, state, session, subscriber)
+
+
+@router.get("/favicon.ico")
+async def favicon() -> RedirectResponse:
+    """Browsers ask for it on pages that name no icon (the digest in the browser, a feed)."""
+    return RedirectResponse("/static/favicon.svg", status_code=301)
 
 
 @router.get("/healthz", response_class=PlainTextResponse)
