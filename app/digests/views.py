@@ -228,6 +228,9 @@ def paper_card(paper: PaperFacts) -> PaperCard:
     abstract_url = ARXIV_ABSTRACT.format(arxiv_id) if arxiv_id else None
     summary, wrapped = summary_of(paper.ai_summary, paper.abstract)
     published = paper.published_at
+    hf_page = HF_PAPER_PAGE.format(arxiv_id) if arxiv_id else None
+    # From Hugging Face: its source, or, for a paper another source saw first, its page as link.
+    from_hf = paper.source == HF_DAILY or (hf_page is not None and paper.url == hf_page)
     return PaperCard(
         title=paper.title,
         # Papers from the papers page carry no link: an arXiv title search still finds them.
@@ -240,7 +243,7 @@ def paper_card(paper: PaperFacts) -> PaperCard:
         wrapped_summary=wrapped,
         upvotes=paper.upvotes,
         comments=paper.comments,
-        hf_url=HF_PAPER_PAGE.format(arxiv_id) if arxiv_id and paper.source == HF_DAILY else None,
+        hf_url=hf_page if from_hf else None,
         published=f"{published.day} {published:%b %Y}" if published else None,
     )
 

@@ -64,6 +64,10 @@ def test_papers_without_ids_and_from_elsewhere() -> None:
     arxiv = paper_card(Facts(arxiv_id="hep-th/9901001", authors=["A", "B"]))
     assert arxiv.url == arxiv.abstract_url == "https://arxiv.org/abs/hep-th/9901001"
     assert arxiv.hf_url is None and arxiv.authors == "A, B" and arxiv.published is None
+    seen_first_elsewhere = paper_card(
+        Facts(arxiv_id="2401.1", url="https://huggingface.co/papers/2401.1", source="page")
+    )
+    assert seen_first_elsewhere.hf_url == "https://huggingface.co/papers/2401.1"
     page = paper_card(Facts(title="Attention & more", source="page", authors=None))
     assert page.url is not None and page.url.startswith("https://arxiv.org/search/")
     assert "Attention+%26+more" in page.url
