@@ -98,11 +98,13 @@ async def plan_digests(
     settings: Settings,
     on_date: date | None = None,
     only_subscriber: int | None = None,
+    any_weekday: bool = False,
 ) -> ComposeReport:
     """Decide every due subscriber's digest without writing anything, by the compose window,
     candidate limit and relevance threshold of `settings`. With `on_date`, every active
     subscriber without a digest for that date is due, whatever the hour (a weekly reader only
-    when it is their weekday)."""
+    when it is their weekday, unless `any_weekday`: a preview of what their next digest would
+    hold if it were composed now)."""
     window = timedelta(days=settings.compose_window_days)
     max_candidates = settings.compose_max_candidates
     threshold = settings.relevance_threshold
@@ -141,7 +143,9 @@ async def plan_digests(
         for row in batch:
             subscriber_id, email, topics, timezone, send_hour, size, weight, frequency, day = row
             digest_date = on_date or local_digest_date(now, timezone, send_hour)
-            if digest_date is None or not is_digest_day(frequency, day, digest_date):
+            if digest_date is None or not (
+                any_weekday or is_digest_day(frequency, day, digest_date)
+            ):
                 continue
             if (subscriber_id, digest_date) in composed:
                 report.already_composed += 1

@@ -417,6 +417,7 @@ async def subscriber_preview(
         settings=settings,
         on_date=digest_date,
         only_subscriber=subscriber.id,
+        any_weekday=True,  # a weekly reader's preview: their next digest, as of now
     )
     plans = report.plans
     if not plans or not plans[0].items:

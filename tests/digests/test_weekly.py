@@ -12,10 +12,10 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.config import Settings
-from app.digests.views import load_digest_views
+from app.digests.views import load_digest_views, subscriber_preview
 from app.jobs import compose_job, ingest_job
 from app.mail.message import Mailer
-from app.models import DIGEST_SIZE, Digest, DigestFrequency, DigestItem, Paper
+from app.models import DIGEST_SIZE, Digest, DigestFrequency, DigestItem, Paper, Subscriber
 from app.subscribers.rules import (
     WEEKLY_WINDOW,
     Preferences,
@@ -224,3 +224,25 @@ async def test_a_weekly_digest_starts_after_the_previous_one(
     await compose_job(session_factory=session_factory, settings=settings, now=now)
     second = (await digests_of(session_factory))[reader]
     assert second[today] == []  # nothing first seen since the previous digest
+
+
+async def test_a_weekly_readers_preview_shows_their_next_digest_on_any_day(
+    session_factory: Sessions,
+    settings: Settings,
+    week_of_papers: tuple[datetime, set[int], set[int]],
+) -> None:
+    now, _, _ = week_of_papers
+    reader = await subscribe(
+        session_factory,
+        "r@example.org",
+        frequency=WEEKLY,
+        weekday=(now.date().weekday() + 3) % 7,  # not today
+    )
+    async with session_factory() as session:
+        subscriber = await session.get_one(Subscriber, reader)
+        view = await subscriber_preview(
+            subscriber, session=session, settings=settings, now=now, on_date=None
+        )
+    assert len(view.papers) == 10  # the week's papers, at twice the size
+    async with session_factory() as session:
+        assert await session.scalar(select(func.count()).select_from(Digest)) == 0
