@@ -2,15 +2,17 @@
 the preferences page and the archive): the entries of `app.digests.feed`, written as XML by an
 autoescaped template of its own. Paper text is escaped once for the XML and, inside `content`,
 once more as the HTML it carries; characters XML 1.0 forbids are dropped from every value, so a
-paper's text can never make the feed unreadable."""
+paper's text can never make the feed unreadable. Feed readers poll: an answer carries an ETag
+(a digest of its bytes), and a poll that sends it back gets 304 with no body."""
 
 from __future__ import annotations
 
+import hashlib
 import re
 from datetime import UTC, datetime
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from jinja2 import Environment, FileSystemLoader
 from markupsafe import Markup
@@ -53,7 +55,7 @@ environment.filters["rfc3339"] = rfc3339
 
 
 @router.get("/feeds/{token}", response_class=Response)
-async def atom_feed(token: str, state: State, session: Session) -> Response:
+async def atom_feed(request: Request, token: str, state: State, session: Session) -> Response:
     subscriber = await linked_subscriber(state, session, Purpose.FEED, token)
     feed = await reader_feed(subscriber, session=session)
     xml = environment.get_template("feed.xml").render(
@@ -63,4 +65,7 @@ async def atom_feed(token: str, state: State, session: Session) -> Response:
         topics=", ".join(subscriber.topics or []),
         how_often=frequency_phrase(subscriber.frequency, subscriber.weekday),
     )
-    return Response(xml, media_type=ATOM)
+    etag = f'"{hashlib.sha256(xml.encode()).hexdigest()[:32]}"'
+    if etag in request.headers.get("if-none-match", ""):
+        return Response(status_code=304, headers={"etag": etag})
+    return Response(xml, media_type=ATOM, headers={"etag": etag})

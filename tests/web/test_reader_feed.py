@@ -146,9 +146,16 @@ async def test_the_feed_carries_each_paper_of_the_latest_digests(
     assert "&lt;/title&gt;&lt;script&gt;" in raw  # the title, escaped once
     assert "&amp;lt;/title&amp;gt;&amp;lt;script&amp;gt;" in raw  # the HTML content, twice
 
-    # Polled again, the same ids; another reader's feed shares none.
+    # Polled again, the same ids; with the ETag sent back, nothing to read; another reader's
+    # feed shares no id.
     again = feedparser.parse((await client.get(f"/feeds/{token}")).content)
     assert [e.id for e in again.entries] == [e.id for e in parsed.entries]
+    etag = answer.headers["etag"]
+    unchanged = await client.get(f"/feeds/{token}", headers={"if-none-match": etag})
+    assert unchanged.status_code == 304 and unchanged.content == b""
+    assert unchanged.headers["etag"] == etag
+    stale = await client.get(f"/feeds/{token}", headers={"if-none-match": '"other"'})
+    assert stale.status_code == 200 and stale.content == answer.content
     theirs = feedparser.parse((await client.get(f"/feeds/{feed_token(web, other)}")).content)
     assert theirs.bozo == 0 and len(theirs.entries) == 6
     assert not {e.id for e in theirs.entries} & {e.id for e in parsed.entries}
