@@ -59,6 +59,9 @@ class Bounded(Generic[Number]):
 SEND_HOUR = Bounded(7, 0, 23)  # local hour of delivery
 DIGEST_SIZE = Bounded(10, 1, 50)  # papers per digest
 TRENDING_WEIGHT = Bounded(0.3, 0.0, 1.0)  # share of the trend signal in a paper's score
+WEEKDAY = Bounded(
+    0, 0, 6
+)  # a weekly reader's delivery day, Monday 0 to Sunday 6 (as `date.weekday`)
 DEFAULT_TIMEZONE = "UTC"
 
 
@@ -68,6 +71,13 @@ class SubscriberStatus(enum.StrEnum):
     PAUSED = "paused"
     UNSUBSCRIBED = "unsubscribed"
     BOUNCED = "bounced"
+
+
+class DigestFrequency(enum.StrEnum):
+    """How often a subscriber gets a digest: every day, or once a week on their weekday."""
+
+    DAILY = "daily"
+    WEEKLY = "weekly"
 
 
 class DigestStatus(enum.StrEnum):
@@ -151,6 +161,15 @@ class Subscriber(Base):
     send_hour: Mapped[int] = mapped_column(SmallInteger, default=SEND_HOUR.default)
     digest_size: Mapped[int] = mapped_column(SmallInteger, default=DIGEST_SIZE.default)
     trending_weight: Mapped[float] = mapped_column(Float, default=TRENDING_WEIGHT.default)
+    # Server defaults too: the migration gives every existing subscriber the daily digest.
+    frequency: Mapped[DigestFrequency] = mapped_column(
+        _str_enum(DigestFrequency, "digest_frequency"),
+        default=DigestFrequency.DAILY,
+        server_default=DigestFrequency.DAILY.value,
+    )
+    weekday: Mapped[int] = mapped_column(
+        SmallInteger, default=WEEKDAY.default, server_default=str(WEEKDAY.default)
+    )
     token_version: Mapped[int] = mapped_column(Integer, default=1)
     bounce_count: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
@@ -182,6 +201,9 @@ class Subscriber(Base):
         CheckConstraint(
             f"trending_weight BETWEEN {TRENDING_WEIGHT.least:g} AND {TRENDING_WEIGHT.most:g}",
             name="trending_weight_range",
+        ),
+        CheckConstraint(
+            f"weekday BETWEEN {WEEKDAY.least} AND {WEEKDAY.most}", name="weekday_range"
         ),
     )
 

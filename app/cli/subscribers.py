@@ -16,6 +16,7 @@ from app.models import (
     DIGEST_SIZE,
     SEND_HOUR,
     TRENDING_WEIGHT,
+    DigestFrequency,
     Subscriber,
     SubscriberStatus,
 )
@@ -23,7 +24,9 @@ from app.subscribers.rules import (
     Preferences,
     SubscriberError,
     add_active_subscriber,
+    frequency_phrase,
     list_subscribers,
+    parse_weekday,
 )
 
 subscriber_cli = typer.Typer(help="Operator tools for subscribers.", no_args_is_help=True)
@@ -49,6 +52,12 @@ def subscriber_add_command(
     trending_weight: Annotated[
         float, typer.Option(help="0 = relevance only, 1 = trending only.")
     ] = TRENDING_WEIGHT.default,
+    frequency: Annotated[
+        DigestFrequency, typer.Option(help="A digest every day, or once a week.")
+    ] = DigestFrequency.DAILY,
+    weekday: Annotated[
+        str, typer.Option(help="A weekly digest's day: 0-6 (Monday 0) or a name, e.g. fri.")
+    ] = "0",
 ) -> None:
     """Add a subscriber who is active at once (no confirmation mail), or update one."""
 
@@ -62,6 +71,8 @@ def subscriber_add_command(
                     send_hour=hour,
                     digest_size=size,
                     trending_weight=trending_weight,
+                    frequency=frequency,
+                    weekday=parse_weekday(weekday),
                 ),
                 session=session,
             )
@@ -76,7 +87,7 @@ def subscriber_add_command(
     output.print(f"subscriber {subscriber_id} <{address}> is active")
 
 
-LIST_COLUMNS = ("id", "email", "status", "topics", "timezone", "hour", "size")
+LIST_COLUMNS = ("id", "email", "status", "topics", "timezone", "hour", "size", "frequency")
 TOPICS_MIN_WIDTH = 20
 
 
@@ -102,6 +113,7 @@ def subscriber_list_command(
             s.timezone,
             str(s.send_hour),
             str(s.digest_size),
+            frequency_phrase(s.frequency, s.weekday),
         )
         for s in subscribers
     ]

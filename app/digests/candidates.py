@@ -1,15 +1,17 @@
 """The day's candidate papers, read once for composing and for the front page: papers first
 seen since a moment, the most engaged and newest first, with their text (`load_candidates`, for
-ranking) or only what the trend signal needs (`load_engagement`). Both select the same papers in
-the same order."""
+ranking) or only what the trend signal needs (`load_engagement`, optionally only the papers whose
+title or abstract contains every one of some words: the front page's search). Both select the
+same papers in the same order."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import ColumnElement, Select, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.models import Paper
@@ -40,6 +42,23 @@ def _most_engaged_since(query: Query, since: datetime, limit: int) -> Query:
     )
 
 
+def like_escaped(text: str) -> str:
+    """`text` for a LIKE pattern with backslash escapes: its own `%` and `_` match themselves."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _containing(words: Sequence[str]) -> list[ColumnElement[bool]]:
+    """Conditions: the title or the abstract contains each of `words` (lower-case), anywhere."""
+    title, abstract = func.lower(Paper.title), func.lower(Paper.abstract)
+    conditions = []
+    for word in words:
+        pattern = f"%{like_escaped(word)}%"
+        conditions.append(
+            or_(title.like(pattern, escape="\\"), abstract.like(pattern, escape="\\"))
+        )
+    return conditions
+
+
 @dataclass(frozen=True, slots=True)
 class Engagement:
     paper_id: int
@@ -49,14 +68,15 @@ class Engagement:
 
 
 async def load_engagement(
-    *, session: AsyncSession, since: datetime, limit: int
+    *, session: AsyncSession, since: datetime, limit: int, containing: Sequence[str] = ()
 ) -> list[Engagement]:
-    """What trend needs of the same papers `load_candidates` picks, without their text."""
+    """What trend needs of the same papers `load_candidates` picks, without their text; with
+    `containing` (lower-case words), only papers whose title or abstract holds every one."""
     rows = await session.execute(
         _most_engaged_since(
             select(
                 Paper.id, Paper.upvotes, Paper.comments, Paper.published_at, Paper.first_seen_at
-            ),
+            ).where(*_containing(containing)),
             since,
             limit,
         )

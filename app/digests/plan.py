@@ -1,7 +1,9 @@
-"""Planning each subscriber's day: find who is due (their local date and send hour, in their own
-IANA timezone) and pick their papers with `app.ranking` over the papers first seen since their
-previous digest, minus those they already received. Nothing is written here: `Composition` turns
-the picks into the rows `app.digests.freeze` stores, or into readable plans for dry runs."""
+"""Planning each subscriber's digest: find who is due (their local date and send hour, in their own
+IANA timezone; a weekly reader on their weekday only) and pick their papers with `app.ranking`
+over the papers first seen since their previous digest (within the compose window, or the week
+for a weekly reader, who also gets a larger digest), minus those they already received. Nothing
+is written here: `Composition` turns the picks into the rows `app.digests.freeze` stores, or
+into readable plans for dry runs."""
 
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ from app.ranking.selection import select as select_papers
 from app.ranking.semantic import embedding_model, semantic_relevance
 from app.ranking.trend import trend_scores
 from app.subscribers.localtime import as_utc, local_date, local_digest_date
+from app.subscribers.rules import candidate_window, digest_size_for, is_digest_day
 
 # Papers committed by an ingest that started before the previous compose but finished after it
 # carry a first_seen_at slightly older than that compose: look back this far, and rely on the
@@ -77,6 +80,7 @@ class DueSubscribers:
     ids: list[int] = field(default_factory=list)
     emails: list[str] = field(default_factory=list)
     dates: list[date] = field(default_factory=list)
+    windows: list[timedelta] = field(default_factory=list)  # how far back each one's digest looks
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -95,11 +99,14 @@ async def plan_digests(
     on_date: date | None = None,
     whatever_the_hour: bool = False,
     only_subscriber: int | None = None,
+    any_weekday: bool = False,
 ) -> ComposeReport:
     """Decide every due subscriber's digest without writing anything, by the compose window,
     candidate limit and relevance threshold of `settings`. With `on_date`, every active
     subscriber without a digest for that date is due, whatever the hour; with
-    `whatever_the_hour`, every one without a digest for their own local date today."""
+    `whatever_the_hour`, every one without a digest for their own local date today. A weekly
+    reader is due only on their weekday, unless `any_weekday`: a preview of what their next
+    digest would hold if it were composed now."""
     window = timedelta(days=settings.compose_window_days)
     max_candidates = settings.compose_max_candidates
     threshold = settings.relevance_threshold
@@ -120,6 +127,8 @@ async def plan_digests(
             Subscriber.send_hour,
             Subscriber.digest_size,
             Subscriber.trending_weight,
+            Subscriber.frequency,
+            Subscriber.weekday,
         )
         .where(Subscriber.status == SubscriberStatus.ACTIVE)
         .order_by(Subscriber.id)
@@ -133,13 +142,16 @@ async def plan_digests(
     connection = await session.connection()
     result = await connection.stream(query.execution_options(yield_per=SUBSCRIBER_BATCH))
     async for batch in result.partitions():
-        for subscriber_id, email, topics, timezone, send_hour, size, weight in batch:
+        for row in batch:
+            subscriber_id, email, topics, timezone, send_hour, size, weight, frequency, day = row
             digest_date = (
                 on_date
                 or (local_date(now, timezone) if whatever_the_hour else None)
                 or local_digest_date(now, timezone, send_hour)
             )
-            if digest_date is None:
+            if digest_date is None or not (
+                any_weekday or is_digest_day(frequency, day, digest_date)
+            ):
                 continue
             if (subscriber_id, digest_date) in composed:
                 report.already_composed += 1
@@ -147,16 +159,19 @@ async def plan_digests(
             due.ids.append(subscriber_id)
             due.emails.append(email)
             due.dates.append(digest_date)
+            due.windows.append(candidate_window(frequency, window))
             rows = [topic_row.setdefault(t, len(topic_row)) for t in dict.fromkeys(topics or ())]
-            readers.append(Reader(rows, size, weight))
+            readers.append(Reader(rows, digest_size_for(frequency, size), weight))
     report.due = len(due)
     if not due:
         return report
 
-    window_start = now - window
+    # One candidate set for everyone, as far back as the longest window reaches; each reader's
+    # own window and previous digest then set their cutoff.
+    window_start = now - max(due.windows)
     candidates = await load_candidates(session=session, since=window_start, limit=max_candidates)
     report.candidates = len(candidates)
-    await _set_history(readers, due.ids, candidates, session=session, window_start=window_start)
+    await _set_history(readers, due, candidates, session=session, now=now)
     topics = list(topic_row)
     index, relevance = await score_topics(topics, candidates, session=session, settings=settings)
     picks = select_papers(
@@ -204,15 +219,16 @@ async def score_topics(
 
 async def _set_history(
     readers: list[Reader],
-    subscriber_ids: list[int],
+    due: DueSubscribers,
     candidates: list[Candidate],
     *,
     session: AsyncSession,
-    window_start: datetime,
+    now: datetime,
 ) -> None:
-    """Each reader's cutoff (papers first seen since their previous digest, within the window)
+    """Each reader's cutoff (papers first seen since their previous digest, within their window)
     and the candidates they already received."""
-    # Only a previous digest newer than this moves a cutoff past the window's start.
+    window_start = now - max(due.windows)
+    # Only a previous digest newer than this moves a cutoff past the longest window's start.
     recent = window_start + FIRST_SEEN_SLACK
     previous = dict(
         (
@@ -230,9 +246,9 @@ async def _set_history(
     already_sent = await _already_sent(
         session=session, paper_ids=list(column_of), since=window_start
     )
-    window_seconds = window_start.timestamp()
-    for reader, subscriber_id in zip(readers, subscriber_ids, strict=True):
+    for reader, subscriber_id, window in zip(readers, due.ids, due.windows, strict=True):
         last = previous.get(subscriber_id)
+        window_seconds = (now - window).timestamp()
         reader.seen_after = (
             max(window_seconds, (as_utc(last) - FIRST_SEEN_SLACK).timestamp())
             if last

@@ -1,7 +1,8 @@
 """What a digest shows, loaded from the database: each paper's card (title, links, shortened
-authors, a summary cut at a sentence), the digest's items with why each was chosen, and the
-subscriber the links are for; for stored digests, for planned ones, and for previews (the frozen
-digest when it exists, else what compose would pick now). Rendering lives in `app.mail.message`."""
+authors, a summary cut at a sentence), the digest's items with why each was chosen, grouped
+under the reader's topics, and the subscriber the links are for; for stored digests, for planned
+ones, and for previews (the frozen digest when it exists, else what compose would pick now).
+Rendering lives in `app.mail.message`."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from functools import lru_cache
 from typing import Protocol
-from urllib.parse import quote_plus
+from urllib.parse import quote, quote_plus, urlsplit
 
 import orjson
 from sqlalchemy import Text, cast, select
@@ -21,11 +22,16 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
 from app.db import among
-from app.models import Digest, DigestItem, Paper, Subscriber, SubscriberStatus
+from app.ingest.sources import HF_DAILY
+from app.models import Digest, DigestFrequency, DigestItem, Paper, Subscriber, SubscriberStatus
 from app.subscribers.localtime import zone
 from app.subscribers.rules import find_by_email
 
 ARXIV_TITLE_SEARCH = "https://arxiv.org/search/?searchtype=title&query="
+ARXIV_ABSTRACT = "https://arxiv.org/abs/{}"
+ARXIV_PDF = "https://arxiv.org/pdf/{}"
+HF_PAPER_PAGE = "https://huggingface.co/papers/{}"
+UNSAFE_IN_URL = re.compile(r"[\x00-\x20\x7f]")
 SUMMARY_CHARS = 320
 MAX_AUTHORS = 3
 TEXT_WIDTH = 72
@@ -43,6 +49,25 @@ class PaperView:
     matched_terms: list[str]
 
 
+@dataclass(frozen=True, slots=True)
+class TopicGroup:
+    """A digest's papers chosen for one of the reader's topics (`topic` None: for trending
+    alone), in rank order."""
+
+    topic: str | None
+    papers: list[PaperView]
+
+
+def group_by_topic(papers: Sequence[PaperView]) -> list[TopicGroup]:
+    """`papers` (in rank order) under their topics, the group holding the best paper first.
+    Selection gives each paper once, under the topic it matched best, so a paper that matches
+    two topics appears in one group only."""
+    groups: dict[str | None, list[PaperView]] = {}
+    for paper in papers:
+        groups.setdefault(paper.matched_topic, []).append(paper)
+    return [TopicGroup(topic, grouped) for topic, grouped in groups.items()]
+
+
 @dataclass(slots=True)
 class DigestView:
     digest_id: int | None
@@ -54,6 +79,12 @@ class DigestView:
     token_version: int
     topics: list[str]
     papers: list[PaperView] = field(default_factory=list)
+    frequency: DigestFrequency = DigestFrequency.DAILY
+
+    @property
+    def groups(self) -> list[TopicGroup]:
+        """The papers under a heading per topic, as the mail and the web view show them."""
+        return group_by_topic(self.papers)
 
 
 def shorten_authors(authors: Sequence[str] | None) -> str:
@@ -90,7 +121,9 @@ def summarise(ai_summary: str | None, abstract: str, limit: int = SUMMARY_CHARS)
 
 @dataclass(frozen=True, slots=True)
 class PaperCard:
-    """What a digest shows of a paper whoever reads it; worked out once per paper and send run."""
+    """What a digest shows of a paper whoever reads it; worked out once per paper and send run.
+    Every URL is http(s) or None: a paper's fields come from outside, and a `javascript:` link
+    must never reach a page or a mail."""
 
     title: str
     url: str | None
@@ -102,6 +135,16 @@ class PaperCard:
     wrapped_summary: str
     upvotes: int | None
     comments: int | None
+    hf_url: str | None = None  # the Hugging Face paper page, for papers that came from there
+    published: str | None = None  # "3 Dec 2026"
+
+
+def web_link(url: str | None) -> str | None:
+    """`url` when it is an absolute http(s) URL without spaces or control characters, else None."""
+    if not url or UNSAFE_IN_URL.search(url):
+        return None
+    parts = urlsplit(url)
+    return url if parts.scheme.lower() in ("http", "https") and parts.netloc else None
 
 
 class PaperFacts(Protocol):
@@ -127,6 +170,10 @@ class PaperFacts(Protocol):
     def upvotes(self) -> int | None: ...
     @property
     def comments(self) -> int | None: ...
+    @property
+    def source(self) -> str: ...
+    @property
+    def published_at(self) -> datetime | None: ...
 
 
 class SubscriberFacts(Protocol):
@@ -145,6 +192,8 @@ class SubscriberFacts(Protocol):
     def token_version(self) -> int: ...
     @property
     def topics(self) -> list[str]: ...
+    @property
+    def frequency(self) -> DigestFrequency: ...
 
 
 # Columns rather than ORM objects: a send run loads hundreds of thousands of these.
@@ -160,6 +209,8 @@ CARD_COLUMNS = (
     Paper.abstract,
     Paper.upvotes,
     Paper.comments,
+    Paper.source,
+    Paper.published_at,
 )
 SUBSCRIBER_COLUMNS = (
     Subscriber.id,
@@ -168,24 +219,32 @@ SUBSCRIBER_COLUMNS = (
     Subscriber.public_id,
     Subscriber.token_version,
     Subscriber.topics,
+    Subscriber.frequency,
 )
 
 
 def paper_card(paper: PaperFacts) -> PaperCard:
-    abstract_url = f"https://arxiv.org/abs/{paper.arxiv_id}" if paper.arxiv_id else None
+    arxiv_id = quote(paper.arxiv_id, safe="/.") if paper.arxiv_id else None
+    abstract_url = ARXIV_ABSTRACT.format(arxiv_id) if arxiv_id else None
     summary, wrapped = summary_of(paper.ai_summary, paper.abstract)
+    published = paper.published_at
+    hf_page = HF_PAPER_PAGE.format(arxiv_id) if arxiv_id else None
+    # From Hugging Face: its source, or, for a paper another source saw first, its page as link.
+    from_hf = paper.source == HF_DAILY or (hf_page is not None and paper.url == hf_page)
     return PaperCard(
         title=paper.title,
         # Papers from the papers page carry no link: an arXiv title search still finds them.
-        url=paper.url or abstract_url or f"{ARXIV_TITLE_SEARCH}{quote_plus(paper.title)}",
+        url=web_link(paper.url) or abstract_url or f"{ARXIV_TITLE_SEARCH}{quote_plus(paper.title)}",
         abstract_url=abstract_url,
-        pdf_url=paper.pdf_url,
-        code_url=paper.github_repo,
+        pdf_url=web_link(paper.pdf_url) or (ARXIV_PDF.format(arxiv_id) if arxiv_id else None),
+        code_url=web_link(paper.github_repo),
         authors=shorten_authors(paper.authors),
         summary=summary,
         wrapped_summary=wrapped,
         upvotes=paper.upvotes,
         comments=paper.comments,
+        hf_url=hf_page if from_hf else None,
+        published=f"{published.day} {published:%b %Y}" if published else None,
     )
 
 
@@ -205,6 +264,7 @@ def _digest_view(
         token_version=subscriber.token_version,
         topics=contributing_topics(subscriber.topics or [], papers),
         papers=papers,
+        frequency=subscriber.frequency,
     )
 
 
@@ -357,6 +417,7 @@ async def subscriber_preview(
         settings=settings,
         on_date=digest_date,
         only_subscriber=subscriber.id,
+        any_weekday=True,  # a weekly reader's preview: their next digest, as of now
     )
     plans = report.plans
     if not plans or not plans[0].items:

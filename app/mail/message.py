@@ -89,6 +89,7 @@ class Links:
     unsubscribe: str
     view_in_browser: str
     unsubscribe_mailto: str
+    archive: str  # the reader's past digests
 
 
 class Mailer:
@@ -115,13 +116,15 @@ class Mailer:
             return make_token(secret, purpose, view.public_id, view.token_version)
 
         unsubscribe = token(Purpose.UNSUBSCRIBE)
+        digests = f"{base}/digests/{token(Purpose.DIGEST)}"
         mailto = self.settings.unsubscribe_mailto or self.sender_address
         return Links(
             preferences=f"{base}/preferences/{token(Purpose.PREFERENCES)}",
             unsubscribe=f"{base}/unsubscribe/{unsubscribe}",
-            view_in_browser=f"{base}/digests/{token(Purpose.DIGEST)}/{view.digest_date.isoformat()}",
+            view_in_browser=f"{digests}/{view.digest_date.isoformat()}",
             # A token is URL-safe already (base64url and dots): only the space needs quoting.
             unsubscribe_mailto=f"mailto:{mailto}?subject=unsubscribe%20{unsubscribe}",
+            archive=digests,
         )
 
     def render(self, view: DigestView, *, for_browser: bool = False) -> RenderedDigest:

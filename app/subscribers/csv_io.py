@@ -1,7 +1,8 @@
 """Subscribers as CSV, for operators moving lists in and out: the export format, and an import
 that upserts by address, rejects each bad row with its line and reason, and can run as a dry run
 (the caller rolls back). Columns: email, status, topics (separated by ";"), timezone, send_hour,
-digest_size, trending_weight."""
+digest_size, trending_weight, frequency (daily or weekly), weekday (0–6, Monday 0, or a day's
+name). An empty or missing cell takes the default (daily, Monday), as in every column."""
 
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ from app.models import (
     DIGEST_SIZE,
     SEND_HOUR,
     TRENDING_WEIGHT,
+    WEEKDAY,
+    DigestFrequency,
     Subscriber,
     SubscriberStatus,
     utcnow,
@@ -28,12 +31,24 @@ from app.subscribers.rules import (
     SubscriberError,
     claim_address,
     normalise_email,
+    parse_frequency,
+    parse_weekday,
     set_status,
     update_preferences,
     validate_preferences,
 )
 
-COLUMNS = ["email", "status", "topics", "timezone", "send_hour", "digest_size", "trending_weight"]
+COLUMNS = [
+    "email",
+    "status",
+    "topics",
+    "timezone",
+    "send_hour",
+    "digest_size",
+    "trending_weight",
+    "frequency",
+    "weekday",
+]
 MAX_ROWS = 100_000
 
 
@@ -53,6 +68,8 @@ def _preferences(row: dict[str, str]) -> Preferences:
             send_hour=int(row.get("send_hour") or SEND_HOUR.default),
             digest_size=int(row.get("digest_size") or DIGEST_SIZE.default),
             trending_weight=float(row.get("trending_weight") or TRENDING_WEIGHT.default),
+            frequency=parse_frequency(row.get("frequency") or DigestFrequency.DAILY),
+            weekday=parse_weekday(row.get("weekday") or WEEKDAY.default),
         )
     except ValueError as error:
         raise SubscriberError(f"not a number: {error}") from error
@@ -155,6 +172,8 @@ async def export_subscribers(*, session: AsyncSession, chunk: int = 1000) -> Asy
                     s.send_hour,
                     s.digest_size,
                     s.trending_weight,
+                    s.frequency.value,
+                    s.weekday,
                 ]
             )
         last_id = rows[-1].id

@@ -11,7 +11,7 @@ from datetime import datetime
 from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.models import Digest, Subscriber, SubscriberStatus
+from app.models import Digest, DigestFrequency, Subscriber, SubscriberStatus
 from app.subscribers.rules import (
     Preferences,
     SubscriberError,
@@ -37,6 +37,8 @@ class SubscriberChanges:
     send_hour: int | None = None
     digest_size: int | None = None
     trending_weight: float | None = None
+    frequency: DigestFrequency | None = None
+    weekday: int | None = None
     status: SubscriberStatus | None = None
     revoke_links: bool = False
 
@@ -112,6 +114,8 @@ def change_subscriber(subscriber: Subscriber, changes: SubscriberChanges, *, now
             changes.trending_weight
             if changes.trending_weight is not None
             else subscriber.trending_weight,
+            changes.frequency or subscriber.frequency,
+            changes.weekday if changes.weekday is not None else subscriber.weekday,
         ),
     )
     if changes.status is not None:

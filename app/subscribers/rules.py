@@ -1,17 +1,18 @@
-"""Subscriber records and their transitions: validating what a subscriber asks for (address,
-topics, timezone, hour, size, weight); signup with double opt-in (one signup mail per address per
-window, the same outcome whatever the address's state, so nothing can be learnt from it);
-confirmation with recorded consent; preferences, pause and resume; unsubscribe and resubscribe;
-resolving a link token to its subscriber (a bumped token version revokes old links). Every path
-that may create a subscriber claims the address first (`claim_address`), so that requests for one
-address at the same moment run one after another instead of racing for the unique index. Functions
-take a session and never commit."""
+"""Subscriber records and their transitions: validating what a subscriber asks for (address, topics,
+timezone, hour, size, weight, daily or weekly on a weekday) and what a frequency means for
+composing (which local days get a digest, how far back it looks, how many papers); signup with
+double opt-in (one signup mail per address per window, the same outcome whatever the address's
+state, so nothing can be learnt from it); confirmation with recorded consent; preferences, pause
+and resume; unsubscribe and resubscribe; resolving a link token to its subscriber (a bumped token
+version revokes old links). Every path that may create a subscriber claims the address first
+(`claim_address`), so that requests for one address at the same moment run one after another
+instead of racing for the unique index. Functions take a session and never commit."""
 
 from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
@@ -25,6 +26,8 @@ from app.models import (
     DIGEST_SIZE,
     SEND_HOUR,
     TRENDING_WEIGHT,
+    WEEKDAY,
+    DigestFrequency,
     Subscriber,
     SubscriberStatus,
     utcnow,
@@ -34,6 +37,11 @@ from app.subscribers.tokens import Purpose, TokenError, read_token
 
 MAX_TOPICS = 20
 MAX_TOPIC_CHARS = 100
+WEEKDAY_NAMES = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+# A weekly digest covers the week since the previous one, so it carries more papers than a day's:
+# twice the reader's size, but never more than the largest daily digest.
+WEEKLY_SIZE_FACTOR = 2
+WEEKLY_WINDOW = timedelta(days=7)
 
 
 class SubscriberError(ValueError):
@@ -47,6 +55,33 @@ class Preferences:
     send_hour: int = SEND_HOUR.default
     digest_size: int = DIGEST_SIZE.default
     trending_weight: float = TRENDING_WEIGHT.default
+    frequency: DigestFrequency = DigestFrequency.DAILY
+    weekday: int = WEEKDAY.default
+
+
+def is_digest_day(frequency: DigestFrequency, weekday: int, local_date: date) -> bool:
+    """Whether a reader gets a digest on this local date: every day, or their weekday only."""
+    return frequency is DigestFrequency.DAILY or local_date.weekday() == weekday
+
+
+def digest_size_for(frequency: DigestFrequency, digest_size: int) -> int:
+    """How many papers a reader's digest may carry."""
+    if frequency is DigestFrequency.WEEKLY:
+        return min(digest_size * WEEKLY_SIZE_FACTOR, DIGEST_SIZE.most)
+    return digest_size
+
+
+def candidate_window(frequency: DigestFrequency, compose_window: timedelta) -> timedelta:
+    """How far back a reader's digest looks for papers first seen since their previous one: the
+    configured compose window for a daily reader, the week for a weekly one."""
+    return WEEKLY_WINDOW if frequency is DigestFrequency.WEEKLY else compose_window
+
+
+def frequency_phrase(frequency: DigestFrequency, weekday: int) -> str:
+    """How often a reader gets a digest, in words: "daily", "weekly, on Mondays"."""
+    if frequency is DigestFrequency.WEEKLY:
+        return f"weekly, on {WEEKDAY_NAMES[weekday]}s"
+    return "daily"
 
 
 @lru_cache(maxsize=1)
@@ -81,12 +116,36 @@ def validate_preferences(preferences: Preferences) -> Preferences:
     ):
         if value not in bounds:
             raise SubscriberError(f"{name} must be between {bounds.least:g} and {bounds.most:g}")
+    if not isinstance(preferences.weekday, int) or preferences.weekday not in WEEKDAY:
+        raise SubscriberError(f"weekday must be between {WEEKDAY.least} and {WEEKDAY.most}")
     return Preferences(
         topics=topics,
         timezone=preferences.timezone,
         send_hour=preferences.send_hour,
         digest_size=preferences.digest_size,
         trending_weight=preferences.trending_weight,
+        frequency=parse_frequency(preferences.frequency),
+        weekday=preferences.weekday,
+    )
+
+
+def parse_frequency(value: str) -> DigestFrequency:
+    """A frequency as a form, a CSV cell or the CLI gives it ("daily", "Weekly ")."""
+    try:
+        return DigestFrequency(str(value).strip().lower())
+    except ValueError as error:
+        choices = " or ".join(f.value for f in DigestFrequency)
+        raise SubscriberError(f"frequency must be {choices}") from error
+
+
+def parse_weekday(value: str | int) -> int:
+    """A weekday as 0–6 (Monday 0) or its English name or abbreviation ("Tue", "sunday")."""
+    text = str(value).strip().lower()
+    for number, name in enumerate(WEEKDAY_NAMES):
+        if text == str(number) or (len(text) >= 3 and name.lower().startswith(text)):
+            return number
+    raise SubscriberError(
+        f"weekday must be between {WEEKDAY.least} and {WEEKDAY.most} (Monday 0) or a day's name"
     )
 
 
@@ -230,6 +289,8 @@ def _apply(subscriber: Subscriber, preferences: Preferences) -> None:
     subscriber.send_hour = preferences.send_hour
     subscriber.digest_size = preferences.digest_size
     subscriber.trending_weight = preferences.trending_weight
+    subscriber.frequency = preferences.frequency
+    subscriber.weekday = preferences.weekday
 
 
 async def subscriber_for_token(

@@ -1,5 +1,6 @@
 """Signed link tokens: the only thing a subscriber's links carry. A token names one purpose
-(confirm, preferences, unsubscribe, digest), the subscriber's public id and their token version,
+(confirm, preferences, unsubscribe, digest: a digest and the archive of them, feed: the private
+Atom feed), the subscriber's public id and their token version,
 signed with the secret key (itsdangerous, one salt per purpose so a token for one purpose never
 opens another). Bumping a subscriber's token version revokes every token issued before. A token
 opens its subscriber's page for as long as its link lives, so it is kept out of logs and caches:
@@ -23,6 +24,7 @@ class Purpose(enum.StrEnum):
     PREFERENCES = "preferences"
     UNSUBSCRIBE = "unsubscribe"
     DIGEST = "digest"
+    FEED = "feed"
 
 
 # Confirmation links expire; links in digests must keep working for as long as the mail is kept.
@@ -31,6 +33,7 @@ MAX_AGE_SECONDS: dict[Purpose, int | None] = {
     Purpose.PREFERENCES: None,
     Purpose.UNSUBSCRIBE: None,
     Purpose.DIGEST: None,
+    Purpose.FEED: None,
 }
 
 

@@ -113,7 +113,13 @@ async def get_subscriber(session: Session, subscriber_id: Id) -> SubscriberOut:
 @router.post("/subscribers", response_model=SubscriberOut, status_code=201)
 async def create_subscriber(session: Session, body: SubscriberCreate) -> SubscriberOut:
     preferences = Preferences(
-        body.topics, body.timezone, body.send_hour, body.digest_size, body.trending_weight
+        body.topics,
+        body.timezone,
+        body.send_hour,
+        body.digest_size,
+        body.trending_weight,
+        body.frequency,
+        body.weekday,
     )
     try:
         subscriber = await operator_actions.create_subscriber(

@@ -10,17 +10,26 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Form, Query, Request
-from fastapi.responses import HTMLResponse, PlainTextResponse, Response
+from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from sqlalchemy import text
 
-from app.digests.front_page import trending_papers
+from app.digests.front_page import MAX_SEARCH_CHARS, SearchError, search_words, trending_papers
 from app.mail.replies import Verdict
-from app.models import DEFAULT_TIMEZONE, DIGEST_SIZE, SEND_HOUR, TRENDING_WEIGHT, SubscriberStatus
+from app.models import (
+    DEFAULT_TIMEZONE,
+    DIGEST_SIZE,
+    SEND_HOUR,
+    TRENDING_WEIGHT,
+    WEEKDAY,
+    DigestFrequency,
+    SubscriberStatus,
+)
 from app.subscribers.rules import (
     SignupMail,
     SignupOutcome,
     SubscriberError,
     confirm,
+    frequency_phrase,
     normalise_email,
     request_links,
     request_signup,
@@ -31,9 +40,11 @@ from app.web.deps import ClientIp, Session, State, WebState, after_commit
 from app.web.rendering import (
     TIMEZONES,
     DigestSizeField,
+    FrequencyField,
     SendHourField,
     TimezoneField,
     TopicsField,
+    WeekdayField,
     check_inbox,
     confirmed_page,
     form_preferences,
@@ -55,13 +66,14 @@ async def send_signup_mail(state: WebState, outcome: SignupOutcome) -> None:
     if subscriber is None or outcome.mail is SignupMail.NONE:
         return
     if outcome.mail is SignupMail.CONFIRM:
+        how_often = frequency_phrase(subscriber.frequency, subscriber.weekday)
         mail = state.mailer.notice(
             subscriber.email,
             subject="Confirm your Paperboy subscription",
-            heading="One click to start your daily papers",
+            heading="One click to start your digest",
             lines=[
-                "Someone (we hope you) asked Paperboy to send this address a daily digest of "
-                "trending research papers on: "
+                "Someone (we hope you) asked Paperboy to send this address a digest of "
+                f"trending research papers ({how_often}) on: "
                 + (", ".join(subscriber.topics) or "trending papers")
                 + ".",
                 "Confirm to start; the link is valid for three days.",
@@ -104,21 +116,40 @@ def requested_page(text: str) -> int:
     return max(1, min(number, MAX_PAGE))
 
 
+# Long enough for any search the page accepts, so that longer text gets the page's own answer.
+SearchText = Annotated[str, Query(max_length=4 * MAX_SEARCH_CHARS)]
+
+
 @router.get("/", response_class=HTMLResponse)
 async def front_page(
     request: Request,
     state: State,
     session: Session,
     page_number: Annotated[str, Query(alias="page")] = "1",
+    q: SearchText = "",
+    topic: SearchText = "",
 ) -> HTMLResponse:
+    """Trending papers, 20 a page; `q` searches their titles and abstracts, `topic` (a chip)
+    narrows them to a topic's words. Unsearchable text gets the page with the reason (400)."""
+    context = {
+        "timezones": TIMEZONES,
+        "q": q.strip(),
+        "topic": topic.strip(),
+        "topics": await state.suggestions(session),
+    }
+    try:
+        words = search_words(q) + search_words(topic, what="topic")
+    except SearchError as error:
+        return page(request, "index.html", context | {"search_error": str(error)}, 400)
     trending = await trending_papers(
         session=session,
         now=datetime.now(UTC),
         window=timedelta(days=state.settings.compose_window_days),
         page=requested_page(page_number),
         per_page=PER_PAGE,
+        containing=list(dict.fromkeys(words)),
     )
-    return page(request, "index.html", {"trending": trending, "timezones": TIMEZONES})
+    return page(request, "index.html", context | {"trending": trending})
 
 
 @router.get("/subscribe", response_class=HTMLResponse)
@@ -135,8 +166,10 @@ async def subscribe_form(
             "values": {
                 "topics": "\n".join(topic or []),
                 "timezone": "",
-                "send_hour": 7,
-                "digest_size": 10,
+                "send_hour": SEND_HOUR.default,
+                "digest_size": DIGEST_SIZE.default,
+                "frequency": DigestFrequency.DAILY.value,
+                "weekday": WEEKDAY.default,
             },
             "suggestions": await state.suggestions(session),
             "timezones": TIMEZONES,
@@ -155,6 +188,8 @@ async def subscribe(
     timezone: TimezoneField = DEFAULT_TIMEZONE,
     send_hour: SendHourField = SEND_HOUR.default,
     digest_size: DigestSizeField = DIGEST_SIZE.default,
+    frequency: FrequencyField = DigestFrequency.DAILY,
+    weekday: WeekdayField = WEEKDAY.default,
     website: Annotated[str, Form(max_length=200)] = "",
 ) -> HTMLResponse:
     if state.mail_backlog_full():
@@ -164,7 +199,7 @@ async def subscribe(
     if website:  # only robots fill the hidden field: answer as usual, do nothing
         return check_inbox(request, email)
     preferences = form_preferences(
-        topics, timezone, send_hour, digest_size, TRENDING_WEIGHT.default
+        topics, timezone, send_hour, digest_size, TRENDING_WEIGHT.default, frequency, weekday
     )
     try:
         outcome = await request_signup(
@@ -181,6 +216,8 @@ async def subscribe(
             "timezone": timezone,
             "send_hour": send_hour,
             "digest_size": digest_size,
+            "frequency": frequency.value,
+            "weekday": weekday,
         }
         return page(
             request,
@@ -238,6 +275,12 @@ async def confirm_page(
         return link_problem(request, TokenError("This confirmation link is no longer valid."))
     confirm(subscriber, now=datetime.now(UTC), client_ip=client_ip)
     return await confirmed_page(request, state, session, subscriber)
+
+
+@router.get("/favicon.ico")
+async def favicon() -> RedirectResponse:
+    """Browsers ask for it on pages that name no icon (the digest in the browser, a feed)."""
+    return RedirectResponse("/static/favicon.svg", status_code=301)
 
 
 @router.get("/healthz", response_class=PlainTextResponse)

@@ -15,9 +15,19 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.digests.topic_coverage import topic_coverage
 from app.mail.message import TEMPLATES_DIR
-from app.models import DEFAULT_TIMEZONE, DIGEST_SIZE, SEND_HOUR, TRENDING_WEIGHT, Subscriber
+from app.models import (
+    DEFAULT_TIMEZONE,
+    DIGEST_SIZE,
+    SEND_HOUR,
+    TRENDING_WEIGHT,
+    WEEKDAY,
+    DigestFrequency,
+    Subscriber,
+)
 from app.subscribers.rules import (
+    WEEKDAY_NAMES,
     Preferences,
+    frequency_phrase,
     known_timezones,
     subscriber_for_token,
 )
@@ -37,11 +47,16 @@ TimezoneField = Annotated[str, Form(max_length=64)]
 SendHourField = Annotated[int, Form(ge=SEND_HOUR.least, le=SEND_HOUR.most)]
 DigestSizeField = Annotated[int, Form(ge=DIGEST_SIZE.least, le=DIGEST_SIZE.most)]
 TrendingWeightField = Annotated[float, Form(ge=TRENDING_WEIGHT.least, le=TRENDING_WEIGHT.most)]
+FrequencyField = Annotated[DigestFrequency, Form()]
+WeekdayField = Annotated[int, Form(ge=WEEKDAY.least, le=WEEKDAY.most)]
 templates.env.globals["bounds"] = {
     "send_hour": SEND_HOUR,
     "digest_size": DIGEST_SIZE,
     "trending_weight": TRENDING_WEIGHT,
+    "weekday": WEEKDAY,
 }
+templates.env.globals["weekday_names"] = WEEKDAY_NAMES
+templates.env.globals["frequency_phrase"] = frequency_phrase
 TIMEZONES = sorted(known_timezones())
 
 
@@ -102,7 +117,13 @@ async def confirmed_page(
 
 
 def form_preferences(
-    topics: str, timezone: str, send_hour: int, digest_size: int, trending_weight: float
+    topics: str,
+    timezone: str,
+    send_hour: int,
+    digest_size: int,
+    trending_weight: float,
+    frequency: DigestFrequency = DigestFrequency.DAILY,
+    weekday: int = WEEKDAY.default,
 ) -> Preferences:
     return Preferences(
         topics=[line for line in topics.replace("\r", "").split("\n") if line.strip()],
@@ -110,6 +131,8 @@ def form_preferences(
         send_hour=send_hour,
         digest_size=digest_size,
         trending_weight=trending_weight,
+        frequency=frequency,
+        weekday=weekday,
     )
 
 

@@ -14,7 +14,9 @@ from app.models import (
     DIGEST_SIZE,
     SEND_HOUR,
     TRENDING_WEIGHT,
+    WEEKDAY,
     DeliveryEventKind,
+    DigestFrequency,
     DigestStatus,
     IngestStatus,
     SubscriberStatus,
@@ -36,6 +38,8 @@ class SubscriberOut(Row):
     send_hour: int
     digest_size: int
     trending_weight: float
+    frequency: DigestFrequency
+    weekday: int
     bounce_count: int
     token_version: int
     created_at: datetime
@@ -55,6 +59,13 @@ class SubscriberCreate(BaseModel):
     trending_weight: float = Field(
         default=TRENDING_WEIGHT.default, ge=TRENDING_WEIGHT.least, le=TRENDING_WEIGHT.most
     )
+    frequency: DigestFrequency = DigestFrequency.DAILY
+    weekday: int = Field(
+        default=WEEKDAY.default,
+        ge=WEEKDAY.least,
+        le=WEEKDAY.most,
+        description="A weekly digest's day, Monday 0 to Sunday 6.",
+    )
     status: Literal["active", "pending"] = "active"
 
 
@@ -67,6 +78,13 @@ class SubscriberUpdate(BaseModel):
     digest_size: int | None = Field(default=None, ge=DIGEST_SIZE.least, le=DIGEST_SIZE.most)
     trending_weight: float | None = Field(
         default=None, ge=TRENDING_WEIGHT.least, le=TRENDING_WEIGHT.most
+    )
+    frequency: DigestFrequency | None = None
+    weekday: int | None = Field(
+        default=None,
+        ge=WEEKDAY.least,
+        le=WEEKDAY.most,
+        description="A weekly digest's day, Monday 0 to Sunday 6.",
     )
     status: SubscriberStatus | None = None
     revoke_links: bool = Field(

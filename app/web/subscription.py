@@ -1,22 +1,24 @@
 """The pages a subscriber reaches from the links in their mail: preferences (with a preview of
 today's digest), unsubscribe (a button on GET, done on POST, RFC 8058 one-click included),
-resubscribe, and the digest in the browser."""
+resubscribe, the digest in the browser and the archive of past digests."""
 
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Form, Request
+from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from app.digests.history import latest_digest, sent_digest_id
+from app.digests.history import latest_digest, reader_archive, sent_digest_id
 from app.digests.views import PreviewError, load_digest_views, subscriber_preview
 from app.models import (
     DEFAULT_TIMEZONE,
     DIGEST_SIZE,
     SEND_HOUR,
     TRENDING_WEIGHT,
+    WEEKDAY,
+    DigestFrequency,
     DigestStatus,
     Subscriber,
     SubscriberStatus,
@@ -32,10 +34,12 @@ from app.web.deps import Session, State, WebState
 from app.web.rendering import (
     TIMEZONES,
     DigestSizeField,
+    FrequencyField,
     SendHourField,
     TimezoneField,
     TopicsField,
     TrendingWeightField,
+    WeekdayField,
     confirmed_page,
     coverage_context,
     form_preferences,
@@ -46,6 +50,7 @@ from app.web.rendering import (
 from app.web.security import MAIL_PAGE_CSP
 
 router = APIRouter(include_in_schema=False)
+ARCHIVE_PER_PAGE = 20
 
 
 async def preview_for(
@@ -73,6 +78,8 @@ def preferences_context(state: WebState, subscriber: Subscriber, token: str) -> 
         "timezones": TIMEZONES,
         "unsubscribe_url": link(state, Purpose.UNSUBSCRIBE, subscriber, "unsubscribe"),
         "resubscribe_url": link(state, Purpose.UNSUBSCRIBE, subscriber, "resubscribe"),
+        "archive_url": link(state, Purpose.DIGEST, subscriber, "digests"),
+        "feed_url": link(state, Purpose.FEED, subscriber, "feeds"),
     }
 
 
@@ -113,13 +120,17 @@ async def save_preferences(
     send_hour: SendHourField = SEND_HOUR.default,
     digest_size: DigestSizeField = DIGEST_SIZE.default,
     trending_weight: TrendingWeightField = TRENDING_WEIGHT.default,
+    frequency: FrequencyField = DigestFrequency.DAILY,
+    weekday: WeekdayField = WEEKDAY.default,
     paused: Annotated[bool, Form()] = False,
 ) -> Response:
     subscriber = await linked_subscriber(state, session, Purpose.PREFERENCES, token)
     try:
         update_preferences(
             subscriber,
-            form_preferences(topics, timezone, send_hour, digest_size, trending_weight),
+            form_preferences(
+                topics, timezone, send_hour, digest_size, trending_weight, frequency, weekday
+            ),
             paused=paused,
         )
     except SubscriberError as error:
@@ -172,3 +183,30 @@ async def digest_in_browser(
     view = (await load_digest_views([digest_id], session=session))[0]
     html = state.mailer.render(view, for_browser=True).html
     return HTMLResponse(html, headers={"content-security-policy": MAIL_PAGE_CSP})
+
+
+@router.get("/digests/{token}", response_class=HTMLResponse)
+async def digest_archive(
+    request: Request,
+    token: str,
+    state: State,
+    session: Session,
+    page_number: Annotated[int, Query(alias="page", ge=1, le=10_000)] = 1,
+) -> HTMLResponse:
+    """The reader's past digests, newest first, each linking to its page: the same token as
+    "view in browser" opens it (that token already opens every one of their digests)."""
+    subscriber = await linked_subscriber(state, session, Purpose.DIGEST, token)
+    archive = await reader_archive(
+        subscriber.id, session=session, page=page_number, per_page=ARCHIVE_PER_PAGE
+    )
+    return page(
+        request,
+        "archive.html",
+        {
+            "subscriber": subscriber,
+            "token": token,
+            "archive": archive,
+            "feed_url": link(state, Purpose.FEED, subscriber, "feeds"),
+            "preferences_url": link(state, Purpose.PREFERENCES, subscriber, "preferences"),
+        },
+    )

@@ -148,5 +148,35 @@ def test_subscriber_list_never_cuts_an_address(cli_database: str) -> None:
     assert long in wide.stdout and "┃ email" in wide.stdout
     narrow = paperboy(cli_database, "subscriber", "list", columns=80)
     lines = narrow.stdout.splitlines()
-    assert lines[0].split("\t") == ["id", "email", "status", "topics", "timezone", "hour", "size"]
+    assert lines[0].split("\t")[:7] == [
+        "id",
+        "email",
+        "status",
+        "topics",
+        "timezone",
+        "hour",
+        "size",
+    ]
     assert lines[1].split("\t")[1:4] == [long, "active", "LLM serving"]
+
+
+@pytest.mark.slow
+def test_subscriber_add_takes_a_weekly_digest_and_list_shows_it(cli_database: str) -> None:
+    assert paperboy(cli_database, "migrate").returncode == 0
+    added = paperboy(
+        cli_database,
+        "subscriber",
+        "add",
+        "ada@example.org",
+        "--topic",
+        "KV cache",
+        "--frequency",
+        "weekly",
+        "--weekday",
+        "fri",
+    )
+    assert added.returncode == 0, added.stderr
+    listed = paperboy(cli_database, "subscriber", "list")
+    assert "ada@example.org" in listed.stdout and "weekly, on Fridays" in listed.stdout
+    refused = paperboy(cli_database, "subscriber", "add", "b@example.org", "--weekday", "8")
+    assert refused.returncode == 1 and "weekday" in refused.stdout + refused.stderr

@@ -96,11 +96,15 @@ async def test_the_access_log_holds_no_link_token(
             await client.get(f"/unsubscribe/{tokens[Purpose.UNSUBSCRIBE]}"),
             await client.post(f"/unsubscribe/{tokens[Purpose.UNSUBSCRIBE]}"),
             await client.get(f"/digests/{tokens[Purpose.DIGEST]}/{date.today()}"),
+            await client.get(f"/digests/{tokens[Purpose.DIGEST]}?page=2"),
+            await client.get(f"/feeds/{tokens[Purpose.FEED]}"),
         ]
-    assert [answer.status_code for answer in answers] == [200, 200, 200, 200, 404]
+    assert [answer.status_code for answer in answers] == [200, 200, 200, 200, 404, 200, 200]
     assert '"GET /preferences/[token]?saved=1 HTTP/1.1" 200' in web.log
     assert '"POST /unsubscribe/[token] HTTP/1.1" 200' in web.log
     assert f'"GET /digests/[token]/{date.today()} HTTP/1.1" 404' in web.log
+    assert '"GET /digests/[token]?page=2 HTTP/1.1" 200' in web.log
+    assert '"GET /feeds/[token] HTTP/1.1" 200' in web.log
     for purpose, token in tokens.items():
         assert token not in web.log, purpose
         assert token.rpartition(".")[2] not in web.log, purpose  # not even its signature

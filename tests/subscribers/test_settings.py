@@ -13,6 +13,7 @@ from app.models import (
     DIGEST_SIZE,
     SEND_HOUR,
     TRENDING_WEIGHT,
+    WEEKDAY,
     Bounded,
     Subscriber,
 )
@@ -23,6 +24,7 @@ SETTINGS: dict[str, Bounded[Any]] = {
     "send_hour": SEND_HOUR,
     "digest_size": DIGEST_SIZE,
     "trending_weight": TRENDING_WEIGHT,
+    "weekday": WEEKDAY,
 }
 
 

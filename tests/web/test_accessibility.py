@@ -162,10 +162,11 @@ async def test_preference_controls_show_their_value_and_line_up(
         assert await shown.inner_text() == "0.30"
         await page.locator("#trending_weight").fill("0.8")
         assert await shown.inner_text() == "0.80"  # the slider says where it stands
-        heights = {
-            field: (await page.locator(field).bounding_box() or {}).get("height")
-            for field in ("#timezone", "#send_hour", "#digest_size")
-        }
+        heights = {}
+        for field in ("#timezone", "#send_hour", "#digest_size", "#frequency", "#weekday"):
+            box = await page.locator(field).bounding_box()
+            assert box is not None, field
+            heights[field] = box["height"]
         assert len(set(heights.values())) == 1, heights  # one row, one height
         accent = await page.evaluate(
             "getComputedStyle(document.querySelector('#trending_weight')).accentColor"

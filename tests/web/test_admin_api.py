@@ -148,6 +148,18 @@ async def test_subscriber_lifecycle_filters_and_cursor_pages(
     assert updated.status_code == 200
     assert (updated.json()["send_hour"], updated.json()["status"]) == (9, "paused")
     assert updated.json()["token_version"] == 2
+    assert (updated.json()["frequency"], updated.json()["weekday"]) == ("daily", 0)
+    weekly = await api.patch(
+        f"/admin/api/subscribers/{ann['id']}", json={"frequency": "weekly", "weekday": 6}
+    )
+    assert (weekly.json()["frequency"], weekly.json()["weekday"], weekly.json()["send_hour"]) == (
+        "weekly",
+        6,
+        9,
+    )
+    for bad in ({"weekday": 7}, {"frequency": "hourly"}):
+        refused = await api.patch(f"/admin/api/subscribers/{ann['id']}", json=bad)
+        assert refused.status_code == 422 and refused.json()["errors"][0]["field"] in bad
     assert (
         await api.patch(f"/admin/api/subscribers/{ann['id']}", json={"colour": "red"})
     ).status_code == 422
@@ -180,14 +192,16 @@ async def test_csv_import_reports_bad_rows_and_dry_run_changes_nothing(
         await add_active_subscriber("old@example.org", Preferences(["old topic"]), session=session)
         await session.commit()
     rows = (
-        "email,status,topics,timezone,send_hour,digest_size,trending_weight\n"
-        "new@example.org,active,mixture of experts;FPGA,Europe/Berlin,7,10,0.3\n"
-        "OLD@example.org,paused,new topic,UTC,9,5,0.5\n"
-        "not-an-address,active,x,UTC,7,10,0.3\n"
-        "bad-hour@example.org,active,x,UTC,31,10,0.3\n"
-        "bad-zone@example.org,active,x,Mars/Base,7,10,0.3\n"
-        "bad-status@example.org,sleeping,x,UTC,7,10,0.3\n"
-        "new@example.org,active,dup,UTC,7,10,0.3\n"
+        "email,status,topics,timezone,send_hour,digest_size,trending_weight,frequency,weekday\n"
+        "new@example.org,active,mixture of experts;FPGA,Europe/Berlin,7,10,0.3,weekly,fri\n"
+        "OLD@example.org,paused,new topic,UTC,9,5,0.5,,\n"
+        "not-an-address,active,x,UTC,7,10,0.3,,\n"
+        "bad-hour@example.org,active,x,UTC,31,10,0.3,,\n"
+        "bad-zone@example.org,active,x,Mars/Base,7,10,0.3,,\n"
+        "bad-status@example.org,sleeping,x,UTC,7,10,0.3,,\n"
+        "new@example.org,active,dup,UTC,7,10,0.3,,\n"
+        "bad-day@example.org,active,x,UTC,7,10,0.3,weekly,someday\n"
+        "bad-often@example.org,active,x,UTC,7,10,0.3,hourly,0\n"
     )
     files = {"file": ("subscribers.csv", rows.encode(), "text/csv")}
     dry = await api.post("/admin/api/subscribers/import", params={"dry_run": "true"}, files=files)
@@ -195,12 +209,13 @@ async def test_csv_import_reports_bad_rows_and_dry_run_changes_nothing(
     report = dry.json()
     assert (report["dry_run"], report["rows"], report["created"], report["updated"]) == (
         True,
-        7,
+        9,
         1,
         1,
     )
     rejected = {r["line"]: r["reason"] for r in report["rejected"]}
-    assert set(rejected) == {4, 5, 6, 7, 8}
+    assert set(rejected) == {4, 5, 6, 7, 8, 9, 10}
+    assert "weekday" in rejected[9] and "frequency must be daily or weekly" in rejected[10]
     assert "invalid email address" in rejected[4]
     assert "send hour" in rejected[5]
     assert "unknown timezone" in rejected[6]
@@ -227,6 +242,7 @@ async def test_csv_import_reports_bad_rows_and_dry_run_changes_nothing(
     table = list(csv.DictReader(io.StringIO(exported.text)))
     assert [r["email"] for r in table] == ["old@example.org", "new@example.org"]
     assert table[1]["topics"] == "mixture of experts;FPGA"
+    assert [(r["frequency"], r["weekday"]) for r in table] == [("daily", "0"), ("weekly", "4")]
 
 
 async def test_papers_and_ingest_by_upload_and_url(

@@ -1,23 +1,29 @@
 """The newcomer's journey in a real headless Chromium (Debian's, driven by Playwright): open the
 front page, subscribe through the form (the page's script fills the time zone and a topic chip),
 read the confirmation mail from the SMTP server, confirm, change preferences, and unsubscribe
-through the page. With PAPERBOY_SCREENSHOTS=DIR it also saves the pages as PNGs there."""
+through the page. And a weekly reader's: search the front page and pick a topic chip, open their
+archive and their weekly digest from it, and fetch their Atom feed from the link the page shows,
+read by feedparser. With PAPERBOY_SCREENSHOTS=DIR it also saves the pages as PNGs there."""
 
 from __future__ import annotations
 
 import os
 import shutil
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 
+import feedparser
 import pytest
 from playwright.async_api import Browser, Page, async_playwright
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.config import Settings
-from app.jobs import ingest_job
-from app.models import Subscriber, SubscriberStatus
+from app.jobs import compose_job, ingest_job
+from app.models import DigestFrequency, Subscriber, SubscriberStatus
+from app.subscribers.rules import Preferences, add_active_subscriber
+from app.subscribers.tokens import Purpose, make_token
 from tests.support.web_app import link_in, serve_app
 
 Sessions = async_sessionmaker[AsyncSession]
@@ -120,4 +126,75 @@ async def test_subscribe_confirm_change_preferences_and_unsubscribe(
             SubscriberStatus.UNSUBSCRIBED
         )
         assert errors == []  # no script errors, no CSP violations
+        await context.close()
+
+
+async def test_search_then_a_weekly_readers_archive_digest_and_feed(
+    browser: Browser,
+    engine: AsyncEngine,
+    session_factory: Sessions,
+    settings: Settings,
+    sample_page: Path,
+) -> None:
+    await ingest_job(str(sample_page), session_factory=session_factory, settings=settings)
+    now = datetime.now(UTC)
+    async with session_factory() as session:
+        reader = await add_active_subscriber(
+            "weekly@example.org",
+            Preferences(
+                ["mixture of experts", "FPGA accelerators"],
+                send_hour=0,
+                digest_size=5,
+                frequency=DigestFrequency.WEEKLY,
+                weekday=now.date().weekday(),
+            ),
+            session=session,
+        )
+        await session.commit()
+    report = await compose_job(session_factory=session_factory, settings=settings, now=now)
+    assert report.queued == 1 and report.items == 10  # twice the reader's size
+    with serve_app(settings) as web:
+        context = await browser.new_context(viewport={"width": 900, "height": 1000})
+        page = await context.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("response", lambda r: errors.append(r.url) if r.status >= 400 else None)
+
+        await page.goto(web.base_url + "/")
+        await page.fill("#q", "language models")
+        await page.get_by_role("button", name="Search").click()
+        await page.wait_for_url("**/?q=language+models")
+        await page.get_by_role("heading", name="matching “language models”").wait_for()
+        assert 0 < await page.locator("li.paper").count() <= 20
+        topic = page.locator("nav.topics a.chip").first
+        topic_name = await topic.inner_text()
+        await topic.click()
+        await page.locator("nav.topics a.chip[aria-current=true]").wait_for()
+        assert "q=language+models" in page.url and "topic=" in page.url
+        assert await page.locator("input#q").input_value() == "language models"
+        assert topic_name in await page.locator("h2").first.inner_text()
+        await snapshot(page, "web-search.png")
+
+        token = make_token(web.settings.secret_key, Purpose.DIGEST, reader.public_id, 1)
+        await page.goto(f"{web.base_url}/digests/{token}")
+        await page.get_by_role("heading", name="Your digests").wait_for()
+        assert await page.locator("li.archive-entry").count() == 1
+        assert "weekly, on" in await page.locator("p.hint").first.inner_text()
+        await snapshot(page, "web-archive.png")
+        feed_url = await page.locator("a.feed-url").get_attribute("href")
+        assert feed_url is not None and "/feeds/" in feed_url
+        alternate = page.locator('link[rel=alternate][type="application/atom+xml"]')
+        assert await alternate.get_attribute("href") == feed_url
+
+        await page.locator("li.archive-entry a").first.click()
+        await page.get_by_text("10 papers for you this week").wait_for()
+        assert await page.get_by_text("You receive this weekly digest").count() == 1
+
+        fetched = await page.request.get(feed_url)
+        assert fetched.status == 200
+        assert fetched.headers["content-type"].startswith("application/atom+xml")
+        feed = feedparser.parse(await fetched.body())
+        assert feed.bozo == 0 and len(feed.entries) == 10
+        assert errors == []
         await context.close()

@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.config import Settings
 from app.jobs import compose_job, ingest_job
-from app.models import Paper, Subscriber, SubscriberStatus
+from app.models import DigestFrequency, Paper, Subscriber, SubscriberStatus
 from app.subscribers.rules import Preferences, add_active_subscriber
 from app.subscribers.tokens import Purpose, make_token
 from app.web.security import SlidingWindowLimiter
@@ -105,9 +105,11 @@ async def test_signup_confirm_preferences_and_unsubscribe(
     assert pending.status is SubscriberStatus.PENDING
     assert pending.topics == ["mixture of experts", "FPGA accelerators"]
     assert (pending.timezone, pending.send_hour, pending.digest_size) == ("Europe/Berlin", 8, 5)
+    assert pending.frequency is DigestFrequency.DAILY  # the form's choice is optional
 
     mail = web.wait_for_mail("ada@example.org")
     assert mail["Subject"] == "Confirm your Paperboy subscription"
+    assert "(daily)" in mail.get_body(("plain",)).get_content()  # type: ignore[union-attr]
     assert mail.get_body(("html",)) is not None
     confirm_url = link_in(mail, "confirm")
     confirmed = await client.get(confirm_url)
@@ -131,13 +133,22 @@ async def test_signup_confirm_preferences_and_unsubscribe(
             "send_hour": "6",
             "digest_size": "12",
             "trending_weight": "0.5",
+            "frequency": "weekly",
+            "weekday": "4",
             "paused": "true",
         },
     )
     assert saved.status_code == 200 and "Saved." in saved.text
+    assert '<option value="weekly" selected>' in saved.text
+    assert '<option value="4" selected>Friday</option>' in saved.text
     changed = await subscriber(session_factory, "ada@example.org")
     assert changed.topics == ["LLM quantization"] and changed.status is SubscriberStatus.PAUSED
     assert (changed.timezone, changed.send_hour, changed.digest_size) == ("America/New_York", 6, 12)
+    assert (changed.frequency, changed.weekday) == (DigestFrequency.WEEKLY, 4)
+    for bad in ({"frequency": "hourly"}, {"frequency": "weekly", "weekday": "7"}):
+        refused = await client.post(preferences_url, data={"topics": "x"} | bad)
+        assert refused.status_code in (400, 422)
+    assert (await subscriber(session_factory, "ada@example.org")).weekday == 4
     refused = await client.post(preferences_url, data={"topics": "x", "timezone": "Mars/Olympus"})
     assert refused.status_code == 400 and "unknown timezone" in refused.text
 
