@@ -1,5 +1,6 @@
-"""Every public page and both mails, in a real headless Chromium, light and dark: axe-core finds
-no violation of any impact, and html-validate no error (the site's pages by the recommended
+"""Every public page (the archive and the front page's search included) and both mails, in a
+real headless Chromium, light and dark: axe-core finds no violation of any impact, and
+html-validate no error (the site's pages by the recommended
 rules; mails, and the digest's web view, which is the mail itself, by those rules less inline
 styles and table attributes, which mail clients need). Needs Debian's Chromium and the checkers
 of tests/support/browser (`npm ci --prefix tests/support/browser`); CI requires both."""
@@ -91,6 +92,8 @@ async def test_every_page_and_mail_passes_axe_and_html_validate(
             shown = {
                 "front": f"{base}/",
                 "front-page-2": f"{base}/?page=2",
+                "front-search": f"{base}/?q=speculative+decoding",
+                "front-search-refused": f"{base}/?q={'x' * 201}",
                 "signup": f"{base}/subscribe",
                 "preferences": preferences_url,
                 "unsubscribe": unsubscribe_url,
@@ -98,6 +101,7 @@ async def test_every_page_and_mail_passes_axe_and_html_validate(
                 "not-found": f"{base}/no-such-page",
             }
             digest_view = text_link(digest, "View in browser")
+            shown["archive"] = digest_view.rsplit("/", 1)[0]
             answers["unsubscribed"] = (await client.post(unsubscribe_url)).text
             answers["preferences-unsubscribed"] = (await client.get(preferences_url)).text
         answers["busy"] = templates.get_template("busy.html").render()
