@@ -1,11 +1,12 @@
-"""Paper rows rendered and encoded once. A digest's row for a paper depends on the paper alone
-(its rank, its card, why it was chosen), and the same rows recur in thousands of digests of a
-send run. A digest part renders as a shell: the template's own text with a marker line standing
+"""Paper rows rendered and encoded once. A digest's row for a paper depends on the paper (its rank,
+its card, why it was chosen) and on the reader's own "more / less like this" links, which are part
+of the cache key: a row is reused only where the same reader's row recurs (a digest rendered again,
+its web view). A digest part renders as a shell: the template's own text with a marker line standing
 in for each row. `PaperRows` keeps each distinct row as rendered (HTML and text) and as encoded
 quoted-printable, both bounded; `RenderedPart.content` puts the rows into the shell and `encode`
-writes the part's quoted-printable from the encoded shell and the cached rows. That is byte for
-byte what encoding the whole part gives, because quoted-printable starts afresh at every line
-break and the rows and markers are whole lines; a part where they are not is encoded whole."""
+writes the part's quoted-printable from the encoded shell and the cached rows. That is byte for byte
+what encoding the whole part gives, because quoted-printable starts afresh at every line break and
+the rows and markers are whole lines; a part where they are not is encoded whole."""
 
 from __future__ import annotations
 
@@ -60,7 +61,16 @@ class PaperRows:
 
         def rows_once(papers: list[PaperView], macro: Callable[[PaperView], str]) -> str:
             for paper in papers:
-                key = (kind, paper.rank, paper.card, paper.matched_topic, *paper.matched_terms)
+                key = (
+                    kind,
+                    paper.rank,
+                    paper.card,
+                    paper.matched_topic,
+                    paper.liked_title,
+                    paper.more_url,
+                    paper.less_url,
+                    *paper.matched_terms,
+                )
                 row = self._rendered.get(key)
                 if row is None:
                     if len(self._rendered) >= CACHE_ENTRIES:

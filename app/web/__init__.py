@@ -36,7 +36,7 @@ from app.metrics import REQUESTS_REFUSED, render_metrics
 from app.ranking.embedding import EmbeddingModelError, check_embedding_setting
 from app.ranking.model_hub import model_hub
 from app.subscribers.tokens import TokenError
-from app.web import admin, pages, subscription, webhooks
+from app.web import admin, feedback, pages, subscription, webhooks
 from app.web.admission import MACHINE_PATHS, AdmissionControl, BusyAnswer, ServiceBusy
 from app.web.deps import ApiDocsGuard, MetricsGuard, WebState
 from app.web.rendering import link_problem, page, templates
@@ -120,6 +120,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.include_router(pages.router)
     app.include_router(subscription.router)
+    app.include_router(feedback.router)
     app.include_router(admin.router)
     app.include_router(webhooks.router)
 

@@ -157,7 +157,22 @@ async def test_links_are_signed_for_this_subscriber_and_purpose(
     rendered = mailer.render(view)
     own = [link for link in links_in(rendered.html) if link.startswith(mail_settings.base_url)]
     by_purpose = {link.split("/")[3]: link.split("/")[4] for link in own}
-    assert set(by_purpose) == {"preferences", "unsubscribe", "digests"}
+    assert set(by_purpose) == {"preferences", "unsubscribe", "digests", "feedback", "mute"}
+    # Each paper carries "more" and "less like this", signed with its paper id; each topic that
+    # brought papers carries "mute this topic", in the HTML and the text part alike.
+    for part in (rendered.html, rendered.text):
+        feedback = [
+            read_token(mail_settings.secret_key, Purpose.FEEDBACK, token).subject
+            for token in re.findall(r"/feedback/([A-Za-z0-9_.-]+)", part)
+        ]
+        assert sorted(feedback) == sorted(
+            (paper.paper_id, signal) for paper in view.papers for signal in ("more", "less")
+        )
+        muted = [
+            read_token(mail_settings.secret_key, Purpose.MUTE, token).subject
+            for token in re.findall(r"/mute/([A-Za-z0-9_.-]+)", part)
+        ]
+        assert muted == [(topic,) for topic in view.topics] and muted
     for purpose_name, token in by_purpose.items():
         purpose = Purpose.DIGEST if purpose_name == "digests" else Purpose(purpose_name)
         claims = read_token(mail_settings.secret_key, purpose, token)
@@ -346,7 +361,7 @@ async def test_templates_inlined_once_render_what_inlining_each_message_gave(
     for for_browser in (False, True):
         rendered = mailer.render(view, for_browser=for_browser)
         context = {
-            "digest": view,
+            "digest": mailer.with_feedback_links(view),
             "links": rendered.links,
             "subject": rendered.subject,
             "day": "Thursday, 26 November 2026",
