@@ -176,7 +176,7 @@ async def plan_digests(
         first_seen=np.asarray([c.first_seen_at.timestamp() for c in candidates], np.float64),
         threshold=threshold,
         dedupe_keys=[c.arxiv_id or c.title_key for c in candidates],
-        likeness=feedback.likeness,
+        similarity=feedback.similarity,
     )
     report.composition = Composition(
         due=due,

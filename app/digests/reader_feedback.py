@@ -1,5 +1,5 @@
 """What compose knows of readers' feedback: each due reader's recent "more / less like this"
-clicks, and how alike the papers they clicked on are to today's candidates (by meaning where
+clicks, and how similar the papers they clicked on are to today's candidates (by meaning where
 both have a vector under the configured model, by words otherwise). The term it adds to a
 reader's scores is `app.ranking.feedback_profile`'s; this module only loads."""
 
@@ -14,7 +14,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.digests.candidates import Candidate
 from app.models import Feedback, FeedbackSignal, Paper, PaperVector
-from app.ranking.feedback_profile import ReaderFeedback, lexical_cosine, paper_likeness
+from app.ranking.feedback_profile import (
+    PaperSimilarity,
+    ReaderFeedback,
+    lexical_cosines,
+    paper_similarity,
+)
 from app.ranking.relevance import Matrix, PaperText
 from app.ranking.semantic import Encoder, load_paper_vectors
 
@@ -25,11 +30,11 @@ SUBSCRIBERS_AT_ONCE = 5000
 
 @dataclass(slots=True)
 class LoadedFeedback:
-    """The papers due readers clicked on (rows), their likeness to the candidates, and each
+    """The papers due readers clicked on (rows), their similarity to the candidates, and each
     reader's clicks as rows."""
 
     titles: list[str] = field(default_factory=list)
-    likeness: Matrix | None = None
+    similarity: PaperSimilarity | None = None
     of_reader: dict[int, ReaderFeedback] = field(default_factory=dict)
 
 
@@ -77,30 +82,30 @@ async def load_feedback(
         subscriber_id: ReaderFeedback(liked.get(subscriber_id, ()), disliked.get(subscriber_id, ()))
         for subscriber_id in liked.keys() | disliked.keys()
     }
-    lexical = lexical_cosine(texts, [PaperText(c.title, c.abstract) for c in candidates])
-    loaded.likeness = await _likeness(
+    lexical = lexical_cosines(texts, [PaperText(c.title, c.abstract) for c in candidates])
+    loaded.similarity = await _similarity(
         list(row_of), [c.paper_id for c in candidates], lexical, session=session, encoder=encoder
     )
     return loaded
 
 
-async def _likeness(
+async def _similarity(
     feedback_ids: list[int],
     candidate_ids: list[int],
-    lexical: Matrix,
+    lexical: tuple[Matrix, Matrix],
     *,
     session: AsyncSession,
     encoder: Encoder | None,
-) -> Matrix:
+) -> PaperSimilarity:
     if encoder is None:
-        return paper_likeness(lexical)
+        return paper_similarity(*lexical)
     sample = await session.scalar(
         select(PaperVector.vector)
         .where(PaperVector.model == encoder.name, PaperVector.paper_id.in_(feedback_ids))
         .limit(1)
     )
     if sample is None:
-        return paper_likeness(lexical)
+        return paper_similarity(*lexical)
     dimension = len(sample) // np.dtype(np.float32).itemsize
     feedback = await load_paper_vectors(
         feedback_ids, session=session, model=encoder.name, dimension=dimension
@@ -108,8 +113,8 @@ async def _likeness(
     candidates = await load_paper_vectors(
         candidate_ids, session=session, model=encoder.name, dimension=dimension
     )
-    return paper_likeness(
-        lexical,
+    return paper_similarity(
+        *lexical,
         feedback_vectors=feedback.matrix,
         feedback_has_vector=feedback.present,
         candidate_vectors=candidates.matrix,

@@ -20,17 +20,19 @@ from app.ranking.relevance import Matrix, PaperText, features
 @dataclass(frozen=True, slots=True)
 class FeedbackWeights:
     """The feedback term's shape. `bound` is the most it can add or take away (relevance and
-    trend are on a 0-1 scale); each side reaches half of it after `half_at` clicks."""
+    trend are on a 0-1 scale); each side reaches half of it after `half_at` clicks. Chosen on
+    the tune topics of the judged set (bench/feedback.py, docs/ranking.md)."""
 
-    bound: float = 0.15
-    half_at: float = 3.0
-    # Likeness on a 0-1 scale: cosine of paper vectors from `semantic_floor` (papers of one
-    # field are rarely further apart) to `semantic_full`, tf-idf cosine likewise.
-    semantic_floor: float = 0.30
-    semantic_full: float = 0.75
+    bound: float = 0.2
+    half_at: float = 1.0
+    # Closeness on a 0-1 scale: cosine to the liked (or disliked) papers' centroid, from
+    # `semantic_floor` (papers of one field are rarely further apart) to `semantic_full` by
+    # meaning, and likewise by words (tf-idf).
+    semantic_floor: float = 0.50
+    semantic_full: float = 0.80
     lexical_floor: float = 0.05
     lexical_full: float = 0.40
-    # A liked paper explains an item when it raised the item's score by at least this much.
+    # A liked paper explains an item when the likes raised the item's score by at least this.
     explain_least: float = 0.02
 
 
@@ -39,13 +41,24 @@ DEFAULT_FEEDBACK_WEIGHTS = FeedbackWeights()
 
 @dataclass(frozen=True, slots=True)
 class ReaderFeedback:
-    """One reader's feedback, as rows of the feedback papers (`paper_likeness`'s rows)."""
+    """One reader's feedback, as rows of the feedback papers (`PaperSimilarity`'s rows)."""
 
     liked: Sequence[int] = ()
     disliked: Sequence[int] = ()
 
     def __bool__(self) -> bool:
         return bool(self.liked) or bool(self.disliked)
+
+
+@dataclass(slots=True)
+class PaperSimilarity:
+    """Cosines of the papers readers clicked on (rows) to the candidates and among themselves,
+    by meaning where both papers have a vector, by words otherwise; `by_meaning` says which
+    candidates were measured by meaning (their cosines are on another scale)."""
+
+    to_candidates: Matrix
+    among_feedback: Matrix
+    by_meaning: NDArray[np.bool_]
 
 
 @dataclass(slots=True)
@@ -62,35 +75,37 @@ def side_weight(clicks: int, weights: FeedbackWeights = DEFAULT_FEEDBACK_WEIGHTS
     return weights.bound * clicks / (clicks + weights.half_at) if clicks > 0 else 0.0
 
 
-def _rescale(cosine: Matrix, floor: float, full: float) -> Matrix:
-    rescaled: Matrix = np.clip((cosine - floor) / (full - floor), 0.0, 1.0).astype(np.float32)
-    return rescaled
-
-
-def lexical_cosine(feedback: Sequence[PaperText], candidates: Sequence[PaperText]) -> Matrix:
-    """tf-idf cosine (feedback papers x candidates) over the relevance index's terms, the title
-    counted twice."""
+def lexical_cosines(
+    feedback: Sequence[PaperText], candidates: Sequence[PaperText]
+) -> tuple[Matrix, Matrix]:
+    """tf-idf cosines over the relevance index's terms (the title counted twice): feedback
+    papers x candidates, and feedback papers x feedback papers."""
     if not feedback or not candidates:
-        return np.zeros((len(feedback), len(candidates)), np.float32)
+        return (
+            np.zeros((len(feedback), len(candidates)), np.float32),
+            np.eye(len(feedback), dtype=np.float32),
+        )
     vectorizer = TfidfVectorizer(analyzer=features, sublinear_tf=True, dtype=np.float32)
     texts = [f"{p.title}. {p.title}. {p.abstract}" for p in (*feedback, *candidates)]
     matrix = vectorizer.fit_transform(texts)
-    cosine = (matrix[: len(feedback)] @ matrix[len(feedback) :].T).toarray()
-    return np.asarray(cosine, np.float32)
+    rows = matrix[: len(feedback)]
+    to_candidates = np.asarray((rows @ matrix[len(feedback) :].T).toarray(), np.float32)
+    among = np.asarray((rows @ rows.T).toarray(), np.float32)
+    return to_candidates, among
 
 
-def paper_likeness(
-    lexical: Matrix,
+def paper_similarity(
+    lexical_to_candidates: Matrix,
+    lexical_among: Matrix,
     *,
     feedback_vectors: Matrix | None = None,
     feedback_has_vector: NDArray[np.bool_] | None = None,
     candidate_vectors: Matrix | None = None,
     candidate_has_vector: NDArray[np.bool_] | None = None,
-    weights: FeedbackWeights = DEFAULT_FEEDBACK_WEIGHTS,
-) -> Matrix:
-    """How alike each feedback paper and each candidate are (feedback x candidates, 0-1): by
-    meaning where both have a vector, by words (`lexical`, from `lexical_cosine`) otherwise."""
-    likeness = _rescale(lexical, weights.lexical_floor, weights.lexical_full)
+) -> PaperSimilarity:
+    """The cosines to rank with: by meaning where the candidate and the clicked paper both have
+    a vector, by words (`lexical_cosines`) otherwise."""
+    papers = lexical_to_candidates.shape[1]
     if (
         feedback_vectors is None
         or candidate_vectors is None
@@ -99,33 +114,57 @@ def paper_likeness(
         or not feedback_has_vector.any()
         or not candidate_has_vector.any()
     ):
-        return likeness
-    meaning = _rescale(
-        feedback_vectors @ candidate_vectors.T, weights.semantic_floor, weights.semantic_full
-    )
+        return PaperSimilarity(lexical_to_candidates, lexical_among, np.zeros(papers, np.bool_))
     both = feedback_has_vector[:, None] & candidate_has_vector[None, :]
-    return np.where(both, meaning, likeness).astype(np.float32)
+    to_candidates = np.where(
+        both, feedback_vectors @ candidate_vectors.T, lexical_to_candidates
+    ).astype(np.float32)
+    among = np.where(
+        feedback_has_vector[:, None] & feedback_has_vector[None, :],
+        feedback_vectors @ feedback_vectors.T,
+        lexical_among,
+    ).astype(np.float32)
+    return PaperSimilarity(to_candidates, among, candidate_has_vector.copy())
+
+
+def centroid_closeness(
+    similarity: PaperSimilarity,
+    rows: Sequence[int] | NDArray[np.int64],
+    weights: FeedbackWeights = DEFAULT_FEEDBACK_WEIGHTS,
+) -> Matrix:
+    """How close each candidate is (0-1) to the centroid of the papers `rows`: the cosine to
+    their mean vector, which is the sum of the cosines to each over the mean's length."""
+    chosen = np.asarray(rows, np.int64)
+    length = float(np.sqrt(max(similarity.among_feedback[np.ix_(chosen, chosen)].sum(), 1e-12)))
+    cosine = similarity.to_candidates[chosen].sum(axis=0) / length
+    floor = np.where(similarity.by_meaning, weights.semantic_floor, weights.lexical_floor)
+    full = np.where(similarity.by_meaning, weights.semantic_full, weights.lexical_full)
+    closeness: Matrix = np.clip((cosine - floor) / (full - floor), 0.0, 1.0).astype(np.float32)
+    return closeness
 
 
 def feedback_term(
-    likeness: Matrix,
+    similarity: PaperSimilarity,
     reader: ReaderFeedback,
     weights: FeedbackWeights = DEFAULT_FEEDBACK_WEIGHTS,
 ) -> FeedbackTerm:
-    """The reader's term for every candidate: the weight of their likes times the likeness to
-    the closest liked paper, minus the same for disliked papers; within ±`bound`."""
-    papers = likeness.shape[1]
+    """The reader's term for every candidate: the weight of their likes times the closeness to
+    what they liked (the centroid of the liked papers, as in Rocchio's relevance feedback),
+    minus the same for what they disliked; within ±`bound`. Centroids, not the closest single
+    paper: one liked paper's near twin that is off the reader's interest moves little."""
+    papers = similarity.to_candidates.shape[1]
     adjustment = np.zeros(papers, np.float32)
     liked_row = np.full(papers, -1, np.int32)
     if reader.liked:
         rows = np.asarray(reader.liked, np.int64)
-        liked = likeness[rows]
-        closest = liked.argmax(axis=0)
-        gain = side_weight(len(rows), weights) * liked[closest, np.arange(papers)]
+        gain = side_weight(len(rows), weights) * centroid_closeness(similarity, rows, weights)
         adjustment += gain
         explained = gain >= weights.explain_least
-        liked_row[explained] = rows[closest[explained]]
+        closest = rows[similarity.to_candidates[rows].argmax(axis=0)]
+        liked_row[explained] = closest[explained]
     if reader.disliked:
-        disliked = likeness[np.asarray(reader.disliked, np.int64)]
-        adjustment -= side_weight(len(reader.disliked), weights) * disliked.max(axis=0)
+        rows = np.asarray(reader.disliked, np.int64)
+        adjustment -= side_weight(len(rows), weights) * centroid_closeness(
+            similarity, rows, weights
+        )
     return FeedbackTerm(adjustment, liked_row)

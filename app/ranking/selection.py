@@ -19,6 +19,7 @@ from numpy.typing import NDArray
 from app.ranking.feedback_profile import (
     DEFAULT_FEEDBACK_WEIGHTS,
     FeedbackWeights,
+    PaperSimilarity,
     ReaderFeedback,
     feedback_term,
 )
@@ -37,7 +38,7 @@ class Reader:
     trending_weight: float
     seen_after: float = -math.inf  # only papers first seen after this (epoch seconds) qualify
     excluded: frozenset[int] = frozenset()  # candidate columns this reader already received
-    feedback: ReaderFeedback = field(default_factory=ReaderFeedback)  # likeness matrix rows
+    feedback: ReaderFeedback = field(default_factory=ReaderFeedback)  # similarity rows
 
 
 @dataclass(slots=True)
@@ -147,14 +148,14 @@ def select(
     first_seen: NDArray[np.float64] | None = None,
     threshold: float = DEFAULT_THRESHOLD,
     dedupe_keys: Sequence[str] | None = None,
-    likeness: Matrix | None = None,
+    similarity: PaperSimilarity | None = None,
     feedback_weights: FeedbackWeights = DEFAULT_FEEDBACK_WEIGHTS,
 ) -> Picks:
     """Every reader's picks: papers first seen after the reader's `seen_after`, not excluded,
     over the relevance threshold for one of their topics, best `(1 - w) relevance + w trend`
-    (plus the feedback term of a reader with feedback, over `likeness`: feedback papers x
-    candidates) first, at most `size`. A reader without topics gets the most trending papers.
-    Papers sharing a dedupe key never both appear."""
+    (plus the feedback term of a reader with feedback, from `similarity`: the clicked
+    papers' cosines to the candidates) first, at most `size`. A reader without topics gets the
+    most trending papers. Papers sharing a dedupe key never both appear."""
     papers = trend.shape[0]
     chosen = _Chosen()
     if papers == 0:
@@ -169,7 +170,7 @@ def select(
     # cutoff are served from one short list per topic.
     groups: dict[tuple[float, float], list[int]] = {}
     for number, reader in enumerate(readers):
-        if reader.feedback and reader.topics and likeness is not None:
+        if reader.feedback and reader.topics and similarity is not None:
             eligible = (
                 first_seen > reader.seen_after
                 if first_seen is not None
@@ -177,7 +178,7 @@ def select(
             )
             _pick_with_feedback(
                 readers, number, scores.matrix, trend, eligible, threshold, key_of, chosen,
-                likeness, feedback_weights,
+                similarity, feedback_weights,
             )  # fmt: skip
             continue
         groups.setdefault((reader.seen_after, reader.trending_weight), []).append(number)
@@ -198,7 +199,7 @@ def _pick_with_feedback(
     threshold: float,
     key_of: NDArray[np.int64],
     chosen: _Chosen,
-    likeness: Matrix,
+    similarity: PaperSimilarity,
     weights: FeedbackWeights,
 ) -> None:
     """One reader with feedback, over every candidate: the feedback term reorders papers that
@@ -212,7 +213,7 @@ def _pick_with_feedback(
     best_topic = per_topic.argmax(axis=0)
     columns = np.arange(trend.shape[0])
     base = per_topic[best_topic, columns]
-    term = feedback_term(likeness, reader.feedback, weights)
+    term = feedback_term(similarity, reader.feedback, weights)
     # Qualifying papers stay at zero or above however much the reader disliked them.
     score = np.where(base >= 0, np.maximum(base + term.adjustment, 0.0), -1.0).astype(np.float32)
     order = np.argsort(-score, kind="stable")
