@@ -63,9 +63,11 @@ class PaperSimilarity:
 
 @dataclass(slots=True)
 class FeedbackTerm:
-    """A reader's term per candidate paper, and the liked paper (row) that explains it."""
+    """A reader's term per candidate paper, what their likes alone add, and the liked paper
+    (row) that explains it."""
 
     adjustment: Matrix
+    liked_gain: Matrix
     liked_row: NDArray[np.int32] = field(default_factory=lambda: np.zeros(0, np.int32))
 
 
@@ -147,24 +149,41 @@ def feedback_term(
     similarity: PaperSimilarity,
     reader: ReaderFeedback,
     weights: FeedbackWeights = DEFAULT_FEEDBACK_WEIGHTS,
+    *,
+    explain: bool = True,
 ) -> FeedbackTerm:
     """The reader's term for every candidate: the weight of their likes times the closeness to
     what they liked (the centroid of the liked papers, as in Rocchio's relevance feedback),
     minus the same for what they disliked; within ±`bound`. Centroids, not the closest single
-    paper: one liked paper's near twin that is off the reader's interest moves little."""
+    paper: one liked paper's near twin that is off the reader's interest moves little. Without
+    `explain`, `liked_row` is left for `explaining_likes` to work out for the papers picked."""
     papers = similarity.to_candidates.shape[1]
     adjustment = np.zeros(papers, np.float32)
+    liked_gain = np.zeros(papers, np.float32)
     liked_row = np.full(papers, -1, np.int32)
     if reader.liked:
         rows = np.asarray(reader.liked, np.int64)
-        gain = side_weight(len(rows), weights) * centroid_closeness(similarity, rows, weights)
-        adjustment += gain
-        explained = gain >= weights.explain_least
-        closest = rows[similarity.to_candidates[rows].argmax(axis=0)]
-        liked_row[explained] = closest[explained]
+        liked_gain = side_weight(len(rows), weights) * centroid_closeness(similarity, rows, weights)
+        adjustment += liked_gain
+        if explain:
+            liked_row = explaining_likes(similarity, rows, np.arange(papers), liked_gain, weights)
     if reader.disliked:
         rows = np.asarray(reader.disliked, np.int64)
         adjustment -= side_weight(len(rows), weights) * centroid_closeness(
             similarity, rows, weights
         )
-    return FeedbackTerm(adjustment, liked_row)
+    return FeedbackTerm(adjustment, liked_gain, liked_row)
+
+
+def explaining_likes(
+    similarity: PaperSimilarity,
+    liked: Sequence[int] | NDArray[np.int64],
+    columns: NDArray[np.int64],
+    gain: Matrix,
+    weights: FeedbackWeights = DEFAULT_FEEDBACK_WEIGHTS,
+) -> NDArray[np.int32]:
+    """For the candidates `columns` (raised by `gain` each), the liked paper (row) closest to
+    each, or -1 where the likes raised it too little to say so."""
+    rows = np.asarray(liked, np.int64)
+    closest = rows[similarity.to_candidates[np.ix_(rows, columns)].argmax(axis=0)]
+    return np.where(gain >= weights.explain_least, closest, -1).astype(np.int32)

@@ -21,6 +21,7 @@ from app.ranking.feedback_profile import (
     FeedbackWeights,
     PaperSimilarity,
     ReaderFeedback,
+    explaining_likes,
     feedback_term,
 )
 from app.ranking.relevance import SCORE_SLICE, Matrix, TopicScores
@@ -210,24 +211,52 @@ def _pick_with_feedback(
     weight = reader.trending_weight
     per_topic = (1 - weight) * relevance + weight * trend[None, :]
     per_topic[(relevance < threshold) | ~eligible[None, :]] = -1.0
-    best_topic = per_topic.argmax(axis=0)
+    # The best topic per paper, a row at a time: an argmax down a few long rows is slow.
+    base, best_topic = per_topic[0].copy(), np.zeros(trend.shape[0], np.int64)
+    for row in range(1, len(rows)):
+        better = per_topic[row] > base
+        base[better], best_topic[better] = per_topic[row][better], row
     columns = np.arange(trend.shape[0])
-    base = per_topic[best_topic, columns]
-    term = feedback_term(similarity, reader.feedback, weights)
+    term = feedback_term(similarity, reader.feedback, weights, explain=False)
     # Qualifying papers stay at zero or above however much the reader disliked them.
     score = np.where(base >= 0, np.maximum(base + term.adjustment, 0.0), -1.0).astype(np.float32)
-    order = np.argsort(-score, kind="stable")
-    _pick(
-        readers,
-        np.asarray([number], np.int64),
-        score[order][None, :],
-        order[None, :],
-        rows[best_topic[order]][None, :],
-        key_of,
-        chosen,
-        complete=True,
-        liked=term.liked_row[order][None, :],
-    )
+    # The reader's best few are enough unless repeats or papers they already have use them up:
+    # then they are chosen again over every candidate.
+    width = _list_width(readers, [number], len(score))
+    head = np.argpartition(-score, width - 1)[:width] if width < len(score) else columns
+    for whole in (width >= len(score), True):
+        order = (
+            np.argsort(-score, kind="stable")
+            if whole
+            else head[np.argsort(-score[head], kind="stable")]
+        )
+        short = _pick(
+            readers,
+            np.asarray([number], np.int64),
+            score[order][None, :],
+            order[None, :],
+            rows[best_topic[order]][None, :],
+            key_of,
+            chosen,
+            complete=whole,
+            liked=_explained(similarity, reader.feedback, order, weights, term.liked_gain)[None, :],
+        )
+        if not short.any():
+            return
+
+
+def _explained(
+    similarity: PaperSimilarity,
+    feedback: ReaderFeedback,
+    order: NDArray[np.int64],
+    weights: FeedbackWeights,
+    liked_gain: Matrix,
+) -> NDArray[np.int32]:
+    """The liked paper explaining each paper of `order` (-1 for none), worked out for these
+    papers only."""
+    if not feedback.liked:
+        return np.full(len(order), -1, np.int32)
+    return explaining_likes(similarity, feedback.liked, order, liked_gain[order], weights)
 
 
 def _list_width(readers: Sequence[Reader], members: list[int], papers: int) -> int:

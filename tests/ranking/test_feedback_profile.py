@@ -148,3 +148,41 @@ def test_the_centroid_of_what_was_liked_counts_not_one_near_twin() -> None:
     )
     closeness = centroid_closeness(measured, [0, 1])
     assert closeness[0] > closeness[1]
+
+
+def test_a_reader_whose_feedback_moves_nothing_gets_what_the_shared_lists_give() -> None:
+    # The one-reader-at-a-time path agrees with the shared per-topic lists (cutoffs, papers
+    # already received, repeats of one paper, sizes), feedback aside.
+    rng = np.random.default_rng(7)
+    papers, topics = 400, 12
+    relevance = TopicScores(
+        [str(t) for t in range(topics)], rng.random((topics, papers), np.float32)
+    )
+    trend = rng.random(papers, dtype=np.float32)
+    first_seen = rng.random(papers) * 100
+    dedupe = [f"key{rng.integers(0, 300)}" for _ in range(papers)]
+    nothing = PaperSimilarity(
+        np.zeros((1, papers), np.float32), np.ones((1, 1), np.float32), np.zeros(papers, np.bool_)
+    )
+    for _ in range(30):
+        kwargs = {
+            "topics": [int(t) for t in rng.choice(topics, int(rng.integers(1, 4)), replace=False)],
+            "size": int(rng.integers(1, 15)),
+            "trending_weight": float(rng.random()),
+            "seen_after": float(rng.random() * 50),
+            "excluded": frozenset(int(p) for p in rng.choice(papers, 40, replace=False)),
+        }
+        picks = [
+            select(
+                [Reader(**kwargs, feedback=feedback)],  # type: ignore[arg-type]
+                relevance,
+                trend,
+                first_seen=first_seen,
+                dedupe_keys=dedupe,
+                similarity=nothing,
+            )
+            for feedback in (ReaderFeedback(), ReaderFeedback(liked=[0]))
+        ]
+        assert picks[0].paper.tolist() == picks[1].paper.tolist()
+        assert picks[0].topic.tolist() == picks[1].topic.tolist()
+        assert picks[1].liked.tolist() == [-1] * len(picks[1])
