@@ -10,6 +10,7 @@ import email.header
 import re
 import time
 import uuid
+from dataclasses import replace
 from datetime import UTC, date, datetime
 from email.message import EmailMessage
 from email.policy import default as default_policy
@@ -194,6 +195,23 @@ async def test_links_are_signed_for_this_subscriber_and_purpose(
     assert read_token(mail_settings.secret_key, Purpose.UNSUBSCRIBE, mailto_token).public_id == (
         view.public_id
     )
+
+
+async def test_rows_shared_between_readers_carry_each_readers_own_feedback_links(
+    session_factory: Sessions, mail_settings: Settings, sample_page: Path
+) -> None:
+    digest_id = await compose_for(session_factory, mail_settings, sample_page)
+    view = await view_of(session_factory, digest_id)
+    other = replace(view, public_id=uuid.uuid4(), email="bob@example.org")
+    mailer = Mailer(mail_settings)  # one row cache for both, as in a send run
+    for reader in (view, other, view):
+        rendered = mailer.render(reader)
+        for part in (rendered.html, rendered.text):
+            tokens = re.findall(r"/feedback/([A-Za-z0-9_.-]+)", part)
+            assert len(tokens) == 2 * len(view.papers)
+            for token in tokens:
+                claims = read_token(mail_settings.secret_key, Purpose.FEEDBACK, token)
+                assert claims.public_id == reader.public_id
 
 
 async def test_hostile_paper_and_topic_text_never_escapes(
