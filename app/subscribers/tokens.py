@@ -72,8 +72,8 @@ class TokenClaims:
 
 class LinkSerializer(URLSafeTimedSerializer):
     """itsdangerous's URL-safe timed serializer, cheaper to sign with: a digest signs three
-    links and a send run hundreds of thousands. Its tokens are byte for byte the stock
-    serializer's (a test checks), and it reads every token the stock one reads.
+    links, two more per paper and one per topic, and a send run millions. Its tokens are byte for
+    byte the stock serializer's (a test checks), and it reads every token the stock one reads.
 
     - A payload of a public id, a version and a paper id never shrinks under zlib (a topic
       seldom does), so the attempt to compress it, a fifth of the signing time, is skipped.
