@@ -22,7 +22,7 @@ from app.jobs import compose_job, ingest_job
 from app.mail.message import Mailer
 from app.models import Digest, DigestItem, Feedback, FeedbackSignal, Subscriber
 from app.subscribers.rules import Preferences, add_active_subscriber
-from tests.support.web_app import RunningApp, serve_app
+from tests.support.web_app import ADMIN_TOKEN, RunningApp, serve_app
 
 Sessions = async_sessionmaker[AsyncSession]
 DAY_ONE, DAY_TWO = date(2026, 11, 26), date(2026, 11, 27)
@@ -153,6 +153,12 @@ async def test_mute_on_post_only_then_the_topic_brings_nothing_until_unmuted(
             ).all()
         )
     assert matched == {"speculative decoding"}
+    # Operators see it too.
+    shown = await client.get(
+        f"/admin/api/subscribers/{reader.id}",
+        headers={"authorization": f"Bearer {ADMIN_TOKEN}"},
+    )
+    assert shown.json()["muted_topics"] == ["mixture of experts"]
 
     preferences = path_of(text, "Change topics or time:", web)
     page = await client.get(preferences)
