@@ -132,6 +132,7 @@ async def test_mute_on_post_only_then_the_topic_brings_nothing_until_unmuted(
 
     shown = await client.get(mute)
     assert shown.status_code == 200 and "Mute “mixture of experts”?" in shown.text
+    assert shown.headers["cache-control"] == "no-store"
     async with session_factory() as session:
         stored = await session.get(Subscriber, reader.id)
         assert stored is not None and stored.muted_topics == []
