@@ -20,7 +20,7 @@ from app.config import Settings
 from app.digests.views import DigestView, load_digest_views
 from app.jobs import compose_job, ingest_job
 from app.mail.message import Mailer
-from app.models import Digest, DigestItem, Feedback, FeedbackSignal, Subscriber
+from app.models import Digest, DigestItem, DigestStatus, Feedback, FeedbackSignal, Subscriber
 from app.subscribers.rules import Preferences, add_active_subscriber
 from tests.support.web_app import ADMIN_TOKEN, RunningApp, serve_app
 
@@ -220,3 +220,22 @@ async def test_feedback_goes_with_the_reader_through_the_orm_too(
         await session.delete(stored)
         await session.commit()
         assert await session.scalar(select(func.count()).select_from(Feedback)) == 0
+
+
+@pytest.mark.usefixtures("loaded")
+async def test_a_reader_who_muted_every_topic_gets_no_digest_and_is_told_why(
+    client: httpx.AsyncClient, web: RunningApp, session_factory: Sessions
+) -> None:
+    reader, _, text = await reader_with_digest(session_factory, web, ["mixture of experts"])
+    mute = re.findall(r'Mute "[^"]+": \S+?(/mute/\S+)', text)[0]
+    assert (await client.post(mute)).status_code == 200
+    await compose_job(session_factory=session_factory, settings=web.settings, on_date=DAY_TWO)
+    async with session_factory() as session:
+        status = await session.scalar(
+            select(Digest.status).where(
+                Digest.subscriber_id == reader.id, Digest.digest_date == DAY_TWO
+            )
+        )
+    assert status is DigestStatus.SKIPPED
+    page = await client.get(path_of(text, "Change topics or time:", web))
+    assert "every one of your topics is muted" in page.text
