@@ -1,6 +1,7 @@
 """Every table Paperboy stores, as typed SQLAlchemy 2 models: papers, subscribers, their frozen
 daily digests and digest items, the record of each ingest run and of each job an operator ran,
-and the send workers (their heartbeats, and the refusal that stopped one).
+the send workers (their heartbeats, and the refusal that stopped one), and each reader's
+feedback on the papers they were sent.
 The unique keys here are the idempotency guarantees the pipeline relies on (a paper once per
 arXiv id or normalised title, a digest once per subscriber and day, a paper once per digest)."""
 
@@ -90,6 +91,13 @@ class DigestStatus(enum.StrEnum):
     SKIPPED = "skipped"
 
 
+class FeedbackSignal(enum.StrEnum):
+    """What a reader said of a paper they were sent."""
+
+    MORE = "more"  # more like this
+    LESS = "less"  # less like this
+
+
 class DeliveryEventKind(enum.StrEnum):
     """What a report received after sending says about a digest (a bounce mailbox or a
     provider's webhook)."""
@@ -157,6 +165,11 @@ class Subscriber(Base):
         _str_enum(SubscriberStatus, "subscriber_status"), default=SubscriberStatus.PENDING
     )
     topics: Mapped[list[str]] = mapped_column(JsonValue, default=list)
+    # Topics the reader muted from a mail: kept (to be unmuted on the preferences page) but
+    # bringing no papers.
+    muted_topics: Mapped[list[str]] = mapped_column(
+        JsonValue, default=list, server_default=text("'[]'")
+    )
     timezone: Mapped[str] = mapped_column(String(64), default=DEFAULT_TIMEZONE)
     send_hour: Mapped[int] = mapped_column(SmallInteger, default=SEND_HOUR.default)
     digest_size: Mapped[int] = mapped_column(SmallInteger, default=DIGEST_SIZE.default)
@@ -184,6 +197,9 @@ class Subscriber(Base):
     signup_mail_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     digests: Mapped[list[Digest]] = relationship(
+        back_populates="subscriber", cascade="all, delete-orphan", passive_deletes=True
+    )
+    feedback: Mapped[list[Feedback]] = relationship(
         back_populates="subscriber", cascade="all, delete-orphan", passive_deletes=True
     )
 
@@ -272,11 +288,32 @@ class DigestItem(Base):
     trend: Mapped[float] = mapped_column(Float)
     matched_topic: Mapped[str | None] = mapped_column(Text)
     matched_terms: Mapped[list[str]] = mapped_column(JsonValue, default=list)
+    # The title of the paper the reader liked that this one is most like, when that raised it.
+    liked_title: Mapped[str | None] = mapped_column(Text)
 
     digest: Mapped[Digest] = relationship(back_populates="items")
     paper: Mapped[Paper] = relationship(
         primaryjoin="foreign(DigestItem.paper_id) == Paper.id", viewonly=True
     )
+
+
+class Feedback(Base):
+    """A reader's "more / less like this" on a paper they were sent: one row per reader and
+    paper, the last click wins. Erased with its subscriber."""
+
+    __tablename__ = "feedback"
+
+    subscriber_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("subscriber.id", ondelete="CASCADE"), primary_key=True
+    )
+    paper_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("paper.id"), primary_key=True)
+    signal: Mapped[FeedbackSignal] = mapped_column(_str_enum(FeedbackSignal, "feedback_signal"))
+    clicked_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    subscriber: Mapped[Subscriber] = relationship(back_populates="feedback")
+    paper: Mapped[Paper] = relationship(viewonly=True)
+
+    __table_args__ = (Index(None, "paper_id"),)
 
 
 class DeliveryEvent(Base):

@@ -30,6 +30,7 @@ TABLES = {
     "topic_vector",
     "delivery_event",
     "mailbox_message",
+    "feedback",
 }
 
 

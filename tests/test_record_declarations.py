@@ -93,8 +93,12 @@ def frozen_items() -> FrozenDigests:
             of_pick=np.array([0, 1, 0], np.int32),
             topic=np.array(["moe", None], dtype=object),
             terms=np.array(['["moe"]', "[]"], dtype=object),
+            liked_title=np.array(["Switch Transformers", None], dtype=object),
             copy_fields=np.array(
-                [text_field("moe") + jsonb_field('["moe"]'), text_field(None) + jsonb_field("[]")],
+                [
+                    text_field("moe") + jsonb_field('["moe"]') + text_field("Switch Transformers"),
+                    text_field(None) + jsonb_field("[]") + text_field(None),
+                ],
                 dtype=object,
             ),
         ),
@@ -108,6 +112,7 @@ def test_digest_item_columns_are_the_table_columns() -> None:
     assert columns["digest_id"] == [100, 100] and columns["paper_id"] == [10, 11]
     assert columns["matched_topic"] == ["moe", None]
     assert columns["matched_terms"] == ['["moe"]', "[]"]
+    assert columns["liked_title"] == ["Switch Transformers", None]
 
 
 def test_digest_item_copy_rows_carry_every_column() -> None:

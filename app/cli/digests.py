@@ -76,6 +76,8 @@ def compose_command(
                     if item.matched_topic
                     else "trending"
                 )
+                if item.liked_title:
+                    why += f"; similar to '{item.liked_title}', which they liked"
                 output.print(
                     f"  {item.rank:>2}. {item.score:.3f} (relevance {item.relevance:.2f}, "
                     f"trend {item.trend:.2f}) {escape(item.title)} [dim]({escape(why)})[/]",

@@ -195,10 +195,21 @@ def eval_command(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for machines.")] = False,
     k: Annotated[int, typer.Option(help="Cut-off rank of nDCG.")] = 10,
+    feedback_days: Annotated[
+        int,
+        typer.Option(
+            "--feedback-days",
+            help="Also simulate a reader per topic rating their daily digest of 10 for this "
+            "many days; adds nDCG@k of the whole pool on days 1, 5 and the last.",
+            min=0,
+            max=60,
+        ),
+    ] = 0,
 ) -> None:
     """Measure ranking quality: nDCG@k per judged topic and the means per group (and per tune /
-    held-out part), by words alone, by meaning alone and fused, as compose ranks. Topics with no
-    relevant paper are listed but left out of the means."""
+    held-out part), by words alone, by meaning alone and fused, as compose ranks; with
+    --feedback-days, as it learns from a simulated reader's feedback. Topics with no relevant
+    paper are listed but left out of the means."""
     # Imported here: the ranking stack takes a second to load and only this command needs it.
     from app.ranking.evaluation import (
         EvaluationError,
@@ -210,6 +221,7 @@ def eval_command(
         read_topics,
         signal_rankers,
     )
+    from app.ranking.feedback_evaluation import feedback_ndcg, feedback_pool, reported_days
     from app.ranking.semantic import embedding_model
 
     if len(topics_files) != len(qrels_files):
@@ -244,17 +256,30 @@ def eval_command(
         if encoder is not None
         else {"lexical": None}
     )
+    pool = (
+        feedback_pool(papers, encoder, threshold=settings.relevance_threshold)
+        if feedback_days
+        else None
+    )
+    days_shown = reported_days(feedback_days)
     rows = []  # (group, topic id, topic, judged, part, {signal: nDCG})
     for group, topics, qrels in groups:
         by_signal = {
             signal: evaluate(papers, topics, qrels, ranker=ranker, k=k)
             for signal, ranker in rankers.items()
         }
+        learning = (
+            feedback_ndcg(pool, topics, qrels, days=feedback_days, k=k) if pool is not None else {}
+        )
         for position, result in enumerate(next(iter(by_signal.values()))):
             scores = {signal: results[position].ndcg for signal, results in by_signal.items()}
+            if result.topic_id in learning:
+                whole_pool = learning[result.topic_id].whole_pool
+                scores |= {f"feedback day {day}": whole_pool[day - 1] for day in days_shown}
             part = split.get(result.topic_id, "")
             rows.append((group, result.topic_id, result.topic, result.judged, part, scores))
-    signals = list(rankers)
+    production = list(rankers)[-1]  # what compose ranks by, without feedback
+    signals = list(rankers) + [f"feedback day {day}" for day in days_shown]
 
     def mean(selected: list[dict[str, float]], signal: str) -> float:
         return sum(s[signal] for s in selected) / len(selected) if selected else 0.0
@@ -273,7 +298,7 @@ def eval_command(
             "k": k,
             "papers": len(papers),
             "signals": signals,
-            "mean_ndcg": round(summaries[-1][2][signals[-1]], 4),
+            "mean_ndcg": round(summaries[-1][2][production], 4),
             "means": [
                 {"group": label, "topics": count, **{s: round(v, 4) for s, v in means.items()}}
                 for label, count, means in summaries
@@ -285,7 +310,7 @@ def eval_command(
                     "topic": topic,
                     "judged": judged,
                     "part": part or None,
-                    "ndcg": round(scores[signals[-1]], 4),
+                    "ndcg": round(scores[production], 4),
                     **{s: round(v, 4) for s, v in scores.items()},
                 }
                 for group, topic_id, topic, judged, part, scores in rows

@@ -23,9 +23,10 @@ from app.models import Digest, DigestItem, DigestStatus
 from app.pgcopy import copy_payload
 
 # The digest_item columns in table order, all derived from the model: the numeric ones lead
-# (binary COPY lays them out from numpy arrays) and the explanation's text and JSON follow.
+# (binary COPY lays them out from numpy arrays) and the explanation's text, JSON and text follow.
 ITEM_COLUMNS = tuple(column.name for column in DigestItem.__table__.columns)
-ITEM_NUMERIC_COLUMNS = ITEM_COLUMNS[:-2]
+EXPLANATION_COLUMNS = ("matched_topic", "matched_terms", "liked_title")
+ITEM_NUMERIC_COLUMNS = ITEM_COLUMNS[: -len(EXPLANATION_COLUMNS)]
 _COPY_TYPE_OF = {BigInteger: "int8", SmallInteger: "int2", Float: "float8"}
 ITEM_COPY_TYPES = {
     name: _COPY_TYPE_OF[type(DigestItem.__table__.c[name].type)] for name in ITEM_NUMERIC_COLUMNS
@@ -34,13 +35,15 @@ ITEM_COPY_TYPES = {
 
 @dataclass(slots=True)
 class Explanations:
-    """Why each pick was chosen, stored once per distinct (topic, paper): many subscribers
-    share a topic, so a million picks have a few hundred thousand explanations at most."""
+    """Why each pick was chosen, stored once per distinct (topic, paper, liked paper): many
+    subscribers share a topic, so a million picks have a few hundred thousand explanations at
+    most."""
 
     of_pick: NDArray[np.int32]  # explanation of each pick
     topic: NDArray[np.object_]  # matched topic, None for trend alone
     terms: NDArray[np.object_]  # matched terms as JSON text
-    copy_fields: NDArray[np.object_]  # both, as binary COPY fields
+    liked_title: NDArray[np.object_]  # the liked paper it is most like, None when none raised it
+    copy_fields: NDArray[np.object_]  # all three, as binary COPY fields
 
 
 @dataclass(slots=True)
@@ -82,6 +85,7 @@ class FrozenDigests:
         return {name: values.tolist() for name, values in numeric.items()} | {
             "matched_topic": self.explanations.topic[explanation].tolist(),
             "matched_terms": self.explanations.terms[explanation].tolist(),
+            "liked_title": self.explanations.liked_title[explanation].tolist(),
         }
 
     def copy_payload(self, digest_ids: NDArray[np.int64]) -> tuple[bytes, int]:

@@ -1,9 +1,10 @@
 """Planning each subscriber's digest: find who is due (their local date and send hour, in their own
 IANA timezone; a weekly reader on their weekday only) and pick their papers with `app.ranking`
 over the papers first seen since their previous digest (within the compose window, or the week
-for a weekly reader, who also gets a larger digest), minus those they already received. Nothing
-is written here: `Composition` turns the picks into the rows `app.digests.freeze` stores, or
-into readable plans for dry runs."""
+for a weekly reader, who also gets a larger digest), minus those they already received, leaving
+out the topics they muted and weighing in their "more / less like this" feedback. Nothing is
+written here: `Composition` turns the picks into the rows `app.digests.freeze` stores, or into
+readable plans for dry runs."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from app.config import Settings
 from app.db import minus
 from app.digests.candidates import Candidate, load_candidates
 from app.digests.freeze import Explanations, FrozenDigests
+from app.digests.reader_feedback import load_feedback
 from app.models import Digest, DigestItem, Paper, Subscriber, SubscriberStatus
 from app.pgcopy import jsonb_field, text_field
 from app.ranking.relevance import PaperText, RelevanceIndex, TopicScores
@@ -48,6 +50,7 @@ class PlannedItem:
     matched_topic: str | None
     matched_terms: list[str]
     title: str
+    liked_title: str | None = None
 
 
 @dataclass(slots=True)
@@ -123,6 +126,7 @@ async def plan_digests(
             Subscriber.id,
             Subscriber.email,
             Subscriber.topics,
+            Subscriber.muted_topics,
             Subscriber.timezone,
             Subscriber.send_hour,
             Subscriber.digest_size,
@@ -143,7 +147,8 @@ async def plan_digests(
     result = await connection.stream(query.execution_options(yield_per=SUBSCRIBER_BATCH))
     async for batch in result.partitions():
         for row in batch:
-            subscriber_id, email, topics, timezone, send_hour, size, weight, frequency, day = row
+            (subscriber_id, email, topics, muted, timezone, send_hour, size, weight) = row[:8]
+            frequency, day = row[8:]
             digest_date = (
                 on_date
                 or (local_date(now, timezone) if whatever_the_hour else None)
@@ -160,8 +165,11 @@ async def plan_digests(
             due.emails.append(email)
             due.dates.append(digest_date)
             due.windows.append(candidate_window(frequency, window))
-            rows = [topic_row.setdefault(t, len(topic_row)) for t in dict.fromkeys(topics or ())]
-            readers.append(Reader(rows, digest_size_for(frequency, size), weight))
+            listened = [t for t in dict.fromkeys(topics or ()) if t not in set(muted or ())]
+            rows = [topic_row.setdefault(t, len(topic_row)) for t in listened]
+            # A reader who muted every topic asked for none of them, not for trending papers.
+            wanted = digest_size_for(frequency, size) if listened or not topics else 0
+            readers.append(Reader(rows, wanted, weight))
     report.due = len(due)
     if not due:
         return report
@@ -174,6 +182,11 @@ async def plan_digests(
     await _set_history(readers, due, candidates, session=session, now=now)
     topics = list(topic_row)
     index, relevance = await score_topics(topics, candidates, session=session, settings=settings)
+    feedback = await load_feedback(
+        due.ids, candidates, session=session, encoder=embedding_model(settings)
+    )
+    for reader, subscriber_id in zip(readers, due.ids, strict=True):
+        reader.feedback = feedback.of_reader.get(subscriber_id, reader.feedback)
     picks = select_papers(
         readers,
         relevance,
@@ -186,9 +199,15 @@ async def plan_digests(
         first_seen=np.asarray([c.first_seen_at.timestamp() for c in candidates], np.float64),
         threshold=threshold,
         dedupe_keys=[c.arxiv_id or c.title_key for c in candidates],
+        similarity=feedback.similarity,
     )
     report.composition = Composition(
-        due=due, picks=picks, candidates=candidates, topics=topics, index=index
+        due=due,
+        picks=picks,
+        candidates=candidates,
+        topics=topics,
+        index=index,
+        liked_titles=feedback.titles,
     )
     return report
 
@@ -269,6 +288,7 @@ class Composition:
     candidates: list[Candidate]
     topics: list[str]
     index: RelevanceIndex
+    liked_titles: list[str] = field(default_factory=list)  # of the `Picks.liked` rows
     explanations: Explanations | None = None  # worked out on first use
     paper_ids: NDArray[np.int64] = field(init=False)  # of each candidate column
 
@@ -298,25 +318,34 @@ class Composition:
 
     def _explanations(self) -> Explanations:
         if self.explanations is None:
-            papers = len(self.candidates)
-            pairs, of_pick = np.unique(
-                self.picks.topic.astype(np.int64) * papers + self.picks.paper,
+            papers, liked_rows = len(self.candidates), len(self.liked_titles) + 1
+            # One key per (topic, paper, liked paper); topic row -1 (trend alone) sorts first.
+            keys, of_pick = np.unique(
+                (self.picks.topic.astype(np.int64) * papers + self.picks.paper) * liked_rows
+                + self.picks.liked
+                + 1,
                 return_inverse=True,
             )
             explanations = Explanations(
                 of_pick=of_pick.astype(np.int32),
-                topic=np.empty(len(pairs), object),
-                terms=np.empty(len(pairs), object),
-                copy_fields=np.empty(len(pairs), object),
+                topic=np.empty(len(keys), object),
+                terms=np.empty(len(keys), object),
+                liked_title=np.empty(len(keys), object),
+                copy_fields=np.empty(len(keys), object),
             )
-            for i, pair in enumerate(pairs.tolist()):
+            for i, key in enumerate(keys.tolist()):
+                pair, liked = divmod(key, liked_rows)
                 topic, terms = None, "[]"
                 if pair >= 0:  # else chosen on trend alone (topic row -1)
                     topic_row, column = divmod(pair, papers)
                     topic = self.topics[topic_row]
                     terms = orjson.dumps(self.index.matched_terms(topic, column)).decode()
+                liked_title = self.liked_titles[liked - 1] if liked else None
                 explanations.topic[i], explanations.terms[i] = topic, terms
-                explanations.copy_fields[i] = text_field(topic) + jsonb_field(terms)
+                explanations.liked_title[i] = liked_title
+                explanations.copy_fields[i] = (
+                    text_field(topic) + jsonb_field(terms) + text_field(liked_title)
+                )
             self.explanations = explanations
         return self.explanations
 
@@ -344,8 +373,9 @@ class Composition:
                     matched_topic=topic,
                     matched_terms=orjson.loads(terms),
                     title=titles[paper_id],
+                    liked_title=liked_title,
                 )
-                for _, paper_id, rank, score, relevance, trend, topic, terms in rows[
+                for _, paper_id, rank, score, relevance, trend, topic, terms, liked_title in rows[
                     first : first + count
                 ]
             ]

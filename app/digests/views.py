@@ -41,12 +41,17 @@ SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\\$(])")
 
 @dataclass(frozen=True, slots=True)
 class PaperView:
-    """One paper in one digest: the paper's card, its rank and why it was chosen."""
+    """One paper in one digest: the paper's card, its rank and why it was chosen (and, once
+    the mailer made them for the reader, its "more / less like this" links)."""
 
     rank: int
     card: PaperCard
     matched_topic: str | None
     matched_terms: list[str]
+    liked_title: str | None = None  # the liked paper it is most like, when that raised it
+    paper_id: int = 0
+    more_url: str = ""
+    less_url: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -283,7 +288,7 @@ class DigestViewLoader:
 
     def __init__(self) -> None:
         self.cards: dict[int, PaperCard] = {}
-        self.paper_views: dict[tuple[int, int, str | None, str], PaperView | None] = {}
+        self.paper_views: dict[tuple[int, int, str | None, str, str | None], PaperView | None] = {}
 
     async def load(self, digest_ids: Sequence[int], *, session: AsyncSession) -> list[DigestView]:
         """The views in the order asked, with at most three queries whatever their number."""
@@ -304,6 +309,7 @@ class DigestViewLoader:
                     DigestItem.rank,
                     DigestItem.matched_topic,
                     cast(DigestItem.matched_terms, Text),
+                    DigestItem.liked_title,
                 )
                 .where(among(session, DigestItem.digest_id, digest_ids))
                 .order_by(DigestItem.digest_id, DigestItem.rank)
@@ -313,8 +319,8 @@ class DigestViewLoader:
         if unknown:
             self.cards.update(await _paper_cards(unknown, session=session))
         papers: dict[int, list[PaperView]] = {}
-        for digest_id, paper_id, rank, topic, terms in items:
-            key = (paper_id, rank, topic, terms)
+        for digest_id, paper_id, rank, topic, terms, liked_title in items:
+            key = (paper_id, rank, topic, terms, liked_title)
             if key in self.paper_views:
                 view = self.paper_views[key]
             else:
@@ -332,12 +338,12 @@ class DigestViewLoader:
         return [views[digest_id] for digest_id in digest_ids if digest_id in views]
 
     def _paper_view(
-        self, paper_id: int, rank: int, topic: str | None, terms: str
+        self, paper_id: int, rank: int, topic: str | None, terms: str, liked_title: str | None
     ) -> PaperView | None:
         card = self.cards.get(paper_id)
         if card is None:  # the paper is gone
             return None
-        return PaperView(rank, card, topic, list(orjson.loads(terms) or []))
+        return PaperView(rank, card, topic, list(orjson.loads(terms) or []), liked_title, paper_id)
 
 
 async def load_digest_views(
@@ -350,7 +356,7 @@ async def load_digest_views(
 async def planned_digest_view(
     subscriber: Subscriber,
     digest_date: date,
-    items: Iterable[tuple[int, int, str | None, list[str]]],
+    items: Iterable[tuple[int, int, str | None, list[str], str | None]],
     *,
     session: AsyncSession,
 ) -> DigestView:
@@ -358,8 +364,8 @@ async def planned_digest_view(
     chosen = sorted(items, key=lambda item: item[1])
     cards = await _paper_cards({paper_id for paper_id, *_ in chosen}, session=session)
     papers = [
-        PaperView(rank, cards[paper_id], topic, list(terms or []))
-        for paper_id, rank, topic, terms in chosen
+        PaperView(rank, cards[paper_id], topic, list(terms or []), liked_title, paper_id)
+        for paper_id, rank, topic, terms, liked_title in chosen
         if paper_id in cards
     ]
     return _digest_view(None, digest_date, subscriber, papers)
@@ -422,5 +428,8 @@ async def subscriber_preview(
     plans = report.plans
     if not plans or not plans[0].items:
         raise PreviewError(f"no new paper qualifies for {email} on {digest_date}")
-    items = [(i.paper_id, i.rank, i.matched_topic, i.matched_terms) for i in plans[0].items]
+    items = [
+        (i.paper_id, i.rank, i.matched_topic, i.matched_terms, i.liked_title)
+        for i in plans[0].items
+    ]
     return await planned_digest_view(subscriber, digest_date, items, session=session)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import re
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from email.utils import formataddr, formatdate, make_msgid, parseaddr
 from functools import cached_property
 from pathlib import Path
@@ -84,12 +84,20 @@ def subject_for(view: DigestView) -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class TopicLink:
+    topic: str
+    mute_url: str
+
+
+@dataclass(frozen=True, slots=True)
 class Links:
     preferences: str
     unsubscribe: str
     view_in_browser: str
     unsubscribe_mailto: str
     archive: str  # the reader's past digests
+    # "Mute this topic", for each topic that brought papers into the digest.
+    topics: tuple[TopicLink, ...] = ()
 
 
 class Mailer:
@@ -112,8 +120,8 @@ class Mailer:
     def links(self, view: DigestView) -> Links:
         secret, base = self.settings.secret_key, self.settings.base_url
 
-        def token(purpose: Purpose) -> str:
-            return make_token(secret, purpose, view.public_id, view.token_version)
+        def token(purpose: Purpose, *subject: str) -> str:
+            return make_token(secret, purpose, view.public_id, view.token_version, *subject)
 
         unsubscribe = token(Purpose.UNSUBSCRIBE)
         digests = f"{base}/digests/{token(Purpose.DIGEST)}"
@@ -125,11 +133,37 @@ class Mailer:
             # A token is URL-safe already (base64url and dots): only the space needs quoting.
             unsubscribe_mailto=f"mailto:{mailto}?subject=unsubscribe%20{unsubscribe}",
             archive=digests,
+            topics=tuple(
+                TopicLink(topic, f"{base}/mute/{token(Purpose.MUTE, topic)}")
+                for topic in view.topics
+            ),
         )
+
+    def with_feedback_links(self, view: DigestView) -> DigestView:
+        """The view with each paper's "more / less like this" links for its reader (the paper
+        views themselves are shared between digests, so they are copied)."""
+        secret, base = self.settings.secret_key, self.settings.base_url
+
+        def feedback_url(paper_id: int, signal: str) -> str:
+            token = make_token(
+                secret, Purpose.FEEDBACK, view.public_id, view.token_version, paper_id, signal
+            )
+            return f"{base}/feedback/{token}"
+
+        papers = [
+            replace(
+                paper,
+                more_url=feedback_url(paper.paper_id, "more"),
+                less_url=feedback_url(paper.paper_id, "less"),
+            )
+            for paper in view.papers
+        ]
+        return replace(view, papers=papers)
 
     def render(self, view: DigestView, *, for_browser: bool = False) -> RenderedDigest:
         links = self.links(view)
         subject = subject_for(view)
+        view = self.with_feedback_links(view)
         context = {
             "digest": view,
             "links": links,

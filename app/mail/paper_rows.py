@@ -1,19 +1,24 @@
 """Paper rows rendered and encoded once. A digest's row for a paper depends on the paper alone
-(its rank, its card, why it was chosen), and the same rows recur in thousands of digests of a
-send run. A digest part renders as a shell: the template's own text with a marker line standing
-in for each row. `PaperRows` keeps each distinct row as rendered (HTML and text) and as encoded
-quoted-printable, both bounded; `RenderedPart.content` puts the rows into the shell and `encode`
-writes the part's quoted-printable from the encoded shell and the cached rows. That is byte for
-byte what encoding the whole part gives, because quoted-printable starts afresh at every line
-break and the rows and markers are whole lines; a part where they are not is encoded whole."""
+(its rank, its card, why it was chosen) but for the reader's own "more / less like this" links:
+each distinct row is rendered once with stand-ins for those two links, and each digest puts its
+reader's links in their place. A digest part renders as a shell: the template's own text with a
+marker line standing in for each row. `PaperRows` keeps each distinct row as rendered (HTML and
+text, with the stand-ins) and as encoded quoted-printable (a row with its reader's links recurs
+for that reader only, so that cache serves a digest rendered again), both bounded;
+`RenderedPart.content` puts the rows into the shell and `encode` writes the part's
+quoted-printable from the encoded shell and the rows. That is byte for byte what encoding the
+whole part gives, because quoted-printable starts afresh at every line break and the rows and
+markers are whole lines; a part where they are not is encoded whole."""
 
 from __future__ import annotations
 
 import binascii
 import secrets
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
+
+from markupsafe import escape
 
 from app.digests.views import PaperView
 
@@ -50,6 +55,9 @@ class PaperRows:
     def __init__(self) -> None:
         # Random per process, so no paper or subscriber text can contain (or forge) a marker.
         self.marker = f"paperboy-row-{secrets.token_hex(12)}\n"
+        # Stand-ins for a reader's links while a row is rendered: URL-safe, escaped as they are.
+        self._more = f"paperboy-more-{secrets.token_hex(12)}"
+        self._less = f"paperboy-less-{secrets.token_hex(12)}"
         self._encoded_marker = self.marker.encode().replace(b"\n", b"\r\n")
         self._rendered: dict[tuple[Any, ...], str] = {}
         self._encoded: dict[str, bytes] = {}
@@ -60,12 +68,21 @@ class PaperRows:
 
         def rows_once(papers: list[PaperView], macro: Callable[[PaperView], str]) -> str:
             for paper in papers:
-                key = (kind, paper.rank, paper.card, paper.matched_topic, *paper.matched_terms)
+                key: tuple[Any, ...] = (
+                    kind, paper.rank, paper.card, paper.matched_topic, paper.liked_title,
+                    *paper.matched_terms,
+                )  # fmt: skip
                 row = self._rendered.get(key)
                 if row is None:
                     if len(self._rendered) >= CACHE_ENTRIES:
                         self._rendered.clear()
-                    row = self._rendered[key] = macro(paper)
+                    row = self._rendered[key] = macro(
+                        replace(paper, more_url=self._more, less_url=self._less)
+                    )
+                if paper.more_url or paper.less_url:
+                    as_written = escape if kind == "html" else str
+                    row = row.replace(self._more, str(as_written(paper.more_url)))
+                    row = row.replace(self._less, str(as_written(paper.less_url)))
                 rows.append(row)
             return self.marker * len(papers)
 

@@ -3,7 +3,9 @@ relevance (`app.ranking.relevance`) with the trend signal (`app.ranking.trend`) 
 weight, threshold, size, cutoff and exclusions. One implementation serves every reader: readers who
 share a weight and a "first seen after" cutoff (everyone composed in the same run) are served from
 short per-topic lists of the best papers, merged per reader. Exact (the tests hold it to choosing
-for one reader at a time) and fast enough for a hundred thousand subscribers a run."""
+for one reader at a time) and fast enough for a hundred thousand subscribers a run. Readers who
+gave feedback add their own bounded term (`app.ranking.feedback_profile`) and are chosen for one
+at a time, over all the candidates."""
 
 from __future__ import annotations
 
@@ -14,6 +16,14 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import NDArray
 
+from app.ranking.feedback_profile import (
+    DEFAULT_FEEDBACK_WEIGHTS,
+    FeedbackWeights,
+    PaperSimilarity,
+    ReaderFeedback,
+    explaining_likes,
+    feedback_term,
+)
 from app.ranking.relevance import SCORE_SLICE, Matrix, TopicScores
 
 DEFAULT_THRESHOLD = 0.2
@@ -29,6 +39,7 @@ class Reader:
     trending_weight: float
     seen_after: float = -math.inf  # only papers first seen after this (epoch seconds) qualify
     excluded: frozenset[int] = frozenset()  # candidate columns this reader already received
+    feedback: ReaderFeedback = field(default_factory=ReaderFeedback)  # similarity rows
 
 
 @dataclass(slots=True)
@@ -43,6 +54,7 @@ class Picks:
     score: Matrix
     relevance: Matrix
     trend: Matrix
+    liked: NDArray[np.int32]  # row of the liked paper that raised it, -1 when none did
 
     def __len__(self) -> int:
         return len(self.paper)
@@ -57,6 +69,7 @@ class _Chosen:
     paper: list[NDArray[np.int32]] = field(default_factory=list)
     topic: list[NDArray[np.int32]] = field(default_factory=list)
     score: list[Matrix] = field(default_factory=list)
+    liked: list[NDArray[np.int32]] = field(default_factory=list)
 
     def add_rows(
         self,
@@ -66,24 +79,33 @@ class _Chosen:
         paper: NDArray[np.int64],
         topic: NDArray[np.int64],
         score: Matrix,
+        liked: NDArray[np.int32] | None = None,
     ) -> None:
         self.reader.append(np.broadcast_to(readers[:, None], chosen.shape)[chosen].astype(np.int32))
         self.position.append((rank[chosen] - 1).astype(np.int32))
         self.paper.append(paper[chosen].astype(np.int32))
         self.topic.append(topic[chosen].astype(np.int32))
         self.score.append(score[chosen].astype(np.float32))
+        picked = int(np.count_nonzero(chosen))
+        self.liked.append(
+            np.full(picked, -1, np.int32) if liked is None else liked[chosen].astype(np.int32)
+        )
 
     def picks(self, readers: int, matrix: Matrix, trend: Matrix) -> Picks:
         if not self.reader:
             empty = np.zeros(0, np.int32)
             nothing = np.zeros(0, np.float32)
-            return Picks(np.zeros(readers + 1, np.int64), empty, empty, nothing, nothing, nothing)
+            return Picks(
+                np.zeros(readers + 1, np.int64), empty, empty, nothing, nothing, nothing, empty
+            )
         reader = np.concatenate(self.reader)
         order = np.lexsort((np.concatenate(self.position), reader))
         paper = np.concatenate(self.paper)[order]
         topic = np.concatenate(self.topic)[order]
         score = np.concatenate(self.score)[order]
+        liked = np.concatenate(self.liked)[order]
         self.reader, self.position, self.paper, self.topic, self.score = [], [], [], [], []
+        self.liked = []
         offsets = np.zeros(readers + 1, np.int64)
         np.cumsum(np.bincount(reader, minlength=readers), out=offsets[1:])
         relevance = np.zeros(len(paper), np.float32)
@@ -96,6 +118,7 @@ class _Chosen:
             score=score,
             relevance=relevance,
             trend=trend[paper],
+            liked=liked,
         )
 
 
@@ -126,11 +149,14 @@ def select(
     first_seen: NDArray[np.float64] | None = None,
     threshold: float = DEFAULT_THRESHOLD,
     dedupe_keys: Sequence[str] | None = None,
+    similarity: PaperSimilarity | None = None,
+    feedback_weights: FeedbackWeights = DEFAULT_FEEDBACK_WEIGHTS,
 ) -> Picks:
     """Every reader's picks: papers first seen after the reader's `seen_after`, not excluded,
     over the relevance threshold for one of their topics, best `(1 - w) relevance + w trend`
-    first, at most `size`. A reader without topics gets the most trending papers. Papers
-    sharing a dedupe key never both appear."""
+    (plus the feedback term of a reader with feedback, from `similarity`: the clicked
+    papers' cosines to the candidates) first, at most `size`. A reader without topics gets the
+    most trending papers. Papers sharing a dedupe key never both appear."""
     papers = trend.shape[0]
     chosen = _Chosen()
     if papers == 0:
@@ -145,6 +171,17 @@ def select(
     # cutoff are served from one short list per topic.
     groups: dict[tuple[float, float], list[int]] = {}
     for number, reader in enumerate(readers):
+        if reader.feedback and reader.topics and similarity is not None:
+            eligible = (
+                first_seen > reader.seen_after
+                if first_seen is not None
+                else np.ones(papers, np.bool_)
+            )
+            _pick_with_feedback(
+                readers, number, scores.matrix, trend, eligible, threshold, key_of, chosen,
+                similarity, feedback_weights,
+            )  # fmt: skip
+            continue
         groups.setdefault((reader.seen_after, reader.trending_weight), []).append(number)
     for (seen_after, weight), members in groups.items():
         eligible = first_seen > seen_after if first_seen is not None else np.ones(papers, np.bool_)
@@ -152,6 +189,74 @@ def select(
             readers, members, scores.matrix, trend, eligible, weight, threshold, key_of, chosen
         )
     return chosen.picks(len(readers), scores.matrix, trend)
+
+
+def _pick_with_feedback(
+    readers: Sequence[Reader],
+    number: int,
+    matrix: Matrix,
+    trend: Matrix,
+    eligible: NDArray[np.bool_],
+    threshold: float,
+    key_of: NDArray[np.int64],
+    chosen: _Chosen,
+    similarity: PaperSimilarity,
+    weights: FeedbackWeights,
+) -> None:
+    """One reader with feedback, over every candidate: the feedback term reorders papers that
+    qualify for a topic; it never lets in one that does not."""
+    reader = readers[number]
+    rows = np.asarray(reader.topics, np.int64)
+    relevance = matrix[rows]
+    weight = reader.trending_weight
+    per_topic = (1 - weight) * relevance + weight * trend[None, :]
+    per_topic[(relevance < threshold) | ~eligible[None, :]] = -1.0
+    # The best topic per paper, a row at a time: an argmax down a few long rows is slow.
+    base, best_topic = per_topic[0].copy(), np.zeros(trend.shape[0], np.int64)
+    for row in range(1, len(rows)):
+        better = per_topic[row] > base
+        base[better], best_topic[better] = per_topic[row][better], row
+    columns = np.arange(trend.shape[0])
+    term = feedback_term(similarity, reader.feedback, weights, explain=False)
+    # Qualifying papers stay at zero or above however much the reader disliked them.
+    score = np.where(base >= 0, np.maximum(base + term.adjustment, 0.0), -1.0).astype(np.float32)
+    # The reader's best few are enough unless repeats or papers they already have use them up:
+    # then they are chosen again over every candidate.
+    width = _list_width(readers, [number], len(score))
+    head = np.argpartition(-score, width - 1)[:width] if width < len(score) else columns
+    for whole in (width >= len(score), True):
+        order = (
+            np.argsort(-score, kind="stable")
+            if whole
+            else head[np.argsort(-score[head], kind="stable")]
+        )
+        short = _pick(
+            readers,
+            np.asarray([number], np.int64),
+            score[order][None, :],
+            order[None, :],
+            rows[best_topic[order]][None, :],
+            key_of,
+            chosen,
+            complete=whole,
+            liked=_explained(similarity, reader.feedback, order, weights, term.liked_gain)[None, :],
+        )
+        if not short.any():
+            return
+
+
+def _explained(
+    similarity: PaperSimilarity,
+    feedback: ReaderFeedback,
+    order: NDArray[np.int64],
+    weights: FeedbackWeights,
+    liked_gain: Matrix,
+) -> NDArray[np.int32]:
+    """The liked paper explaining each paper of `order` (-1 for none), worked out for these
+    papers only."""
+    if not feedback.liked:
+        return np.full(len(order), -1, np.int32)
+    return explaining_likes(similarity, feedback.liked, order, liked_gain[order], weights)
 
 
 def _list_width(readers: Sequence[Reader], members: list[int], papers: int) -> int:
@@ -295,6 +400,7 @@ def _pick(
     chosen: _Chosen,
     *,
     complete: bool,
+    liked: NDArray[np.int32] | None = None,
 ) -> NDArray[np.bool_]:
     """Pick from each reader's row, sorted best first, leaving out what they already have;
     returns which readers came up short of their size while more of their row was left unread
@@ -313,5 +419,13 @@ def _pick(
     if complete:
         short[:] = False
     keep = ~short
-    chosen.add_rows(numbers[keep], picked[keep], rank[keep], paper[keep], topic[keep], score[keep])
+    chosen.add_rows(
+        numbers[keep],
+        picked[keep],
+        rank[keep],
+        paper[keep],
+        topic[keep],
+        score[keep],
+        None if liked is None else liked[keep],
+    )
     return short

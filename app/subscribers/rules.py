@@ -325,6 +325,9 @@ def update_preferences(
     """Change what and when a subscriber receives; `paused` pauses or resumes an active or
     paused subscription (other states are left as they are)."""
     _apply(subscriber, validate_preferences(preferences))
+    # A topic the reader removed is no longer muted: written again, it brings papers again.
+    if subscriber.muted_topics:
+        subscriber.muted_topics = [t for t in subscriber.muted_topics if t in subscriber.topics]
     if paused is not None and subscriber.status in (
         SubscriberStatus.ACTIVE,
         SubscriberStatus.PAUSED,

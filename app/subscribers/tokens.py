@@ -1,10 +1,11 @@
 """Signed link tokens: the only thing a subscriber's links carry. A token names one purpose
 (confirm, preferences, unsubscribe, digest: a digest and the archive of them, feed: the private
-Atom feed), the subscriber's public id and their token version,
-signed with the secret key (itsdangerous, one salt per purpose so a token for one purpose never
-opens another). Bumping a subscriber's token version revokes every token issued before. A token
-opens its subscriber's page for as long as its link lives, so it is kept out of logs and caches:
-`LINK_TOKEN` is what one looks like wherever it is written down."""
+Atom feed, feedback on a paper, muting a topic), the subscriber's public id and their token
+version, and what the link is about (the paper and "more" or "less" of a feedback link, the topic
+of a mute link), signed with the secret key (itsdangerous, one salt per purpose so a token for one
+purpose never opens another). Bumping a subscriber's token version revokes every token issued
+before. A token opens its subscriber's page for as long as its link lives, so it is kept out of
+logs and caches: `LINK_TOKEN` is what one looks like wherever it is written down."""
 
 from __future__ import annotations
 
@@ -25,6 +26,8 @@ class Purpose(enum.StrEnum):
     UNSUBSCRIBE = "unsubscribe"
     DIGEST = "digest"
     FEED = "feed"
+    FEEDBACK = "feedback"  # subject: paper id, "more" or "less"
+    MUTE = "mute"  # subject: the topic
 
 
 # Confirmation links expire; links in digests must keep working for as long as the mail is kept.
@@ -34,6 +37,8 @@ MAX_AGE_SECONDS: dict[Purpose, int | None] = {
     Purpose.UNSUBSCRIBE: None,
     Purpose.DIGEST: None,
     Purpose.FEED: None,
+    Purpose.FEEDBACK: None,
+    Purpose.MUTE: None,
 }
 
 
@@ -64,15 +69,16 @@ class TokenError(ValueError):
 class TokenClaims:
     public_id: uuid.UUID
     token_version: int
+    subject: tuple[str | int, ...] = ()  # what the link is about, for purposes that name one
 
 
 class LinkSerializer(URLSafeTimedSerializer):
     """itsdangerous's URL-safe timed serializer, cheaper to sign with: a digest signs three
-    links and a send run hundreds of thousands. Its tokens are byte for byte the stock
-    serializer's (a test checks), and it reads every token the stock one reads.
+    links, two more per paper and one per topic, and a send run millions. Its tokens are byte for
+    byte the stock serializer's (a test checks), and it reads every token the stock one reads.
 
-    - A payload of a public id and a version never shrinks under zlib, so the attempt to
-      compress it, a fifth of the signing time, is skipped.
+    - A payload of a public id, a version and a paper id never shrinks under zlib (a topic
+      seldom does), so the attempt to compress it, a fifth of the signing time, is skipped.
     - The signer for the serializer's own salt is built once, not once per token.
 
     Both override itsdangerous internals (`dump_payload` skips the URL-safe mixin's, `dumps`
@@ -95,8 +101,14 @@ def _serializer(secret_key: str, purpose: Purpose) -> LinkSerializer:
     return LinkSerializer(secret_key, salt=f"paperboy.{purpose.value}")
 
 
-def make_token(secret_key: str, purpose: Purpose, public_id: uuid.UUID, token_version: int) -> str:
-    return str(_serializer(secret_key, purpose).dumps([public_id.hex, token_version]))
+def make_token(
+    secret_key: str,
+    purpose: Purpose,
+    public_id: uuid.UUID,
+    token_version: int,
+    *subject: str | int,
+) -> str:
+    return str(_serializer(secret_key, purpose).dumps([public_id.hex, token_version, *subject]))
 
 
 def read_token(secret_key: str, purpose: Purpose, token: str) -> TokenClaims:
@@ -109,7 +121,9 @@ def read_token(secret_key: str, purpose: Purpose, token: str) -> TokenClaims:
     except BadSignature as error:
         raise TokenError("This link is not valid.") from error
     try:
-        public_hex, version = payload
-        return TokenClaims(uuid.UUID(hex=str(public_hex)), int(version))
+        public_hex, version, *subject = payload
+        if not all(isinstance(part, str | int) for part in subject):
+            raise TypeError("a subject is strings and numbers")
+        return TokenClaims(uuid.UUID(hex=str(public_hex)), int(version), tuple(subject))
     except (TypeError, ValueError) as error:
         raise TokenError("This link is not valid.") from error

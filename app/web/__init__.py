@@ -36,7 +36,7 @@ from app.metrics import REQUESTS_REFUSED, render_metrics
 from app.ranking.embedding import EmbeddingModelError, check_embedding_setting
 from app.ranking.model_hub import model_hub
 from app.subscribers.tokens import TokenError
-from app.web import admin, feeds, pages, subscription, webhooks
+from app.web import admin, feedback, feeds, pages, subscription, webhooks
 from app.web.admission import MACHINE_PATHS, AdmissionControl, BusyAnswer, ServiceBusy
 from app.web.api_docs import request_body_fields
 from app.web.deps import ApiDocsGuard, MetricsGuard, WebState
@@ -125,6 +125,7 @@ def create_app(settings: Settings | None = None, *, sends_today: bool = False) -
     app.include_router(pages.router)
     app.include_router(subscription.router)
     app.include_router(feeds.router)
+    app.include_router(feedback.router)
     app.include_router(admin.router)
     app.include_router(webhooks.router)
 

@@ -194,6 +194,7 @@ async def get_digest(session: Session, digest_id: Id) -> DigestDetail:
             trend=i.trend,
             matched_topic=i.matched_topic,
             matched_terms=list(i.matched_terms),
+            liked_title=i.liked_title,
         )
         for i in digest.items
     ]

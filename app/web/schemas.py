@@ -34,6 +34,7 @@ class SubscriberOut(Row):
     email: str
     status: SubscriberStatus
     topics: list[str]
+    muted_topics: list[str]
     timezone: str
     send_hour: int
     digest_size: int
@@ -203,6 +204,7 @@ class DigestItemOut(BaseModel):
     trend: float
     matched_topic: str | None
     matched_terms: list[str]
+    liked_title: str | None
 
 
 class DigestDetail(DigestOut):

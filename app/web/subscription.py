@@ -1,6 +1,7 @@
 """The pages a subscriber reaches from the links in their mail: preferences (with a preview of
-today's digest), unsubscribe (a button on GET, done on POST, RFC 8058 one-click included),
-resubscribe, the digest in the browser and the archive of past digests."""
+today's digest, and their recent feedback and muted topics, each undone by a POST), unsubscribe (a
+button on GET, done on POST, RFC 8058 one-click included), resubscribe, the digest in the browser
+and the archive of past digests."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from app.models import (
     Subscriber,
     SubscriberStatus,
 )
+from app.subscribers.feedback import recent_feedback, undo_feedback, unmute_topic
 from app.subscribers.rules import (
     SubscriberError,
     resubscribe,
@@ -100,6 +102,7 @@ async def preferences_page(
             "preview": preview,
             "preview_note": preview_note,
             "suggestions": await state.suggestions(session),
+            "feedback": await recent_feedback(subscriber, session=session),
             "skipped_day": (
                 latest.digest_date
                 if latest is not None and latest.status is DigestStatus.SKIPPED
@@ -138,6 +141,24 @@ async def save_preferences(
         subscriber = await linked_subscriber(state, session, Purpose.PREFERENCES, token)
         context = preferences_context(state, subscriber, token) | {"error": str(error)}
         return page(request, "preferences.html", context, status_code=400)
+    return RedirectResponse(f"/preferences/{token}?saved=1", status_code=303)
+
+
+@router.post("/preferences/{token}/feedback/{paper_id}/undo")
+async def undo_paper_feedback(
+    token: str, paper_id: int, state: State, session: Session
+) -> RedirectResponse:
+    subscriber = await linked_subscriber(state, session, Purpose.PREFERENCES, token)
+    await undo_feedback(subscriber, paper_id, session=session)
+    return RedirectResponse(f"/preferences/{token}?saved=1", status_code=303)
+
+
+@router.post("/preferences/{token}/unmute")
+async def unmute(
+    token: str, state: State, session: Session, topic: Annotated[str, Form()]
+) -> RedirectResponse:
+    subscriber = await linked_subscriber(state, session, Purpose.PREFERENCES, token)
+    unmute_topic(subscriber, topic)
     return RedirectResponse(f"/preferences/{token}?saved=1", status_code=303)
 
 

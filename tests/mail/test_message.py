@@ -10,6 +10,7 @@ import email.header
 import re
 import time
 import uuid
+from dataclasses import replace
 from datetime import UTC, date, datetime
 from email.message import EmailMessage
 from email.policy import default as default_policy
@@ -160,7 +161,22 @@ async def test_links_are_signed_for_this_subscriber_and_purpose(
     rendered = mailer.render(view)
     own = [link for link in links_in(rendered.html) if link.startswith(mail_settings.base_url)]
     by_purpose = {link.split("/")[3]: link.split("/")[4] for link in own}
-    assert set(by_purpose) == {"preferences", "unsubscribe", "digests"}
+    assert set(by_purpose) == {"preferences", "unsubscribe", "digests", "feedback", "mute"}
+    # Each paper carries "more" and "less like this", signed with its paper id; each topic that
+    # brought papers carries "mute this topic", in the HTML and the text part alike.
+    for part in (rendered.html, rendered.text):
+        feedback = [
+            read_token(mail_settings.secret_key, Purpose.FEEDBACK, token).subject
+            for token in re.findall(r"/feedback/([A-Za-z0-9_.-]+)", part)
+        ]
+        assert sorted(feedback) == sorted(
+            (paper.paper_id, signal) for paper in view.papers for signal in ("more", "less")
+        )
+        muted = [
+            read_token(mail_settings.secret_key, Purpose.MUTE, token).subject
+            for token in re.findall(r"/mute/([A-Za-z0-9_.-]+)", part)
+        ]
+        assert muted == [(topic,) for topic in view.topics] and muted
     for purpose_name, token in by_purpose.items():
         purpose = Purpose.DIGEST if purpose_name == "digests" else Purpose(purpose_name)
         claims = read_token(mail_settings.secret_key, purpose, token)
@@ -182,6 +198,23 @@ async def test_links_are_signed_for_this_subscriber_and_purpose(
     assert read_token(mail_settings.secret_key, Purpose.UNSUBSCRIBE, mailto_token).public_id == (
         view.public_id
     )
+
+
+async def test_rows_shared_between_readers_carry_each_readers_own_feedback_links(
+    session_factory: Sessions, mail_settings: Settings, sample_page: Path
+) -> None:
+    digest_id = await compose_for(session_factory, mail_settings, sample_page)
+    view = await view_of(session_factory, digest_id)
+    other = replace(view, public_id=uuid.uuid4(), email="bob@example.org")
+    mailer = Mailer(mail_settings)  # one row cache for both, as in a send run
+    for reader in (view, other, view):
+        rendered = mailer.render(reader)
+        for part in (rendered.html, rendered.text):
+            tokens = re.findall(r"/feedback/([A-Za-z0-9_.-]+)", part)
+            assert len(tokens) == 2 * len(view.papers)
+            for token in tokens:
+                claims = read_token(mail_settings.secret_key, Purpose.FEEDBACK, token)
+                assert claims.public_id == reader.public_id
 
 
 async def test_hostile_paper_and_topic_text_never_escapes(
@@ -349,7 +382,7 @@ async def test_templates_inlined_once_render_what_inlining_each_message_gave(
     for for_browser in (False, True):
         rendered = mailer.render(view, for_browser=for_browser)
         context = {
-            "digest": view,
+            "digest": mailer.with_feedback_links(view),
             "links": rendered.links,
             "subject": rendered.subject,
             "day": "Thursday, 26 November 2026",

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.models import Subscriber, SubscriberStatus
 from app.subscribers.csv_io import import_subscribers
+from app.subscribers.feedback import mute_topic, unmute_topic
 from app.subscribers.rules import (
     MAX_TOPIC_CHARS,
     MAX_TOPICS,
@@ -203,6 +204,22 @@ async def test_pause_and_resume_apply_to_live_subscriptions_only(session: AsyncS
     assert status_of(reader) is SubscriberStatus.UNSUBSCRIBED  # resuming is not resubscribing
     with pytest.raises(SubscriberError):
         update_preferences(reader, Preferences(["moe"], timezone="Nowhere/City"))
+
+
+async def test_a_muted_topic_stays_listed_until_unmuted_or_removed(session: AsyncSession) -> None:
+    reader = await add_active_subscriber(
+        "m@example.org", Preferences(["moe", "fpga"]), session=session
+    )
+    assert mute_topic(reader, "moe") and mute_topic(reader, "moe")  # twice is harmless
+    assert reader.muted_topics == ["moe"] and reader.topics == ["moe", "fpga"]
+    assert not mute_topic(reader, "not one of theirs") and reader.muted_topics == ["moe"]
+    unmute_topic(reader, "moe")
+    assert reader.muted_topics == []
+    mute_topic(reader, "fpga")
+    update_preferences(reader, Preferences(["moe", "fpga", "nas"]))
+    assert reader.muted_topics == ["fpga"]  # kept while the topic is
+    update_preferences(reader, Preferences(["moe"]))
+    assert reader.muted_topics == []  # written again later, it brings papers again
 
 
 async def test_unsubscribe_and_resubscribe_say_whether_anything_changed(

@@ -105,11 +105,32 @@ def test_confirmation_links_expire_and_the_others_do_not() -> None:
         assert read_token(SECRET, purpose, old).token_version == 1
 
 
+def test_feedback_and_mute_tokens_carry_their_paper_or_topic() -> None:
+    more = make_token(SECRET, Purpose.FEEDBACK, READER, 3, 4242, "more")
+    claims = read_token(SECRET, Purpose.FEEDBACK, more)
+    assert (claims.public_id, claims.token_version, claims.subject) == (READER, 3, (4242, "more"))
+    topic = 'Tom\'s "topic" & <more> / ümlaut'
+    assert read_token(
+        SECRET, Purpose.MUTE, make_token(SECRET, Purpose.MUTE, READER, 1, topic)
+    ).subject == (topic,)
+    # One purpose's token never opens another's, and a link without a subject has none.
+    with pytest.raises(TokenError):
+        read_token(SECRET, Purpose.MUTE, more)
+    with pytest.raises(TokenError):
+        read_token(SECRET, Purpose.FEEDBACK, more[:-2])
+    plain = make_token(SECRET, Purpose.PREFERENCES, READER, 1)
+    assert read_token(SECRET, Purpose.PREFERENCES, plain).subject == ()
+
+
 def test_every_token_is_recognised_and_redacted_wherever_it_is_written() -> None:
+    subjects: dict[Purpose, tuple[str | int, ...]] = {
+        Purpose.FEEDBACK: (123456789, "less"),
+        Purpose.MUTE: ("making chatbots respond faster, with a long topic of many words",),
+    }
     for purpose in Purpose:
         for version in (1, 12345):
             for reader in (READER, uuid.uuid4()):
-                token = make_token(SECRET, purpose, reader, version)
+                token = make_token(SECRET, purpose, reader, version, *subjects.get(purpose, ()))
                 assert LINK_TOKEN.fullmatch(token), token
                 line = f'127.0.0.1:5000 - "GET /unsubscribe/{token}?saved=1 HTTP/1.1" 200'
                 assert redact_link_tokens(line) == (

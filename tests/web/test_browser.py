@@ -1,16 +1,19 @@
 """The newcomer's journey in a real headless Chromium (Debian's, driven by Playwright): open the
 front page, subscribe through the form (the page's script fills the time zone and a topic chip),
 read the confirmation mail from the SMTP server, confirm, change preferences, and unsubscribe
-through the page. And a weekly reader's: search the front page and pick a topic chip, open their
+through the page. A weekly reader's: search the front page and pick a topic chip, open their
 archive and their weekly digest from it, and fetch their Atom feed from the link the page shows,
-read by feedparser. With PAPERBOY_SCREENSHOTS=DIR it also saves the pages as PNGs there."""
+read by feedparser. And a reader's feedback: from a digest received over SMTP, "more like this",
+"less like this" and "mute this topic", each confirmed on its page, and the next day's digest
+follows them. With PAPERBOY_SCREENSHOTS=DIR it also saves the pages as PNGs there."""
 
 from __future__ import annotations
 
 import os
 import shutil
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
+from email.message import EmailMessage
 from pathlib import Path
 
 import feedparser
@@ -20,8 +23,16 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.config import Settings
-from app.jobs import compose_job, ingest_job
-from app.models import DigestFrequency, Subscriber, SubscriberStatus
+from app.jobs import compose_job, ingest_job, send_job
+from app.models import (
+    Digest,
+    DigestFrequency,
+    DigestItem,
+    Feedback,
+    FeedbackSignal,
+    Subscriber,
+    SubscriberStatus,
+)
 from app.subscribers.rules import Preferences, add_active_subscriber
 from app.subscribers.tokens import Purpose, make_token
 from tests.support.web_app import link_in, serve_app
@@ -29,6 +40,7 @@ from tests.support.web_app import link_in, serve_app
 Sessions = async_sessionmaker[AsyncSession]
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 SCREENSHOTS = os.environ.get("PAPERBOY_SCREENSHOTS")
+DAY_ONE, DAY_TWO = date(2026, 11, 26), date(2026, 11, 27)
 
 pytestmark = pytest.mark.skipif(
     not Path(CHROMIUM).exists() and not os.environ.get("PAPERBOY_REQUIRE_BROWSER"),
@@ -198,3 +210,102 @@ async def test_search_then_a_weekly_readers_archive_digest_and_feed(
         assert feed.bozo == 0 and len(feed.entries) == 10
         assert errors == []
         await context.close()
+
+
+def html_of(message: EmailMessage) -> str:
+    body = message.get_body(("html",))
+    assert body is not None
+    return str(body.get_content())
+
+
+async def open_mail_and_click(page: Page, mail: EmailMessage, link: str, nth: int = 0) -> None:
+    """Show the mail's HTML as a mail client would and follow one of its links."""
+    await page.set_content(html_of(mail))
+    await page.get_by_role("link", name=link).nth(nth).click()
+
+
+async def test_feedback_from_the_mail_shapes_the_next_digest(
+    browser: Browser,
+    engine: AsyncEngine,
+    session_factory: Sessions,
+    settings: Settings,
+    sample_page: Path,
+) -> None:
+    await ingest_job(str(sample_page), session_factory=session_factory, settings=settings)
+    email = "reader@example.org"
+    topics = ["large language models", "mixture of experts"]
+    async with session_factory() as session:
+        reader = await add_active_subscriber(
+            email, Preferences(topics, digest_size=6), session=session
+        )
+        await session.commit()
+    with serve_app(settings) as web:
+        page = await (await browser.new_context()).new_page()
+        await compose_job(session_factory=session_factory, settings=web.settings, on_date=DAY_ONE)
+        await send_job(session_factory=session_factory, settings=web.settings)
+        mail = web.wait_for_mail(email)
+        async with session_factory() as session:
+            sent = (
+                await session.scalars(
+                    select(DigestItem.paper_id)
+                    .join(Digest, Digest.id == DigestItem.digest_id)
+                    .where(Digest.subscriber_id == reader.id)
+                    .order_by(DigestItem.rank)
+                )
+            ).all()
+
+        # "More like this" on three papers, "less like this" on one: each link shows a page,
+        # and only its button records.
+        for nth in (0, 2, 3):
+            await open_mail_and_click(page, mail, "More like this", nth)
+            await page.get_by_role("heading", name="More like this?").wait_for()
+            await page.get_by_role("button", name="More like this").click()
+            await page.get_by_role("heading", name="Noted: more like this").wait_for()
+        await open_mail_and_click(page, mail, "Less like this", 1)
+        await page.get_by_role("heading", name="Fewer papers like this?").wait_for()
+        await snapshot(page, "web-feedback.png")
+        await page.get_by_role("button", name="Less like this").click()
+        await page.get_by_role("heading", name="Noted: less like this").wait_for()
+        await open_mail_and_click(page, mail, "“mixture of experts”")
+        await page.get_by_role("heading", name="Mute “mixture of experts”?").wait_for()
+        await page.get_by_role("button", name="Mute this topic").click()
+        await page.get_by_role("heading", name="“mixture of experts” is muted").wait_for()
+        async with session_factory() as session:
+            clicks = dict(
+                (
+                    await session.execute(
+                        select(Feedback.paper_id, Feedback.signal).where(
+                            Feedback.subscriber_id == reader.id
+                        )
+                    )
+                ).all()
+            )
+            stored = await session.get(Subscriber, reader.id)
+            assert stored is not None and stored.muted_topics == ["mixture of experts"]
+        assert clicks == {
+            sent[0]: FeedbackSignal.MORE,
+            sent[1]: FeedbackSignal.LESS,
+            sent[2]: FeedbackSignal.MORE,
+            sent[3]: FeedbackSignal.MORE,
+        }
+
+        # The next day's digest, seen in the browser: explained by a liked paper, nothing from
+        # the muted topic.
+        await compose_job(session_factory=session_factory, settings=web.settings, on_date=DAY_TWO)
+        await send_job(session_factory=session_factory, settings=web.settings)
+        next_mail = web.wait_for_mail(email, 2)
+        await open_mail_and_click(page, next_mail, "View in browser")
+        await page.get_by_text("which you liked").first.wait_for()
+        assert await page.get_by_text("mixture of experts”:").count() == 0
+        await snapshot(page, "web-digest-feedback.png")
+
+        # The preferences page lists it all and undoes it.
+        await page.get_by_role("link", name="Change topics or time").click()
+        await page.get_by_role("heading", name="Your feedback").wait_for()
+        await page.get_by_role("button", name="Unmute").click()
+        await page.get_by_text("Saved.").wait_for()
+        assert await page.get_by_role("button", name="Unmute").count() == 0
+        assert await page.get_by_role("button", name="Undo").count() == 4
+        await page.get_by_role("button", name="Undo").first.click()
+        await page.get_by_text("Saved.").wait_for()
+        assert await page.get_by_role("button", name="Undo").count() == 3
