@@ -145,6 +145,10 @@ def clock(moment: datetime | None) -> str:
     return moment.astimezone().strftime("%H:%M %Z") if moment else "?"
 
 
+def are(number: int) -> str:
+    return "is" if number == 1 else "are"
+
+
 def print_send_report(report: SendReport) -> None:
     if report.reclaimed:
         output.print(
@@ -160,13 +164,15 @@ def print_send_report(report: SendReport) -> None:
     held = report.held
     if held.by_stopped:
         output.print(
-            f"{counted(held.by_stopped, 'digest')} held by a stopped worker until "
+            f"{counted(held.by_stopped, 'digest')} {are(held.by_stopped)} held by a stopped "
+            "worker until "
             f"{clock(held.stopped_until)}: `paperboy send --reclaim` sends them now",
             highlight=False,
         )
     if held.by_others:
         output.print(
-            f"{counted(held.by_others, 'digest')} held by another worker until "
+            f"{counted(held.by_others, 'digest')} {are(held.by_others)} held by another worker "
+            "until "
             f"{clock(held.others_until)} (a worker counts as stopped "
             f"{held.dead_after:g} s after its last heartbeat; "
             "`paperboy send --reclaim` then sends them)",
@@ -174,7 +180,8 @@ def print_send_report(report: SendReport) -> None:
         )
     if report.retries_waiting:
         output.print(
-            f"{counted(report.retries_waiting, 'digest')} waiting for a retry, the first at "
+            f"{counted(report.retries_waiting, 'digest')} {are(report.retries_waiting)} waiting "
+            "for a retry, the first at "
             f"{clock(report.next_retry)}",
             highlight=False,
         )

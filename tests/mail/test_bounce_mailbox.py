@@ -147,10 +147,10 @@ async def test_paperboy_bounces_applies_each_report_in_the_maildir_once(
     first = await paperboy_bounces()
     assert first.returncode == 0, first.stderr
     assert (
-        "5 messages read; 1 hard bounces (1 suppressed), 1 soft bounces, 1 blocked, "
-        "1 complaints (1 unsubscribed), 0 unmatched" in first.stdout
+        "5 messages read; 1 hard bounce (1 suppressed), 1 soft bounce, 1 blocked, "
+        "1 complaint (1 unsubscribed), 0 unmatched" in first.stdout
     )
-    assert "1 not reports, 0 left unread" in first.stdout
+    assert "1 message not a report, 0 left unread" in first.stdout
 
     # Hard bounce: suppressed at the default limit of 1, like a 5xx at sending.
     assert await state_of(session_factory, "gone@example.org") == (
