@@ -63,10 +63,11 @@ def test_vectors_agree_with_the_reference_model(model: EmbeddingModel) -> None:
     assert vectors.dtype == np.float32 and vectors.shape == expected.shape
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
     cosine = (vectors * expected).sum(axis=1)
-    # int8 against fp32: measured min 0.988 (0.992 one by one), mean 0.993, max abs diff 0.025.
+    # int8 (7-bit weights) against fp32: measured min 0.986, mean 0.992, max abs diff 0.032,
+    # the same on CPUs with and without VNNI (full 8-bit weights overflowed without it).
     assert cosine.min() >= 0.98, cosine
     assert cosine.mean() >= 0.99, cosine
-    assert np.abs(vectors - expected).max() <= 0.03
+    assert np.abs(vectors - expected).max() <= 0.035
 
 
 def test_encode_keeps_the_order_whatever_the_lengths_and_batches(model: EmbeddingModel) -> None:
