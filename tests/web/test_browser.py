@@ -10,10 +10,12 @@ follows them. With PAPERBOY_SCREENSHOTS=DIR it also saves the pages as PNGs ther
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime
 from email.message import EmailMessage
+from html import unescape
 from pathlib import Path
 
 import feedparser
@@ -30,6 +32,7 @@ from app.models import (
     DigestItem,
     Feedback,
     FeedbackSignal,
+    Paper,
     Subscriber,
     SubscriberStatus,
 )
@@ -244,15 +247,23 @@ async def test_feedback_from_the_mail_shapes_the_next_digest(
         await compose_job(session_factory=session_factory, settings=web.settings, on_date=DAY_ONE)
         await send_job(session_factory=session_factory, settings=web.settings)
         mail = web.wait_for_mail(email)
+        # The papers in the order the mail shows them (grouped by topic, then by rank).
+        shown = [
+            unescape(title) for title in re.findall(r'class="title"[^>]*>([^<]+)<', html_of(mail))
+        ]
         async with session_factory() as session:
-            sent = (
-                await session.scalars(
-                    select(DigestItem.paper_id)
-                    .join(Digest, Digest.id == DigestItem.digest_id)
-                    .where(Digest.subscriber_id == reader.id)
-                    .order_by(DigestItem.rank)
-                )
-            ).all()
+            ids = dict(
+                (
+                    await session.execute(
+                        select(Paper.title, DigestItem.paper_id)
+                        .join(Paper, Paper.id == DigestItem.paper_id)
+                        .join(Digest, Digest.id == DigestItem.digest_id)
+                        .where(Digest.subscriber_id == reader.id)
+                    )
+                ).all()
+            )
+        assert len(shown) == len(ids) == 6
+        sent = [ids[title] for title in shown]
 
         # "More like this" on three papers, "less like this" on one: each link shows a page,
         # and only its button records.
