@@ -1,9 +1,9 @@
-"""Every public page (the archive and the front page's search included) and both mails, in a
-real headless Chromium, light and dark: axe-core finds no violation of any impact, and
-html-validate no error (the site's pages by the recommended
-rules; mails, and the digest's web view, which is the mail itself, by those rules less inline
-styles and table attributes, which mail clients need). Needs Debian's Chromium and the checkers
-of tests/support/browser (`npm ci --prefix tests/support/browser`); CI requires both."""
+"""Every public page (the archive, the feedback and mute pages and the front page's search
+included) and both mails, in a real headless Chromium, light and dark: axe-core finds no
+violation of any impact, and html-validate no error (the site's pages by the recommended rules;
+mails, and the digest's web view, which is the mail itself, by those rules less inline styles
+and table attributes, which mail clients need). Needs Debian's Chromium and the checkers of
+tests/support/browser (`npm ci --prefix tests/support/browser`); CI requires both."""
 
 from __future__ import annotations
 
@@ -101,6 +101,12 @@ async def test_every_page_and_mail_passes_axe_and_html_validate(
                 "not-found": f"{base}/no-such-page",
             }
             digest_view = text_link(digest, "View in browser")
+            more = text_link(digest, "More like this")
+            mute = text_link(digest, r'Mute "[^"]+"')
+            shown["feedback-confirm"] = more
+            shown["mute-confirm"] = mute
+            answers["feedback-noted"] = (await client.post(more)).text
+            answers["mute-noted"] = (await client.post(mute)).text
             shown["archive"] = digest_view.rsplit("/", 1)[0]
             answers["unsubscribed"] = (await client.post(unsubscribe_url)).text
             answers["preferences-unsubscribed"] = (await client.get(preferences_url)).text
