@@ -144,11 +144,11 @@ class Mailer:
         views themselves are shared between digests, so they are copied)."""
         secret, base = self.settings.secret_key, self.settings.base_url
 
+        # One signed token for the reader; the paper and the signal follow it in the path.
+        token = make_token(secret, Purpose.FEEDBACK, view.public_id, view.token_version)
+
         def feedback_url(paper_id: int, signal: str) -> str:
-            token = make_token(
-                secret, Purpose.FEEDBACK, view.public_id, view.token_version, paper_id, signal
-            )
-            return f"{base}/feedback/{token}"
+            return f"{base}/feedback/{token}/{paper_id}/{signal}"
 
         papers = [
             replace(

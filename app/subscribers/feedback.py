@@ -14,7 +14,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import dialect_insert
-from app.models import Feedback, FeedbackSignal, Paper, Subscriber
+from app.models import Digest, DigestItem, Feedback, FeedbackSignal, Paper, Subscriber
 
 RECENT_FEEDBACK_SHOWN = 50
 
@@ -71,8 +71,18 @@ async def recent_feedback(
     return [FeedbackEntry(*row) for row in rows]
 
 
-async def paper_title(paper_id: int, *, session: AsyncSession) -> str | None:
-    return await session.scalar(select(Paper.title).where(Paper.id == paper_id))
+async def sent_paper_title(
+    subscriber: Subscriber, paper_id: int, *, session: AsyncSession
+) -> str | None:
+    """The title of a paper that was in one of the reader's digests; None for any other paper
+    (a feedback link names its paper in the clear, next to the reader's signed token)."""
+    return await session.scalar(
+        select(Paper.title)
+        .join(DigestItem, DigestItem.paper_id == Paper.id)
+        .join(Digest, Digest.id == DigestItem.digest_id)
+        .where(Paper.id == paper_id, Digest.subscriber_id == subscriber.id)
+        .limit(1)
+    )
 
 
 def mute_topic(subscriber: Subscriber, topic: str) -> bool:

@@ -8,15 +8,18 @@ page's (`app.web.subscription`)."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Annotated
 
 from fastapi import APIRouter, Request
+from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse
 
 from app.models import FeedbackSignal, Subscriber
-from app.subscribers.feedback import mute_topic, paper_title, record_feedback
+from app.subscribers.feedback import mute_topic, record_feedback, sent_paper_title
 from app.subscribers.rules import subscriber_for_token
 from app.subscribers.tokens import Purpose, TokenClaims, TokenError, read_token
 from app.web.deps import Session, State, WebState
+from app.web.paging import MAX_ID
 from app.web.rendering import link, page
 
 router = APIRouter(include_in_schema=False)
@@ -35,17 +38,20 @@ async def _reader_and_claims(
 
 
 async def _paper_feedback(
-    state: WebState, session: Session, token: str
-) -> tuple[Subscriber, int, FeedbackSignal, str]:
-    subscriber, claims = await _reader_and_claims(state, session, Purpose.FEEDBACK, token)
+    state: WebState, session: Session, token: str, paper_id: int, signal: str
+) -> tuple[Subscriber, FeedbackSignal, str]:
+    """The reader's token is signed; the paper and the signal beside it in the path are not
+    (one token a reader, not two a paper, keeps a digest cheap to sign), so the paper must be
+    one of the reader's own digests."""
+    subscriber, _claims = await _reader_and_claims(state, session, Purpose.FEEDBACK, token)
     try:
-        paper_id, signal = int(claims.subject[0]), FeedbackSignal(str(claims.subject[1]))
-    except (IndexError, ValueError) as error:
+        chosen = FeedbackSignal(signal)
+    except ValueError as error:
         raise TokenError("This link is not valid.") from error
-    title = await paper_title(paper_id, session=session)
+    title = await sent_paper_title(subscriber, paper_id, session=session)
     if title is None:
-        raise TokenError("This link names a paper Paperboy no longer has.")
-    return subscriber, paper_id, signal, title
+        raise TokenError("This link names a paper that is not in your digests.")
+    return subscriber, chosen, title
 
 
 async def _muted_topic(state: WebState, session: Session, token: str) -> tuple[Subscriber, str]:
@@ -55,30 +61,38 @@ async def _muted_topic(state: WebState, session: Session, token: str) -> tuple[S
     return subscriber, claims.subject[0]
 
 
-@router.get("/feedback/{token}", response_class=HTMLResponse)
+PaperId = Annotated[int, PathParam(ge=1, le=MAX_ID)]
+
+
+@router.get("/feedback/{token}/{paper_id}/{signal}", response_class=HTMLResponse)
 async def feedback_page(
-    request: Request, token: str, state: State, session: Session
+    request: Request, token: str, paper_id: PaperId, signal: str, state: State, session: Session
 ) -> HTMLResponse:
     # Shows a button only: a link scanner's GET records nothing.
-    subscriber, _, signal, title = await _paper_feedback(state, session, token)
+    subscriber, chosen, title = await _paper_feedback(state, session, token, paper_id, signal)
     return page(
         request,
         "feedback_confirm.html",
-        {"subscriber": subscriber, "token": token, "signal": signal.value, "title": title},
+        {
+            "subscriber": subscriber,
+            "action": f"/feedback/{token}/{paper_id}/{chosen.value}",
+            "signal": chosen.value,
+            "title": title,
+        },
     )
 
 
-@router.post("/feedback/{token}", response_class=HTMLResponse)
+@router.post("/feedback/{token}/{paper_id}/{signal}", response_class=HTMLResponse)
 async def feedback_now(
-    request: Request, token: str, state: State, session: Session
+    request: Request, token: str, paper_id: PaperId, signal: str, state: State, session: Session
 ) -> HTMLResponse:
-    subscriber, paper_id, signal, title = await _paper_feedback(state, session, token)
-    await record_feedback(subscriber, paper_id, signal, session=session, now=datetime.now(UTC))
+    subscriber, chosen, title = await _paper_feedback(state, session, token, paper_id, signal)
+    await record_feedback(subscriber, paper_id, chosen, session=session, now=datetime.now(UTC))
     return page(
         request,
         "feedback_done.html",
         {
-            "signal": signal.value,
+            "signal": chosen.value,
             "title": title,
             "preferences_url": link(state, Purpose.PREFERENCES, subscriber, "preferences"),
         },

@@ -162,14 +162,14 @@ async def test_links_are_signed_for_this_subscriber_and_purpose(
     own = [link for link in links_in(rendered.html) if link.startswith(mail_settings.base_url)]
     by_purpose = {link.split("/")[3]: link.split("/")[4] for link in own}
     assert set(by_purpose) == {"preferences", "unsubscribe", "digests", "feedback", "mute"}
-    # Each paper carries "more" and "less like this", signed with its paper id; each topic that
-    # brought papers carries "mute this topic", in the HTML and the text part alike.
+    # Each paper carries "more" and "less like this" after the reader's signed feedback token;
+    # each topic that brought papers carries "mute this topic", in the HTML and the text part.
     for part in (rendered.html, rendered.text):
-        feedback = [
-            read_token(mail_settings.secret_key, Purpose.FEEDBACK, token).subject
-            for token in re.findall(r"/feedback/([A-Za-z0-9_.-]+)", part)
-        ]
-        assert sorted(feedback) == sorted(
+        found = re.findall(r"/feedback/([A-Za-z0-9_.-]+)/(\d+)/(more|less)\b", part)
+        for token, _, _ in found:
+            claims = read_token(mail_settings.secret_key, Purpose.FEEDBACK, token)
+            assert claims.public_id == view.public_id and claims.subject == ()
+        assert sorted((int(paper), signal) for _, paper, signal in found) == sorted(
             (paper.paper_id, signal) for paper in view.papers for signal in ("more", "less")
         )
         muted = [

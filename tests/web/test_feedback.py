@@ -20,7 +20,15 @@ from app.config import Settings
 from app.digests.views import DigestView, load_digest_views
 from app.jobs import compose_job, ingest_job
 from app.mail.message import Mailer
-from app.models import Digest, DigestItem, DigestStatus, Feedback, FeedbackSignal, Subscriber
+from app.models import (
+    Digest,
+    DigestItem,
+    DigestStatus,
+    Feedback,
+    FeedbackSignal,
+    Paper,
+    Subscriber,
+)
 from app.subscribers.rules import Preferences, add_active_subscriber
 from tests.support.web_app import ADMIN_TOKEN, RunningApp, serve_app
 
@@ -105,6 +113,18 @@ async def test_a_get_changes_nothing_the_post_records_and_the_last_click_wins(
     assert (await client.post(less)).status_code == 200
     assert await clicks(session_factory, reader) == [(first.paper_id, FeedbackSignal.LESS)]
 
+    # The paper and the signal ride in the clear beside the reader's signed token: a paper that
+    # was in none of the reader's digests, or a signal that is neither, records nothing.
+    token = more.split("/")[2]
+    async with session_factory() as session:
+        unsent = await session.scalar(
+            select(Paper.id).where(Paper.id.not_in([p.paper_id for p in view.papers])).limit(1)
+        )
+    for forged in (f"/feedback/{token}/{unsent}/more", f"/feedback/{token}/{first.paper_id}/all"):
+        answer = await client.post(forged)
+        assert answer.status_code == 400 and "Noted" not in answer.text, forged
+    assert await clicks(session_factory, reader) == [(first.paper_id, FeedbackSignal.LESS)]
+
     # A revoked link (token version bumped) records nothing and says so.
     async with session_factory() as session:
         stored = await session.get(Subscriber, reader.id)
@@ -115,7 +135,6 @@ async def test_a_get_changes_nothing_the_post_records_and_the_last_click_wins(
     assert refused.status_code == 400 and "no longer valid" in refused.text
     assert await clicks(session_factory, reader) == [(first.paper_id, FeedbackSignal.LESS)]
     # A feedback token does not open any other page.
-    token = more.rsplit("/", 1)[1]
     assert (await client.get(f"/preferences/{token}")).status_code == 400
 
 
