@@ -146,7 +146,7 @@ async def test_every_page_and_mail_passes_axe_and_html_validate(
     assert html_errors(mail_html, rules=MAIL_RULES) == []
 
 
-async def test_preference_controls_show_their_value_and_line_up(
+async def test_controls_show_their_value_line_up_and_links_look_like_links(
     browser: Browser,
     engine: AsyncEngine,
     session_factory: Sessions,
@@ -188,4 +188,11 @@ async def test_preference_controls_show_their_value_and_line_up(
             "getComputedStyle(e).fontSize) + 12)"
         )
         assert len(pills) > 5 and all(pills), pills  # no pill wraps onto a second line
+        # On the front page a paper's title looks like the link it is.
+        await page.goto(f"{web.base_url}/")
+        title = await page.evaluate(
+            "(() => { const s = getComputedStyle(document.querySelector('li.paper h3 a'));"
+            " return [s.color, s.textDecorationLine]; })()"
+        )
+        assert title == ["rgb(79, 70, 229)", "underline"], title
         await context.close()
