@@ -24,6 +24,7 @@ from app.digests.views import DigestView
 from app.mail.paper_rows import PaperRows, RenderedPart, quoted_printable
 from app.mail.return_path import digest_message_id, tagged_return_path
 from app.mail.templates import mail_environment
+from app.models import DigestFrequency
 from app.subscribers.tokens import Purpose, make_token
 
 TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "templates"
@@ -68,6 +69,8 @@ def header_text(value: str) -> str:
 def subject_for(view: DigestView) -> str:
     count = len(view.papers)
     day = f"{view.digest_date.day} {view.digest_date:%b}"
+    if view.frequency is DigestFrequency.WEEKLY:
+        day = f"week of {day}"
     noun = "paper" if count == 1 else "papers"
     matched: list[str] = []
     for paper in view.papers:

@@ -3,9 +3,10 @@
 Atom feed, feedback on a paper, muting a topic), the subscriber's public id and their token
 version, and what the link is about (the topic of a mute link; a feedback link names its
 paper and "more" or "less" in the path beside the reader's token), signed with the secret key
-(itsdangerous, one salt per purpose so a token for one purpose never opens another). Bumping a subscriber's token version revokes every token issued
-before. A token opens its subscriber's page for as long as its link lives, so it is kept out of
-logs and caches: `LINK_TOKEN` is what one looks like wherever it is written down."""
+(itsdangerous, one salt per purpose so a token for one purpose never opens another). Bumping a
+subscriber's token version revokes every token issued before. A token opens its subscriber's
+page for as long as its link lives, so it is kept out of logs and caches: `LINK_TOKEN` is what
+one looks like wherever it is written down."""
 
 from __future__ import annotations
 

@@ -41,10 +41,10 @@ from app.digests.views import (
 )
 from app.jobs import compose_job, ingest_job
 from app.mail import paper_rows
-from app.mail.message import TEMPLATES_DIR, Mailer, encoded_header
+from app.mail.message import TEMPLATES_DIR, Mailer, encoded_header, subject_for
 from app.mail.paper_rows import quoted_printable
 from app.mail.templates import TemplateInliningError, inline_template_source
-from app.models import Digest, DigestItem, Paper, Subscriber
+from app.models import Digest, DigestFrequency, DigestItem, Paper, Subscriber
 from app.subscribers.rules import Preferences, add_active_subscriber
 from app.subscribers.tokens import LinkSerializer, Purpose, TokenError, make_token, read_token
 
@@ -117,6 +117,10 @@ async def test_digest_mail_has_both_parts_and_exact_headers(
     assert message["From"] == "Paperboy <digest@papers.example.org>"
     assert message["To"] == "ann@example.org"
     assert message["Subject"] == ("10 new papers on mixture of experts, FPGA accelerators — 26 Nov")
+    weekly = replace(view, frequency=DigestFrequency.WEEKLY)
+    assert subject_for(weekly) == (
+        "10 new papers on mixture of experts, FPGA accelerators — week of 26 Nov"
+    )
     assert (
         message["Message-ID"]
         == f"<digest.{digest_id}.{view.public_id.hex[:12]}@papers.example.org>"
