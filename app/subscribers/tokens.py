@@ -26,7 +26,7 @@ from itsdangerous import (
     TimestampSigner,
     URLSafeTimedSerializer,
 )
-from itsdangerous.encoding import base64_encode, want_bytes
+from itsdangerous.encoding import base64_encode, int_to_bytes, want_bytes
 
 
 class Purpose(enum.StrEnum):
@@ -133,6 +133,12 @@ class LinkSerializer(URLSafeTimedSerializer):
     def make_signer(self, salt: str | bytes | None = None) -> Signer:
         return self._own_signer if salt is None else super().make_signer(salt)
 
+    def dumps_signed_at(self, obj: Any, timestamp: int) -> str:
+        """`dumps` as if signed at `timestamp` (what `TimestampSigner.sign` writes): the same
+        token for the same claims whenever it is made."""
+        value = self.dump_payload(obj) + b"." + base64_encode(int_to_bytes(timestamp))
+        return (value + b"." + self._own_signer.get_signature(value)).decode("ascii")
+
 
 @functools.lru_cache(maxsize=32)
 def _serializer(secret_key: str, purpose: Purpose) -> LinkSerializer:
@@ -145,8 +151,16 @@ def make_token(
     public_id: uuid.UUID,
     token_version: int,
     *subject: str | int,
+    signed_at: int | None = None,
 ) -> str:
-    return str(_serializer(secret_key, purpose).dumps([public_id.hex, token_version, *subject]))
+    """A link token. `signed_at` (a Unix time) makes it the same token every time it is made,
+    for a page that must not change from one request to the next (a feed and its ETag); the
+    time only matters to purposes whose links expire."""
+    serializer = _serializer(secret_key, purpose)
+    claims = [public_id.hex, token_version, *subject]
+    if signed_at is not None:
+        return serializer.dumps_signed_at(claims, signed_at)
+    return str(serializer.dumps(claims))
 
 
 def read_token(secret_key: str, purpose: Purpose, token: str) -> TokenClaims:

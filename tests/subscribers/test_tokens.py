@@ -105,6 +105,18 @@ def test_confirmation_links_expire_and_the_others_do_not() -> None:
         assert read_token(SECRET, purpose, old).token_version == 1
 
 
+def test_a_token_signed_at_a_given_time_is_the_same_every_time_and_the_stock_one() -> None:
+    at = int(time.time()) - 3600
+    first = make_token(SECRET, Purpose.DIGEST, READER, 2, signed_at=at)
+    time.sleep(1.1)  # a token made now carries the second it was made in
+    assert make_token(SECRET, Purpose.DIGEST, READER, 2, signed_at=at) == first
+    assert make_token(SECRET, Purpose.DIGEST, READER, 2) != first
+    # itsdangerous' own bytes for a token signed at that second
+    assert first == made_at(time.time() - at - 0.5, Purpose.DIGEST, [READER.hex, 2])
+    claims = read_token(SECRET, Purpose.DIGEST, first)
+    assert (claims.public_id, claims.token_version) == (READER, 2)
+
+
 def test_feedback_and_mute_tokens_carry_their_paper_or_topic() -> None:
     more = make_token(SECRET, Purpose.FEEDBACK, READER, 3, 4242, "more")
     claims = read_token(SECRET, Purpose.FEEDBACK, more)
