@@ -148,6 +148,9 @@ def postgres_unavailable(server_url: str) -> str | None:
     return None
 
 
+# The `browser` fixture (Debian's Chromium) for every browser test.
+pytest_plugins = ["tests.support.chromium"]
+
 DRILL_FIGURES = "drill figures"
 
 

@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from pathlib import Path
 
 import httpx
 import pytest
-from playwright.async_api import Browser, Page, async_playwright
+from playwright.async_api import Browser, Page
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.config import Settings
@@ -25,28 +23,16 @@ from app.jobs import compose_job, ingest_job, send_job
 from app.subscribers.rules import Preferences, add_active_subscriber
 from app.subscribers.tokens import Purpose, make_token
 from app.web.rendering import templates
+from tests.support.chromium import CHROMIUM
 from tests.support.page_checks import INSTALLED, MAIL_RULES, axe_violations, html_errors
 from tests.support.web_app import link_in, serve_app
 
 Sessions = async_sessionmaker[AsyncSession]
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 pytestmark = pytest.mark.skipif(
     not (Path(CHROMIUM).exists() and INSTALLED) and not os.environ.get("PAPERBOY_REQUIRE_BROWSER"),
     reason="needs Debian's Chromium and `npm ci --prefix tests/support/browser`",
 )
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as playwright:
-        launched = await playwright.chromium.launch(
-            executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"]
-        )
-        try:
-            yield launched
-        finally:
-            await launched.close()
 
 
 def html_part(message: EmailMessage) -> str:

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
-from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime
 from email.message import EmailMessage
 from html import unescape
@@ -20,7 +18,7 @@ from pathlib import Path
 
 import feedparser
 import pytest
-from playwright.async_api import Browser, Page, async_playwright
+from playwright.async_api import Browser, Page
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -38,10 +36,10 @@ from app.models import (
 )
 from app.subscribers.rules import Preferences, add_active_subscriber
 from app.subscribers.tokens import Purpose, make_token
+from tests.support.chromium import CHROMIUM
 from tests.support.web_app import link_in, serve_app
 
 Sessions = async_sessionmaker[AsyncSession]
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 SCREENSHOTS = os.environ.get("PAPERBOY_SCREENSHOTS")
 DAY_ONE, DAY_TWO = date(2026, 11, 26), date(2026, 11, 27)
 
@@ -49,18 +47,6 @@ pytestmark = pytest.mark.skipif(
     not Path(CHROMIUM).exists() and not os.environ.get("PAPERBOY_REQUIRE_BROWSER"),
     reason="needs Debian's Chromium at /usr/bin/chromium (apt-get install chromium)",
 )
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as playwright:
-        launched = await playwright.chromium.launch(
-            executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"]
-        )
-        try:
-            yield launched
-        finally:
-            await launched.close()
 
 
 async def snapshot(page: Page, name: str) -> None:
