@@ -20,7 +20,7 @@ from app.subscribers.rules import subscriber_for_token
 from app.subscribers.tokens import Purpose, TokenClaims, TokenError, read_token
 from app.web.deps import Session, State, WebState
 from app.web.paging import MAX_ID
-from app.web.rendering import link, page
+from app.web.rendering import link, linked_subscriber, page
 
 router = APIRouter(include_in_schema=False)
 
@@ -28,8 +28,8 @@ router = APIRouter(include_in_schema=False)
 async def _reader_and_claims(
     state: WebState, session: Session, purpose: Purpose, token: str
 ) -> tuple[Subscriber, TokenClaims]:
-    """The reader a feedback or mute link names and what it is about; TokenError (the
-    link-problem page) for a bad or revoked link."""
+    """The reader a mute link names and the topic it is about; TokenError (the link-problem
+    page) for a bad or revoked link."""
     claims = read_token(state.settings.secret_key, purpose, token)
     subscriber = await subscriber_for_token(
         state.settings.secret_key, purpose, token, session=session
@@ -43,7 +43,7 @@ async def _paper_feedback(
     """The reader's token is signed; the paper and the signal beside it in the path are not
     (one token a reader, not two a paper, keeps a digest cheap to sign), so the paper must be
     one of the reader's own digests."""
-    subscriber, _claims = await _reader_and_claims(state, session, Purpose.FEEDBACK, token)
+    subscriber = await linked_subscriber(state, session, Purpose.FEEDBACK, token)
     try:
         chosen = FeedbackSignal(signal)
     except ValueError as error:

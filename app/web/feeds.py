@@ -21,9 +21,9 @@ from app.digests.feed import reader_feed
 from app.mail.message import TEMPLATES_DIR
 from app.subscribers.localtime import as_utc
 from app.subscribers.rules import frequency_phrase
-from app.subscribers.tokens import Purpose, make_token
+from app.subscribers.tokens import Purpose
 from app.web.deps import Session, State
-from app.web.rendering import linked_subscriber
+from app.web.rendering import link, linked_subscriber
 
 router = APIRouter(include_in_schema=False)
 ATOM = "application/atom+xml; charset=utf-8"
@@ -64,12 +64,11 @@ async def atom_feed(request: Request, token: str, state: State, session: Session
         self_url=f"{state.settings.base_url}/feeds/{token}",
         # Signed as of the reader's signup, so that the feed (and its ETag) stays the same
         # from one poll to the next until a digest changes it.
-        archive_url=f"{state.settings.base_url}/digests/"
-        + make_token(
-            state.settings.secret_key,
+        archive_url=link(
+            state,
             Purpose.DIGEST,
-            subscriber.public_id,
-            subscriber.token_version,
+            subscriber,
+            "digests",
             signed_at=int(as_utc(subscriber.created_at).timestamp()),
         ),
         topics=", ".join(subscriber.topics or []),

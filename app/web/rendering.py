@@ -66,9 +66,20 @@ def page(
     return templates.TemplateResponse(request, name, context or {}, status_code=status_code)
 
 
-def link(state: WebState, purpose: Purpose, subscriber: Subscriber, path: str) -> str:
+def link(
+    state: WebState,
+    purpose: Purpose,
+    subscriber: Subscriber,
+    path: str,
+    *,
+    signed_at: int | None = None,
+) -> str:
     token = make_token(
-        state.settings.secret_key, purpose, subscriber.public_id, subscriber.token_version
+        state.settings.secret_key,
+        purpose,
+        subscriber.public_id,
+        subscriber.token_version,
+        signed_at=signed_at,
     )
     return f"{state.settings.base_url}/{path}/{token}"
 
