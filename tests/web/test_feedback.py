@@ -7,14 +7,13 @@ a reader's feedback is erased with them."""
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Iterator
 from datetime import date
 from pathlib import Path
 
 import httpx
 import pytest
 from sqlalchemy import delete, func, select
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.config import Settings
 from app.digests.views import DigestView, load_digest_views
@@ -30,7 +29,7 @@ from app.models import (
     Subscriber,
 )
 from app.subscribers.rules import Preferences, add_active_subscriber
-from tests.support.web_app import ADMIN_TOKEN, RunningApp, serve_app
+from tests.support.web_app import ADMIN_TOKEN, RunningApp
 
 Sessions = async_sessionmaker[AsyncSession]
 DAY_ONE, DAY_TWO = date(2026, 11, 26), date(2026, 11, 27)
@@ -39,18 +38,6 @@ DAY_ONE, DAY_TWO = date(2026, 11, 26), date(2026, 11, 27)
 @pytest.fixture
 async def loaded(session_factory: Sessions, settings: Settings, sample_page: Path) -> None:
     await ingest_job(str(sample_page), session_factory=session_factory, settings=settings)
-
-
-@pytest.fixture
-def web(engine: AsyncEngine, settings: Settings) -> Iterator[RunningApp]:
-    with serve_app(settings) as running:
-        yield running
-
-
-@pytest.fixture
-async def client(web: RunningApp) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=web.base_url, timeout=20) as http:
-        yield http
 
 
 async def reader_with_digest(

@@ -4,11 +4,9 @@ and /metrics, /docs and /openapi.json as closed as the admin API unless opened."
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 
 import httpx
-import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.config import Settings
@@ -20,18 +18,6 @@ from tests.support.web_app import ADMIN_TOKEN, RunningApp, serve_app
 
 Sessions = async_sessionmaker[AsyncSession]
 METRICS_TOKEN = "metrics-scraper-token-0123456789"
-
-
-@pytest.fixture
-def web(engine: AsyncEngine, settings: Settings) -> Iterator[RunningApp]:
-    with serve_app(settings) as running:
-        yield running
-
-
-@pytest.fixture
-async def client(web: RunningApp) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=web.base_url, timeout=20) as http:
-        yield http
 
 
 async def reader(sessions: Sessions) -> Subscriber:

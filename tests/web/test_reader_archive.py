@@ -6,14 +6,12 @@ preferences page and the archive link to each other."""
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import httpx
-import pytest
 from sqlalchemy import select, update
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.config import Settings
 from app.digests.views import load_digest_views
@@ -22,22 +20,10 @@ from app.mail.message import Mailer
 from app.models import Digest, DigestStatus, Subscriber
 from app.subscribers.rules import Preferences, add_active_subscriber
 from app.subscribers.tokens import Purpose, make_token, read_token
-from tests.support.web_app import RunningApp, serve_app
+from tests.support.web_app import RunningApp
 
 Sessions = async_sessionmaker[AsyncSession]
 FIRST_DAY = date(2026, 10, 1)
-
-
-@pytest.fixture
-def web(engine: AsyncEngine, settings: Settings) -> Iterator[RunningApp]:
-    with serve_app(settings) as running:
-        yield running
-
-
-@pytest.fixture
-async def client(web: RunningApp) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=web.base_url, timeout=20) as http:
-        yield http
 
 
 async def reader_with_digests(sessions: Sessions, settings: Settings, sample_page: Path) -> int:

@@ -6,39 +6,25 @@ forbids dropped), a token of the feed's own purpose, never cached."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import feedparser
 import httpx
-import pytest
 from lxml import etree
 from sqlalchemy import select, update
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.config import Settings
 from app.jobs import compose_job, ingest_job
 from app.models import Digest, DigestItem, Paper, Subscriber
 from app.subscribers.rules import Preferences, add_active_subscriber
 from app.subscribers.tokens import Purpose, make_token, read_token
-from tests.support.web_app import RunningApp, serve_app
+from tests.support.web_app import RunningApp
 
 Sessions = async_sessionmaker[AsyncSession]
 ATOM = "{http://www.w3.org/2005/Atom}"
 HOSTILE = '</title><script>alert("x")</script> & <b>bold</b>'
-
-
-@pytest.fixture
-def web(engine: AsyncEngine, settings: Settings) -> Iterator[RunningApp]:
-    with serve_app(settings) as running:
-        yield running
-
-
-@pytest.fixture
-async def client(web: RunningApp) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=web.base_url, timeout=20) as http:
-        yield http
 
 
 def feed_token(web: RunningApp, reader: Subscriber) -> str:
