@@ -95,88 +95,71 @@ async def run_all(
     access_log: bool = True,
     on_started: Callable[[Started], None],
 ) -> None:
+    # Bound first: a taken port ends the start before anything else has begun.
     with listening_socket(host, port) as listener:
-        await serve_all(
-            settings,
-            listener=listener,
-            host=host,
-            port=port,
-            send_now=send_now,
-            access_log=access_log,
-            on_started=on_started,
-        )
-
-
-async def serve_all(
-    settings: Settings,
-    *,
-    listener: socket.socket,
-    host: str,
-    port: int,
-    send_now: bool,
-    access_log: bool = True,
-    on_started: Callable[[Started], None],
-) -> None:
-    public = public_address(settings, host=host, port=port)
-    # Links in mail must lead back to this very server unless told otherwise.
-    settings = settings.model_copy(update={"base_url": public.url})
-    engine = create_engine(settings.database_url, echo=settings.database_echo)
-    await migrate(engine)
-    sessions = create_session_factory(engine)
-    seeded = 0
-    async with sessions() as session:
-        empty = not await session.scalar(select(func.count()).select_from(Paper))
-    if empty:
-        report = await ingest_job(str(SAMPLE), session_factory=sessions, settings=settings)
-        seeded = report.inserted
-    if send_now:
-        settings = settings.model_copy(
-            update={
-                "compose_interval_seconds": min(
-                    settings.compose_interval_seconds, SEND_NOW_COMPOSE_SECONDS
-                )
-            }
-        )
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(settings, sends_today=send_now),
-            host=host,
-            port=port,
-            log_config=None,
-            lifespan="on",
-            access_log=access_log,
-            forwarded_allow_ips=settings.forwarded_allow_ips,
-        )
-    )
-    scheduler = build_scheduler(
-        session_factory=sessions, settings=settings, include_send=False, compose_for_today=send_now
-    )
-    stop = asyncio.Event()
-    worker = asyncio.create_task(
-        send_job(session_factory=sessions, settings=settings, once=False, stop=stop)
-    )
-    scheduler.start()
-
-    async def announce() -> None:
-        while not server.started:  # noqa: ASYNC110 - uvicorn offers a flag, not an event
-            await asyncio.sleep(0.05)
-        on_started(
-            Started(
-                http_url(host.strip("[]") or "0.0.0.0", port),  # noqa: S104 - what was asked
-                seeded,
-                public.url,
-                public.origin,
+        public = public_address(settings, host=host, port=port)
+        # Links in mail must lead back to this very server unless told otherwise.
+        settings = settings.model_copy(update={"base_url": public.url})
+        engine = create_engine(settings.database_url, echo=settings.database_echo)
+        await migrate(engine)
+        sessions = create_session_factory(engine)
+        seeded = 0
+        async with sessions() as session:
+            empty = not await session.scalar(select(func.count()).select_from(Paper))
+        if empty:
+            report = await ingest_job(str(SAMPLE), session_factory=sessions, settings=settings)
+            seeded = report.inserted
+        if send_now:
+            settings = settings.model_copy(
+                update={
+                    "compose_interval_seconds": min(
+                        settings.compose_interval_seconds, SEND_NOW_COMPOSE_SECONDS
+                    )
+                }
+            )
+        server = uvicorn.Server(
+            uvicorn.Config(
+                create_app(settings, sends_today=send_now),
+                host=host,
+                port=port,
+                log_config=None,
+                lifespan="on",
+                access_log=access_log,
+                forwarded_allow_ips=settings.forwarded_allow_ips,
             )
         )
+        scheduler = build_scheduler(
+            session_factory=sessions,
+            settings=settings,
+            include_send=False,
+            compose_for_today=send_now,
+        )
+        stop = asyncio.Event()
+        worker = asyncio.create_task(
+            send_job(session_factory=sessions, settings=settings, once=False, stop=stop)
+        )
+        scheduler.start()
 
-    announcing = asyncio.create_task(announce())
-    try:
-        await server.serve(sockets=[listener])
-    finally:
-        announcing.cancel()
-        await stop_scheduler(scheduler)
-        stop.set()
-        sent = await worker
-        if sent.attempted:
-            logger.info("worker stopped after %d messages", sent.attempted)
-        await engine.dispose()
+        async def announce() -> None:
+            while not server.started:  # noqa: ASYNC110 - uvicorn offers a flag, not an event
+                await asyncio.sleep(0.05)
+            on_started(
+                Started(
+                    http_url(host.strip("[]") or "0.0.0.0", port),  # noqa: S104 - what was asked
+                    seeded,
+                    public.url,
+                    public.origin,
+                )
+            )
+
+        announcing = asyncio.create_task(announce())
+        try:
+            await server.serve(sockets=[listener])
+        finally:
+            announcing.cancel()
+            await stop_scheduler(scheduler)
+            stop.set()
+            sent = await worker
+            if sent.attempted:
+                logger.info("worker stopped after %d messages", sent.attempted)
+            await engine.dispose()
